@@ -1,0 +1,15 @@
+"""User-facing errors: train.py prints these as one clear message instead of a traceback."""
+
+from __future__ import annotations
+
+
+class TinyDistillError(Exception):
+    """Base class for errors caused by the user's input (data, config, paths), not by a bug."""
+
+
+class DataError(TinyDistillError, ValueError):
+    """A data file is missing, malformed, or lacks an expected column."""
+
+
+class ConfigError(TinyDistillError, ValueError):
+    """A config value is invalid or inconsistent with the models or data."""
