@@ -149,3 +149,25 @@ def test_load_examples_from_explicit_file(tmp_path):
     f = write(tmp_path / "aug.tsv", "sentence\tlabel\ngood .\t1\nbad .\t0\n")
     ds = load_examples(get_task("sst2"), "train", data_dir=None, file=f)
     assert ds["label"] == [1, 0] and ds["text_a"] == ["good .", "bad ."]
+
+
+def test_hub_layout_is_renamed_and_remapped(monkeypatch):
+    """With no data folder, GLUE comes from nyu-mll/glue; its columns and MNLI labels are normalised."""
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        feats = Features({
+            "premise": Value("string"), "hypothesis": Value("string"),
+            "label": ClassLabel(names=["entailment", "neutral", "contradiction"]), "idx": Value("int32"),
+        })
+        return Dataset.from_dict(
+            {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [0, 2], "idx": [0, 1]}, features=feats
+        )
+
+    monkeypatch.setattr("tinydistill.data.glue.datasets.load_dataset", fake_load_dataset)
+    ds = load_examples(get_task("mnli"), "dev_mismatched", data_dir=None)
+    assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
+    assert sorted(ds.column_names) == ["label", "text_a", "text_b"]
+    assert ds["text_a"] == ["p0", "p1"]
+    assert [get_task("mnli").label_names[i] for i in ds["label"]] == ["entailment", "contradiction"]
