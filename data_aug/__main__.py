@@ -1,0 +1,55 @@
+"""`python -m data_aug task=<name> [aug.<key>=<value> ...]`: write <artifacts_dir>/aug/<task>/."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
+from tinydistill.data.tasks import get_task
+from tinydistill.errors import ConfigError, TinyDistillError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def run(cfg: DictConfig) -> Path | None:
+    task = get_task(cfg.task.name)
+    if not cfg.aug.enabled:
+        raise ConfigError("aug.enabled is false (aug=off): nothing to do; use aug=on")
+    if task.name in [str(t).lower() for t in (cfg.aug.skip_tasks or [])]:
+        raise ConfigError(
+            f"task {task.name} is in aug.skip_tasks={list(cfg.aug.skip_tasks)} (word replacement would "
+            f"invalidate its labels); override with aug.skip_tasks=[] to augment it anyway"
+        )
+    data_dir = cfg.paths.data_dir
+    artifacts = cfg.paths.artifacts_dir
+    if cfg.get("force", False):
+        path = augment_task(cfg.aug, task.name, data_dir, aug_dir(artifacts, task.name))
+    else:
+        path = ensure_augmented(cfg.aug, task.name, data_dir, artifacts)
+    m = read_manifest(path.parent) or {}
+    counts = m.get("counts", {})
+    print(
+        f"{path}: {counts.get('rows', '?')} rows from {counts.get('examples', '?')} examples "
+        f"(manifest: {path.parent / 'manifest.json'})"
+    )
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="augment")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("data_aug").setLevel(logging.INFO)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    try:
+        run(cfg)
+    except TinyDistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

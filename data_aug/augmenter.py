@@ -1,0 +1,137 @@
+"""TinyBERT word-replacement augmentation of single sentences.
+
+For each candidate word (see words.py) the replacement candidates are:
+
+* a word that is one WordPiece: the masked LM's top-k predictions at its position (mlm.py);
+* a word of several WordPieces: its top-k GloVe neighbours (glove.py);
+* no candidates (OOV in GloVe, mask truncated away, all predictions filtered): the word is kept.
+
+Then `n_aug` times: every candidate word is replaced, with probability `p_replace`, by one of its
+candidates drawn uniformly; the words are joined with spaces (lower-cased, punctuation split, as
+the reference writes them). Draws equal to an earlier draw or to the unchanged sentence are dropped
+(the reference kept one lower-cased copy of the unchanged sentence), so an example yields at most
+`n_aug` new sentences. Randomness comes only from the numpy Generator passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from data_aug.glove import GloveNeighbours
+from data_aug.mlm import MaskedLM
+from data_aug.words import basic_tokenize, is_candidate_word
+
+
+@dataclass
+class SentenceCandidates:
+    """The words of one sentence and the replacement candidates of its candidate words."""
+
+    words: list[str]
+    candidates: dict[int, list[str]] = field(default_factory=dict)  # word index -> candidates
+    sources: dict[int, str] = field(default_factory=dict)  # word index -> mlm | glove | kept
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, SentenceCandidates)
+            and self.words == other.words
+            and self.candidates == other.candidates
+            and self.sources == other.sources
+        )
+
+
+class Augmenter:
+    def __init__(
+        self,
+        mlm: MaskedLM,
+        glove: GloveNeighbours | None,
+        stopwords: frozenset[str] | set[str],
+        *,
+        top_k: int = 15,
+        n_aug: int = 20,
+        p_replace: float = 0.4,
+        mode: str = "batched",
+        batch_size: int = 64,
+    ):
+        self.mlm = mlm
+        self.glove = glove
+        self.stopwords = frozenset(stopwords)
+        self.top_k = top_k
+        self.n_aug = n_aug
+        self.p_replace = float(p_replace)
+        self.mode = mode
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------ candidates
+    def candidates(self, sentences: Sequence[str]) -> list[SentenceCandidates]:
+        """Candidates for every sentence; MLM work for all of them is batched together."""
+        distinct = list(dict.fromkeys(sentences))
+        words = [basic_tokenize(s) for s in distinct]
+        pieces = self.mlm.word_pieces(words)
+        out = [SentenceCandidates(w) for w in words]
+        sent_pieces: list[list[int]] = []
+        requests: list[tuple[int, int]] = []
+        owners: list[tuple[int, int]] = []  # (sentence, word index) of each MLM request
+        glove_words: list[tuple[int, int]] = []
+        for s, (ws, ps) in enumerate(zip(words, pieces)):
+            sent_pieces.append([p for word in ps for p in word])
+            offset = 0
+            for i, (w, wp) in enumerate(zip(ws, ps)):
+                if is_candidate_word(w, self.stopwords):
+                    if len(wp) == 1:
+                        requests.append((s, offset))
+                        owners.append((s, i))
+                    elif len(wp) > 1:
+                        glove_words.append((s, i))
+                offset += len(wp)
+        predicted = self.mlm.predict(sent_pieces, requests, self.top_k, self.mode, self.batch_size)
+        for (s, i), cands in zip(owners, predicted):
+            self._set(out[s], i, cands, "mlm")
+        if glove_words:
+            neigh = self.glove.lookup(out[s].words[i] for s, i in glove_words) if self.glove else {}
+            for s, i in glove_words:
+                self._set(out[s], i, neigh.get(out[s].words[i], []), "glove")
+        by_text = dict(zip(distinct, out))
+        return [by_text[s] for s in sentences]
+
+    @staticmethod
+    def _set(sc: SentenceCandidates, i: int, cands: list[str], source: str) -> None:
+        if cands:
+            sc.candidates[i] = list(cands)
+            sc.sources[i] = source
+        else:
+            sc.sources[i] = "kept"
+
+    # ------------------------------------------------------------ sampling
+    def sample(self, sc: SentenceCandidates, rng: np.random.Generator, n: int | None = None) -> list[list[str]]:
+        """`n` (default n_aug) raw draws as word lists, before any de-duplication."""
+        n = self.n_aug if n is None else n
+        positions = sorted(sc.candidates)
+        if not positions:
+            return [list(sc.words) for _ in range(n)]
+        sizes = np.array([len(sc.candidates[p]) for p in positions])
+        choice = rng.integers(0, sizes, size=(n, len(positions)))
+        replace = rng.random((n, len(positions))) < self.p_replace
+        draws = []
+        for t in range(n):
+            new = list(sc.words)
+            for c, p in enumerate(positions):
+                if replace[t, c]:
+                    new[p] = sc.candidates[p][choice[t, c]]
+            draws.append(new)
+        return draws
+
+    def augment(self, sc: SentenceCandidates, rng: np.random.Generator) -> list[str]:
+        """Up to n_aug distinct new sentences (never the unchanged one), in draw order."""
+        if not sc.candidates:
+            return []
+        seen = {" ".join(sc.words)}
+        out = []
+        for draw in self.sample(sc, rng):
+            text = " ".join(draw)
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
+        return out

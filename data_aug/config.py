@@ -1,0 +1,124 @@
+"""Settings of the augmentation (the `aug` config group), validated into a dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from tinydistill.errors import ConfigError
+
+MODES = ("batched", "sequential")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Every number of TinyBERT's augmentation; defaults are the paper's / reference code's.
+
+    See conf/aug/on.yaml for what each field means.
+    """
+
+    enabled: bool = True
+    mlm_model: str = "bert-base-uncased"
+    glove: str = "glove-wiki-gigaword-300"
+    glove_vocab_size: int | None = 100_000
+    top_k: int = 15
+    n_aug: int = 20
+    p_replace: float = 0.4
+    seed: int = 42
+    mode: str = "batched"
+    batch_size: int = 64
+    max_seq_length: int | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    num_threads: int | None = None
+    chunk_size: int = 128
+    skip_tasks: tuple[str, ...] = ("stsb",)
+    nltk_data: str | None = None
+    allow_untrained_head: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg: "AugConfig | Mapping[str, Any] | None") -> "AugConfig":
+        """Build from the `aug` node of a Hydra config (DictConfig), a dict, or an AugConfig.
+
+        Raises ConfigError naming the option (`aug.<key>`) for an unknown key or a bad value.
+        """
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, AugConfig):
+            cfg.validate()
+            return cfg
+        try:  # DictConfig -> plain dict, interpolations resolved
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(cfg, DictConfig):
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf comes with hydra
+            pass
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"aug: expected a mapping of options, got {type(cfg).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(
+                f"aug.{unknown[0]}: unknown option (known options: {', '.join(sorted(known))})"
+            )
+        kwargs = dict(cfg)
+        if "skip_tasks" in kwargs:
+            st = kwargs["skip_tasks"]
+            if st is None:
+                st = ()
+            if isinstance(st, str) or not isinstance(st, (list, tuple)):
+                raise ConfigError(f"aug.skip_tasks: expected a list of task names, got {st!r}")
+            kwargs["skip_tasks"] = tuple(str(t).lower() for t in st)
+        for key in ("mlm_model", "glove", "nltk_data"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = str(kwargs[key])
+        out = cls(**kwargs)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"aug.{key}={getattr(self, key)!r}: {why}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.enabled, bool):
+            raise bad("enabled", "expected true or false")
+        for key in ("top_k", "n_aug", "batch_size", "chunk_size"):
+            v = getattr(self, key)
+            if not is_int(v) or v < 1:
+                raise bad(key, "expected a positive integer")
+        if not is_int(self.seed):
+            raise bad("seed", "expected an integer")
+        for key in ("glove_vocab_size", "max_seq_length", "num_threads"):
+            v = getattr(self, key)
+            if v is not None and (not is_int(v) or v < 1):
+                raise bad(key, "expected a positive integer or null")
+        if self.max_seq_length is not None and self.max_seq_length < 8:
+            raise bad("max_seq_length", "too short for [CLS] masked [SEP] original [SEP]")
+        if isinstance(self.p_replace, bool) or not isinstance(self.p_replace, (int, float)) or not (
+            0.0 <= float(self.p_replace) <= 1.0
+        ):
+            raise bad("p_replace", "expected a probability between 0 and 1")
+        if self.mode not in MODES:
+            raise bad("mode", f"expected one of {list(MODES)}")
+        if self.dtype not in DTYPES:
+            raise bad("dtype", f"expected one of {list(DTYPES)}")
+        if not isinstance(self.mlm_model, str) or not self.mlm_model:
+            raise bad("mlm_model", "expected a Hugging Face masked-LM name or a local folder")
+        if not isinstance(self.glove, str) or not self.glove:
+            raise bad("glove", "expected a GloVe text file or a gensim-data name")
+        if not isinstance(self.device, str) or not (
+            self.device == "cpu" or self.device.startswith(("cuda", "mps"))
+        ):
+            raise bad("device", "expected cpu, cuda, cuda:N or mps")
+        if not isinstance(self.allow_untrained_head, bool):
+            raise bad("allow_untrained_head", "expected true or false")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["skip_tasks"] = list(self.skip_tasks)
+        return d

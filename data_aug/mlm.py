@@ -1,0 +1,261 @@
+"""Masked-LM candidates for single-WordPiece words.
+
+For a word at WordPiece position j of a sentence with pieces P, the model reads (as the reference
+TinyBERT code does) `[CLS] P-with-P[j]-masked [SEP] P [SEP]` with segment ids 0 for the first part
+(up to and including the first [SEP]) and 1 for the rest, truncated to the model's maximum length;
+a mask that falls beyond it gets no candidates. The top-k predictions at the mask are kept, minus
+`##` continuation pieces (as the reference) and bracketed vocabulary entries such as [SEP], [UNK],
+[unused12] (a deviation: writing `[SEP]` into a training sentence would corrupt it).
+
+Two modes, same inputs and same candidates:
+
+* `batched` (fast): masked copies from many sentences are grouped by exact length (no padding, so
+  the numbers match an unbatched forward), `batch_size` per forward; only the encoder runs on the
+  whole sequence, and the MLM head runs only on the hidden states at the masks; inference_mode.
+* `sequential` (the reference algorithm): one forward of the complete masked LM per masked word,
+  logits at every position, then top-k at the mask.
+
+Exactly equal candidate lists in both modes: float32 matrix products give results that differ in
+the last bits with the shape of the product (a head applied to 1 row or to 50 rows), enough to swap
+two near-tied predictions. So the float32 logits only preselect the top k+16 tokens, which are
+then re-scored in float64 from the hidden state at the mask (BERT-style heads: `model.cls`) and
+ordered by that score (ties: lower token id first). The encoder's hidden states themselves do not
+depend on the batch (checked by the tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from tinydistill.errors import ConfigError
+
+_BRACKETED = re.compile(r"^\[.*\]$")
+_MARGIN = 16  # extra float32 preselected tokens re-scored in float64
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+class MaskedLM:
+    """A Hugging Face masked LM with a WordPiece tokenizer, prepared for candidate generation."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_seq_length: int | None = None,
+    ):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or type(backend.model).__name__ != "WordPiece":
+            raise ConfigError(
+                f"aug.mlm_model={name!r}: needs a fast WordPiece (BERT-style) tokenizer, got "
+                f"{type(tokenizer).__name__}"
+            )
+        if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ConfigError(f"aug.mlm_model={name!r}: tokenizer lacks [MASK]/[CLS]/[SEP] tokens")
+        self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
+        self.tokenizer = tokenizer
+        # Hash before any dtype change so the identity does not depend on aug.dtype.
+        self._fingerprint: str | None = None
+        self.model = model
+        self.fingerprint  # noqa: B018 - computed now, on the float32 weights
+        self.device = torch.device(device)
+        self.dtype = dtype
+        model.eval()
+        model.to(device=self.device, dtype=_torch_dtype(dtype))
+        cfg = model.config
+        limit = int(getattr(cfg, "max_position_embeddings", 512) or 512)
+        self.max_len = min(limit, max_seq_length) if max_seq_length else limit
+        self.use_token_types = int(getattr(cfg, "type_vocab_size", 0) or 0) >= 2
+        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        head = getattr(model, "cls", None)
+        if head is None:
+            head = getattr(model, "lm_head", None)
+        self.encoder, self.head = (base, head) if (base is not None and head is not None) else (None, None)
+        # float64 re-scoring for BERT-style heads (transform -> decoder): see the module docstring
+        self._transform64 = None
+        pred = getattr(getattr(model, "cls", None), "predictions", None)
+        if pred is not None and hasattr(pred, "transform") and hasattr(pred, "decoder"):
+            self._transform64 = copy.deepcopy(pred.transform).to(device=self.device, dtype=torch.float64)
+            self._decoder = pred.decoder
+        self.cls_id, self.sep_id, self.mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
+        vocab = tokenizer.get_vocab()
+        size = max(int(cfg.vocab_size), max(vocab.values()) + 1)
+        self.id_to_token = [""] * size
+        for tok, i in vocab.items():
+            self.id_to_token[i] = tok
+        excluded = torch.zeros(size, dtype=torch.bool)
+        for tok, i in vocab.items():
+            if tok.startswith("##") or _BRACKETED.match(tok):
+                excluded[i] = True
+        for i in tokenizer.all_special_ids:
+            excluded[i] = True
+        self.excluded = excluded
+        self.forwards = 0  # number of forward passes run (for the benchmark)
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (float32 as loaded) and the vocabulary."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for key, t in sorted(self.model.state_dict().items()):
+                t = t.detach().to("cpu").contiguous()
+                h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            vocab = self.tokenizer.get_vocab()
+            h.update("\n".join(sorted(vocab, key=vocab.__getitem__)).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # ---------------------------------------------------------------- tokens
+    def word_pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """WordPiece ids of each word of each (already basic-tokenised) sentence."""
+        out: list[list[list[int]]] = [[] for _ in sentences]
+        nonempty = [i for i, words in enumerate(sentences) if words]
+        if not nonempty:
+            return out
+        enc = self.tokenizer(
+            [list(sentences[i]) for i in nonempty],
+            is_split_into_words=True,
+            add_special_tokens=False,
+        )
+        for row, i in enumerate(nonempty):
+            per_word: list[list[int]] = [[] for _ in sentences[i]]
+            for tid, wid in zip(enc["input_ids"][row], enc.word_ids(row)):
+                if wid is not None:
+                    per_word[wid].append(tid)
+            out[i] = per_word
+        return out
+
+    def _inputs(self, pieces: Sequence[int]) -> tuple[list[int], list[int]]:
+        n = len(pieces)
+        ids = [self.cls_id, *pieces, self.sep_id, *pieces, self.sep_id][: self.max_len]
+        seg = ([0] * (n + 2) + [1] * (n + 1))[: self.max_len]
+        return ids, seg
+
+    def _top_k(self, logits: torch.Tensor, hidden: torch.Tensor, k: int) -> list[list[str]]:
+        """Candidates from float32 `logits` (M, V) and the hidden states at the masks (M, H)."""
+        if self._transform64 is None:
+            top = torch.topk(logits.float(), k, dim=-1).indices.cpu()
+        else:
+            pre = torch.topk(logits.float(), min(k + _MARGIN, logits.shape[-1]), dim=-1).indices
+            pre = torch.sort(pre, dim=-1).values  # token-id order, so ties go to the lower id
+            t = self._transform64(hidden.to(torch.float64))  # (M, H)
+            w = self._decoder.weight[pre].to(torch.float64)  # (M, k+m, H)
+            score = torch.einsum("mh,mkh->mk", t, w)
+            if self._decoder.bias is not None:
+                score = score + self._decoder.bias[pre].to(torch.float64)
+            order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
+            top = torch.gather(pre, 1, order).cpu()
+        return [[self.id_to_token[i] for i in row[~self.excluded[row]].tolist()] for row in top]
+
+    # ---------------------------------------------------------------- prediction
+    @torch.inference_mode()
+    def predict(
+        self,
+        sentences: Sequence[Sequence[int]],
+        requests: Sequence[tuple[int, int]],
+        top_k: int,
+        mode: str = "batched",
+        batch_size: int = 64,
+    ) -> list[list[str]]:
+        """Candidates for each request (sentence index, WordPiece index to mask)."""
+        results: list[list[str]] = [[] for _ in requests]
+        bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        valid: list[int] = []
+        for r, (s, j) in enumerate(requests):
+            if 1 + j >= self.max_len:
+                continue  # mask truncated away: no candidates (reference returns [])
+            if s not in bases:
+                ids, seg = self._inputs(sentences[s])
+                bases[s] = (torch.tensor(ids), torch.tensor(seg))
+            valid.append(r)
+        k = min(top_k, len(self.id_to_token))
+        if mode == "sequential":
+            for r in valid:
+                s, j = requests[r]
+                ids, seg = bases[s]
+                x = ids.clone()
+                x[1 + j] = self.mask_id
+                kwargs = {"token_type_ids": seg[None].to(self.device)} if self.use_token_types else {}
+                out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
+                self.forwards += 1
+                hidden = out.hidden_states[-1][:, 1 + j]
+                results[r] = self._top_k(out.logits[:, 1 + j], hidden, k)[0]
+            return results
+        if mode != "batched":
+            raise ConfigError(f"aug.mode={mode!r}: expected 'batched' or 'sequential'")
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for r in valid:
+            buckets[len(bases[requests[r][0]][0])].append(r)
+        for length in sorted(buckets):
+            group = buckets[length]
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                x = torch.stack([bases[requests[r][0]][0] for r in batch])
+                pos = torch.tensor([1 + requests[r][1] for r in batch])
+                rows = torch.arange(len(batch))
+                x[rows, pos] = self.mask_id
+                x = x.to(self.device)
+                kwargs = {}
+                if self.use_token_types:
+                    kwargs["token_type_ids"] = torch.stack([bases[requests[r][0]][1] for r in batch]).to(self.device)
+                rows_d, pos_d = rows.to(self.device), pos.to(self.device)
+                if self.encoder is not None:
+                    hidden = self.encoder(input_ids=x, **kwargs).last_hidden_state[rows_d, pos_d]
+                    logits = self.head(hidden)
+                else:  # unknown head layout: full logits, then gather
+                    out = self.model(input_ids=x, output_hidden_states=True, **kwargs)
+                    hidden, logits = out.hidden_states[-1][rows_d, pos_d], out.logits[rows_d, pos_d]
+                self.forwards += 1
+                for r, cands in zip(batch, self._top_k(logits, hidden, k)):
+                    results[r] = cands
+        return results
+
+
+def load_mlm(
+    name_or_path: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_seq_length: int | None = None,
+    allow_untrained_head: bool = False,
+) -> MaskedLM:
+    """Load a masked LM (`AutoModelForMaskedLM`) and its tokenizer from a hub name or folder.
+
+    Raises ConfigError naming `aug.mlm_model` if it cannot be loaded or if its MLM head is not
+    in the checkpoint (e.g. a BertModel such as all-MiniLM-L6-v2: its predictions would be noise),
+    unless allow_untrained_head.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    name = str(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
+    except Exception as e:
+        hint = "" if Path(name).exists() else " (not a local folder; hub names need internet or the HF cache)"
+        raise ConfigError(f"aug.mlm_model={name!r}: cannot load a masked LM{hint}: {type(e).__name__}: {e}") from e
+    missing = sorted(info.get("missing_keys") or [])
+    head_missing = [k for k in missing if not k.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
+    if head_missing and not allow_untrained_head:
+        raise ConfigError(
+            f"aug.mlm_model={name!r}: the checkpoint has no trained masked-LM head (missing "
+            f"{', '.join(head_missing[:4])}{' ...' if len(head_missing) > 4 else ''}); its candidates "
+            f"would be noise. Use a model with an MLM head (run stage=mlm to give the teacher one) "
+            f"or set aug.allow_untrained_head=true for a speed test"
+        )
+    return MaskedLM(model, tokenizer, name=name, device=device, dtype=dtype, max_seq_length=max_seq_length)

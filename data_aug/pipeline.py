@@ -1,0 +1,430 @@
+"""Augment a GLUE task's train.tsv into `<artifacts_dir>/aug/<task>/train_aug.tsv`, resumably.
+
+Output rows, per training example in file order: the original row unchanged; then for text_a each
+augmented sentence (other columns, label included, unchanged); then, for pair tasks, the same for
+text_b with text_a unchanged. The two columns are augmented independently, each with its own
+random stream seeded by (aug.seed, example index, column), so any chunk can be recomputed alone
+and a resumed run writes exactly the bytes of an uninterrupted one.
+
+Work happens in chunks of `aug.chunk_size` examples written to `<out>/.partial/chunk_NNNNN.tsv`
+(temp file + rename) with `.partial/progress.json` recording the settings they belong to; an
+interrupted run resumes from the last finished chunk. At the end the chunks are joined into
+`train_aug.tsv.tmp`, renamed to `train_aug.tsv`, and `manifest.json` is written the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from data_aug.augmenter import Augmenter
+from data_aug.config import AugConfig
+from data_aug.glove import GloveNeighbours, glove_file_fingerprint, load_glove
+from data_aug.mlm import MaskedLM, load_mlm
+from data_aug.words import load_stopwords, nltk_data_dir, stopwords_fingerprint
+from tinydistill.data.glue_tsv import GlueTable, glue_file, read_glue_tsv
+from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Bump when the algorithm or output layout changes: older outputs are then regenerated.
+FORMAT_VERSION = 1
+OUTPUT_NAME = "train_aug.tsv"
+MANIFEST_NAME = "manifest.json"
+PARTIAL_DIR = ".partial"
+
+
+def aug_dir(artifacts_dir: str | os.PathLike, task_name: str) -> Path:
+    """Stable output folder `<artifacts_dir>/aug/<task>/`."""
+    return Path(artifacts_dir) / "aug" / get_task(task_name).name
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """Exclusive lock on `<out>/.lock` so two processes never write the same output (released
+    by the OS if the holder dies)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("aug: waiting for another process generating %s", out)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _tsv(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _columns(table: GlueTable) -> list[int]:
+    return [c for c in (table.text_a_col, table.text_b_col) if c is not None]
+
+
+def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    if data_dir is None or str(data_dir) in ("", "None", "null"):
+        raise ConfigError(
+            "paths.data_dir is not set: augmentation reads <paths.data_dir>/glue/<Task>/train.tsv "
+            "(set TINYDISTILL_DATA_DIR or paths.data_dir)"
+        )
+    return Path(data_dir)
+
+
+def _settings(
+    cfg: AugConfig, task: GlueTask, mlm: MaskedLM | str, glove_fp: str, stop_fp: str, source_sha: str
+) -> dict[str, Any]:
+    """Everything the output depends on; a manifest whose settings differ is out of date."""
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "task": task.name,
+        "source_sha256": source_sha,
+        "mlm_fingerprint": mlm if isinstance(mlm, str) else mlm.fingerprint,
+        "glove_fingerprint": glove_fp,
+        "glove_vocab_size": cfg.glove_vocab_size,
+        "stopwords_fingerprint": stop_fp,
+        "top_k": cfg.top_k,
+        "n_aug": cfg.n_aug,
+        "p_replace": float(cfg.p_replace),
+        "seed": cfg.seed,
+        "max_seq_length": cfg.max_seq_length,
+        "dtype": cfg.dtype,
+    }
+    if not (cfg.dtype == "float32" and cfg.device == "cpu"):
+        # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
+        # masked sentences are grouped into forwards, so these become part of the identity.
+        settings.update(mode=cfg.mode, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size)
+    return settings
+
+
+def _settings_hash(settings: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _rng(seed: int, example: int, column: int) -> np.random.Generator:
+    return np.random.default_rng([seed, example, column])
+
+
+def augment_rows(
+    augmenter: Augmenter, table: GlueTable, start: int, stop: int, seed: int, stats: Counter | None = None
+) -> list[list[str]]:
+    """Output rows of examples [start, stop) of `table` (see module docstring for the order)."""
+    cols = _columns(table)
+    examples = table.rows[start:stop]
+    texts = [row[c] for row in examples for c in cols]
+    cands = augmenter.candidates(texts)
+    out: list[list[str]] = []
+    for e, row in enumerate(examples):
+        out.append(list(row))
+        for k, col in enumerate(cols):
+            sc = cands[e * len(cols) + k]
+            new = augmenter.augment(sc, _rng(seed, start + e, k))
+            for text in new:
+                r = list(row)
+                r[col] = text
+                out.append(r)
+            if stats is not None:
+                stats["sentences"] += 1
+                stats["sentences_without_candidates"] += not sc.candidates
+                stats["augmented_rows"] += len(new)
+                for source in sc.sources.values():
+                    stats[f"words_{source}"] += 1
+    return out
+
+
+def _load_components(
+    cfg: AugConfig,
+    data_dir: Path | None,
+    mlm: MaskedLM | str | os.PathLike | None,
+    glove: GloveNeighbours | Any | None,
+    stopwords: frozenset[str] | set[str] | None,
+) -> tuple[MaskedLM, GloveNeighbours | None, frozenset[str]]:
+    """Load what was not passed in. GloVe from cfg is loaded later, only if generation runs."""
+    if stopwords is None:
+        stopwords = load_stopwords(nltk_data_dir(cfg.nltk_data, data_dir))
+    if mlm is None or isinstance(mlm, (str, os.PathLike)):
+        mlm = load_mlm(
+            str(mlm) if mlm is not None else cfg.mlm_model,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            max_seq_length=cfg.max_seq_length,
+            allow_untrained_head=cfg.allow_untrained_head,
+        )
+    if glove is not None and not isinstance(glove, GloveNeighbours):
+        glove = GloveNeighbours(glove, cfg.top_k)  # preloaded KeyedVectors
+    if glove is not None and glove.top_k != cfg.top_k:
+        raise ConfigError(f"aug.top_k={cfg.top_k}: the GloveNeighbours passed in use top_k={glove.top_k}")
+    return mlm, glove, frozenset(stopwords)
+
+
+def _glove_neighbours(cfg: AugConfig, glove: GloveNeighbours | None, fingerprint: str) -> GloveNeighbours:
+    if glove is not None:
+        return glove
+    return GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size), cfg.top_k, fingerprint=fingerprint)
+
+
+def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str:
+    if glove is not None:
+        return glove.fingerprint
+    fp = glove_file_fingerprint(cfg.glove, cfg.glove_vocab_size)
+    if fp is None:
+        load_glove(cfg.glove, cfg.glove_vocab_size)  # raises the DataError / ConfigError naming aug.glove
+        raise AssertionError("unreachable")  # pragma: no cover
+    return fp
+
+
+def augment_task(
+    cfg_aug: AugConfig | Mapping[str, Any] | None,
+    task_name: str,
+    data_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    *,
+    mlm: MaskedLM | str | os.PathLike | None = None,
+    glove: GloveNeighbours | Any | None = None,
+    stopwords: frozenset[str] | set[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write `<out_dir>/train_aug.tsv` and `manifest.json` for a task; returns the TSV's path.
+
+    Always (re)generates, resuming from `<out_dir>/.partial/` when it holds chunks made with the
+    same settings. `mlm`, `glove` (KeyedVectors or GloveNeighbours) and `stopwords` may be
+    passed preloaded; otherwise they are loaded from cfg_aug.
+    """
+    cfg = AugConfig.from_cfg(cfg_aug)
+    task = get_task(task_name)
+    data = _resolve_data_dir(data_dir)
+    src = glue_file(data, task, "train")
+    table = read_glue_tsv(src, task)
+    source_sha = _sha256_file(src)
+    mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords)
+    glove_fp = _glove_fp(cfg, glove)
+    settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
+    out = Path(out_dir)
+    with _locked(out):
+        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress)
+
+
+def _generate(
+    cfg: AugConfig,
+    task: GlueTask,
+    table: GlueTable,
+    src: Path,
+    out: Path,
+    settings: dict[str, Any],
+    mlm: MaskedLM,
+    glove: GloveNeighbours | None,
+    glove_fp: str,
+    stopwords: frozenset[str],
+    progress: bool,
+) -> Path:
+    import torch
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    augmenter = Augmenter(  # loads GloVe: fail before touching the output folder
+        mlm,
+        _glove_neighbours(cfg, glove, glove_fp),
+        stopwords,
+        top_k=cfg.top_k,
+        n_aug=cfg.n_aug,
+        p_replace=cfg.p_replace,
+        mode=cfg.mode,
+        batch_size=cfg.batch_size,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    final, manifest_path = out / OUTPUT_NAME, out / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)  # no manifest may describe a file being replaced
+    partial = out / PARTIAL_DIR
+    progress_path = partial / "progress.json"
+    key = {"settings_hash": _settings_hash(settings), "chunk_size": cfg.chunk_size, "examples": len(table.rows)}
+    done: dict[str, dict] = {}
+    if progress_path.is_file():
+        try:
+            record = json.loads(progress_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        if all(record.get(k) == v for k, v in key.items()):
+            done = {
+                c: s for c, s in record.get("chunks", {}).items() if (partial / f"chunk_{int(c):05d}.tsv").is_file()
+            }
+    if not done and partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+
+    n = len(table.rows)
+    starts = list(range(0, n, cfg.chunk_size))
+    resumed = sum(min(cfg.chunk_size, n - s) for i, s in enumerate(starts) if str(i) in done)
+    if resumed:
+        log.info("resuming %s augmentation: %d of %d examples already done", task.name, resumed, n)
+    threads_before = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    bar = tqdm(
+        total=n, initial=resumed, unit="ex", desc=f"augment {task.name}", disable=not progress, file=sys.stderr
+    )
+    try:
+        for i, s in enumerate(starts):
+            if str(i) in done:
+                continue
+            stats: Counter = Counter()
+            t0 = time.perf_counter()
+            rows = augment_rows(augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats)
+            _write_chunk(partial / f"chunk_{i:05d}.tsv", rows)
+            done[str(i)] = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3)}
+            _atomic_write_text(progress_path, json.dumps({**key, "chunks": done}, indent=1))
+            bar.update(min(cfg.chunk_size, n - s))
+    finally:
+        bar.close()
+        torch.set_num_threads(threads_before)
+
+    tmp = final.with_name(final.name + ".tmp")
+    rows_written = 0
+    with open(tmp, "wb") as f:
+        if table.header is not None:
+            f.write(_tsv([table.header]).encode("utf-8"))
+        for i in range(len(starts)):
+            data = (partial / f"chunk_{i:05d}.tsv").read_bytes()
+            rows_written += data.count(b"\n")
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+    totals: Counter = Counter()
+    for record in done.values():
+        totals.update(record["counts"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "task": task.name,
+        "settings": settings,
+        "settings_hash": key["settings_hash"],
+        "seed": cfg.seed,
+        "config": cfg.as_dict(),
+        "mlm_model": getattr(mlm, "name", str(cfg.mlm_model)),
+        "glove": cfg.glove if glove is None else "<preloaded>",
+        "source": {"path": str(src), "sha256": settings["source_sha256"], "examples": n},
+        "output": {"path": str(final), "rows": rows_written, "sha256": _sha256_file(final)},
+        "counts": {"examples": n, "rows": rows_written, **dict(sorted(totals.items()))},
+        "time": {
+            "seconds_this_run": round(time.time() - started, 2),
+            "seconds_augmenting_all_chunks": round(sum(r["seconds"] for r in done.values()), 2),
+            "resumed_examples": resumed,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "runtime": {
+            "mode": cfg.mode,
+            "batch_size": cfg.batch_size,
+            "chunk_size": cfg.chunk_size,
+            "device": cfg.device,
+            "torch_threads": cfg.num_threads or threads_before,
+        },
+    }
+    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+def _write_chunk(path: Path, rows: list[list[str]]) -> None:
+    _atomic_write_text(path, _tsv(rows))
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict | None:
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_augmented(
+    cfg_aug: AugConfig | Mapping[str, Any] | None,
+    task_name: str,
+    data_dir: str | os.PathLike | None,
+    artifacts_dir: str | os.PathLike,
+    *,
+    mlm_model: MaskedLM | str | os.PathLike | None = None,
+    glove: GloveNeighbours | Any | None = None,
+    stopwords: frozenset[str] | set[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Path of the task's augmented training file, generating it only when needed.
+
+    Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of train.tsv) if it exists and
+    its manifest's settings equal the current ones (config numbers, seed, MLM weights fingerprint,
+    GloVe fingerprint, stop words, train.tsv sha256); otherwise (re)generates it, resuming an
+    interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a name, a folder, or a loaded
+    MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
+    `aug.skip_tasks` (STS-B by default), returns the original `<data_dir>/glue/<Task>/train.tsv`
+    and logs why.
+    """
+    cfg = AugConfig.from_cfg(cfg_aug)
+    task = get_task(task_name)
+    data = _resolve_data_dir(data_dir)
+    src = glue_file(data, task, "train")
+    if not cfg.enabled:
+        return src
+    if task.name in cfg.skip_tasks:
+        log.warning(
+            "aug: %s is in aug.skip_tasks (its labels do not survive word replacement); training on "
+            "the original %s", task.name, src,
+        )
+        return src
+    out = aug_dir(artifacts_dir, task.name)
+    table = read_glue_tsv(src, task)
+    source_sha = _sha256_file(src)
+    mlm, glove, stopwords = _load_components(cfg, data, mlm_model, glove, stopwords)
+    glove_fp = _glove_fp(cfg, glove)
+    settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
+    final = out / OUTPUT_NAME
+    manifest = read_manifest(out)
+    if manifest is not None and manifest.get("settings") == settings and final.is_file():
+        log.info("aug: up to date: %s", final)
+        return final
+    with _locked(out):
+        manifest = read_manifest(out)  # another process may have just finished it
+        if manifest is not None and manifest.get("settings") == settings and final.is_file():
+            return final
+        log.info("aug: generating %s", final)
+        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress)

@@ -1,0 +1,106 @@
+"""Words of a sentence and which of them may be replaced.
+
+Words come from BERT's *basic* tokeniser with lower-casing (whitespace and punctuation split,
+accents stripped), as in the reference TinyBERT `data_augmentation.py`. In transformers 5.x the
+class lives in `transformers.models.bert.tokenization_bert_legacy`; if a later release drops it we
+fall back to the `tokenizers` library's BertNormalizer + BertPreTokenizer, which implement the same
+rules (tests check both agree).
+
+A word is a replacement candidate when it is purely alphabetic ASCII (`[a-z]+`, the reference's
+`_is_valid`) and not an NLTK English stop word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from tinydistill.errors import DataError
+
+_ALPHA = re.compile(r"[a-z]+")
+
+
+class _TokenizersBasic:
+    """Same rules as BasicTokenizer(do_lower_case=True), from the `tokenizers` library."""
+
+    def __init__(self) -> None:
+        from tokenizers import normalizers, pre_tokenizers
+
+        self._norm = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+        )
+        self._pre = pre_tokenizers.BertPreTokenizer()
+
+    def tokenize(self, text: str) -> list[str]:
+        return [w for w, _ in self._pre.pre_tokenize_str(self._norm.normalize_str(text))]
+
+
+@lru_cache(maxsize=1)
+def _basic_tokenizer():
+    try:
+        from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
+    except ImportError:  # pragma: no cover - depends on the transformers release
+        try:
+            from transformers.models.bert.tokenization_bert import BasicTokenizer  # 4.x
+        except ImportError:
+            return _TokenizersBasic()
+    return BasicTokenizer(do_lower_case=True)
+
+
+def basic_tokenize(text: str) -> list[str]:
+    """Lower-cased words of `text` as BERT's basic tokeniser splits them."""
+    return _basic_tokenizer().tokenize(text)
+
+
+def is_candidate_word(word: str, stopwords: frozenset[str] | set[str]) -> bool:
+    """True for a purely alphabetic (a-z) word that is not a stop word."""
+    return _ALPHA.fullmatch(word) is not None and word not in stopwords
+
+
+def nltk_data_dir(explicit: str | os.PathLike | None, data_dir: str | os.PathLike | None) -> Path | None:
+    """The NLTK data folder to use: `aug.nltk_data`, else `<data_dir>/nltk_data` if it exists."""
+    if explicit:
+        return Path(explicit)
+    if data_dir:
+        cand = Path(data_dir) / "nltk_data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def load_stopwords(nltk_data: str | os.PathLike | None = None) -> frozenset[str]:
+    """NLTK's English stop words (179 words).
+
+    With `nltk_data`, that folder is put first on `nltk.data.path` (so NLTK finds its data there)
+    and must hold corpora/stopwords/english.
+    """
+    import nltk
+
+    if nltk_data is not None:
+        root = Path(nltk_data).resolve()
+        english = root / "corpora" / "stopwords" / "english"
+        if not english.is_file():
+            raise DataError(
+                f"{english}: NLTK stop word list not found (aug.nltk_data / <paths.data_dir>/nltk_data "
+                f"must hold corpora/stopwords/english; get it with `python -m nltk.downloader -d {root} "
+                f"stopwords`)"
+            )
+        if str(root) not in nltk.data.path:
+            nltk.data.path.insert(0, str(root))
+    try:
+        from nltk.corpus import stopwords
+
+        return frozenset(w.strip().lower() for w in stopwords.words("english") if w.strip())
+    except LookupError:
+        raise DataError(
+            "NLTK stop words not found on NLTK's search path "
+            f"{list(nltk.data.path)}; set paths.data_dir (its nltk_data/ folder is used) or "
+            "aug.nltk_data, or run `python -m nltk.downloader stopwords`"
+        ) from None
+
+
+def stopwords_fingerprint(stopwords: frozenset[str] | set[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(stopwords)).encode()).hexdigest()[:16]
