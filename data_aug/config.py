@@ -34,6 +34,7 @@ class AugConfig:
     num_threads: int | None = None
     chunk_size: int = 128
     skip_tasks: tuple[str, ...] = ("stsb",)
+    max_examples: int | None = None
     nltk_data: str | None = None
     allow_untrained_head: bool = False
 
@@ -93,7 +94,7 @@ class AugConfig:
                 raise bad(key, "expected a positive integer")
         if not is_int(self.seed):
             raise bad("seed", "expected an integer")
-        for key in ("glove_vocab_size", "max_seq_length", "num_threads"):
+        for key in ("glove_vocab_size", "max_seq_length", "num_threads", "max_examples"):
             v = getattr(self, key)
             if v is not None and (not is_int(v) or v < 1):
                 raise bad(key, "expected a positive integer or null")

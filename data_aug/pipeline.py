@@ -131,6 +131,7 @@ def _settings(
         "seed": cfg.seed,
         "max_seq_length": cfg.max_seq_length,
         "dtype": cfg.dtype,
+        "max_examples": cfg.max_examples,
     }
     if not (cfg.dtype == "float32" and cfg.device == "cpu"):
         # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
@@ -148,11 +149,22 @@ def _rng(seed: int, example: int, column: int) -> np.random.Generator:
 
 
 def augment_rows(
-    augmenter: Augmenter, table: GlueTable, start: int, stop: int, seed: int, stats: Counter | None = None
+    augmenter: Augmenter,
+    table: GlueTable,
+    start: int,
+    stop: int,
+    seed: int,
+    stats: Counter | None = None,
+    max_examples: int | None = None,
 ) -> list[list[str]]:
-    """Output rows of examples [start, stop) of `table` (see module docstring for the order)."""
+    """Output rows of examples [start, stop) of `table` (see module docstring for the order).
+
+    Examples at or past `max_examples` are copied without augmentation.
+    """
     cols = _columns(table)
-    examples = table.rows[start:stop]
+    limit = stop if max_examples is None else max(start, min(stop, max_examples))
+    copied = [list(row) for row in table.rows[limit:stop]]
+    examples = table.rows[start:limit]
     texts = [row[c] for row in examples for c in cols]
     cands = augmenter.candidates(texts)
     out: list[list[str]] = []
@@ -171,7 +183,7 @@ def augment_rows(
                 stats["augmented_rows"] += len(new)
                 for source in sc.sources.values():
                     stats[f"words_{source}"] += 1
-    return out
+    return out + copied
 
 
 def _load_components(
@@ -310,7 +322,7 @@ def _generate(
                 continue
             stats: Counter = Counter()
             t0 = time.perf_counter()
-            rows = augment_rows(augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats)
+            rows = augment_rows(augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats, cfg.max_examples)
             _write_chunk(partial / f"chunk_{i:05d}.tsv", rows)
             done[str(i)] = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3)}
             _atomic_write_text(progress_path, json.dumps({**key, "chunks": done}, indent=1))

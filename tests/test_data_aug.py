@@ -422,9 +422,9 @@ def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm,
     monkeypatch.setattr(pipeline, "_write_chunk", real_write)
     real_rows = pipeline.augment_rows
 
-    def counting_rows(augmenter, table, start, stop, seed, stats=None):
+    def counting_rows(augmenter, table, start, stop, seed, stats=None, max_examples=None):
         calls["rows"].append(start)
-        return real_rows(augmenter, table, start, stop, seed, stats)
+        return real_rows(augmenter, table, start, stop, seed, stats, max_examples)
 
     monkeypatch.setattr(pipeline, "augment_rows", counting_rows)
     resumed = augment_task(small_cfg(), "mrpc", glue_dir, out_dir, **kw)
@@ -441,6 +441,18 @@ def test_output_does_not_depend_on_chunk_or_batch_size(glue_dir, tmp_path, mlm, 
     a = augment_task(small_cfg(chunk_size=2, batch_size=8), "mrpc", glue_dir, tmp_path / "a", **kw)
     b = augment_task(small_cfg(chunk_size=7, batch_size=3), "mrpc", glue_dir, tmp_path / "b", **kw)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_max_examples_augments_a_prefix_and_copies_the_rest(glue_dir, tmp_path, mlm, small_kv):
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    full = read_glue_tsv(augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "full", **kw), get_task("mrpc"))
+    out = augment_task(small_cfg(max_examples=2), "mrpc", glue_dir, tmp_path / "part", **kw)
+    part = read_glue_tsv(out, get_task("mrpc"))
+    # the first two examples exactly as in the full run, then the others once each, unchanged
+    first_two = [r for r in full.rows if (r[1], r[2]) in {(x[1], x[2]) for x in MRPC_ROWS[:2]}]
+    assert part.rows == first_two + [list(r) for r in MRPC_ROWS[2:]]
+    assert len(first_two) > 2
+    assert json.loads((out.parent / "manifest.json").read_text())["settings"]["max_examples"] == 2
 
 
 def test_progress_of_other_settings_is_discarded(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
