@@ -19,7 +19,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench bench-aug clean help
+.PHONY: install demo test bench bench-aug bench-latency clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
@@ -39,14 +39,29 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest
 
+# The main pipeline on MRPC with the offline teacher, in demo-sized settings (conf/experiment/demo/).
+DEMO_STAGES := finetune mlm general task
 demo: install
-	$(PY) train.py stage=finetune task=mrpc experiment=demo
+	set -e; for stage in $(DEMO_STAGES); do \
+	  echo "=== stage=$$stage ==="; \
+	  $(PY) train.py stage=$$stage experiment=demo/$$stage; \
+	done
+	$(PY) -m tinydistill.report artifacts/task/mrpc --out artifacts/report
 	@echo
-	@echo "Fine-tuned teacher: artifacts/teacher/mrpc/  (Hugging Face format)"
-	@echo "Dev metrics:        artifacts/teacher/mrpc/metrics.json"
-	@cat artifacts/teacher/mrpc/metrics.json
+	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
+	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6/"
+	@echo "General-distilled student: artifacts/general/demo_3l_192/"
+	@echo "Augmented MRPC:            artifacts/aug/mrpc/train_aug.tsv"
+	@echo "Task-distilled student:    artifacts/task/mrpc/none/  (metrics.json beside it)"
+	@echo "Report:                    artifacts/report/report.md, artifacts/report/report.png"
 
-bench: bench-aug
+bench: bench-aug bench-latency
+
+# Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first).
+bench-latency: install
+	mkdir -p bench
+	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none \
+	  --batch-size 32 --out bench/latency.json
 
 bench-aug: install
 	mkdir -p bench

@@ -62,24 +62,25 @@ def tiny_bert(tmp_path_factory, minilm_path) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_path)
 
 
+def compose_config(root: Path, *overrides: str) -> DictConfig:
+    """Compose conf/config.yaml with overrides, as train.py would, writing under `root`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"paths.artifacts_dir={root / 'artifacts'}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    OmegaConf.set_readonly(cfg, False)  # set_config freezes the whole tree
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in @hydra.main, the job's config has no hydra node
+        cfg.paths.output_dir = str(root / "run")
+    GlobalHydra.instance().clear()
+    return cfg
+
+
 @pytest.fixture
 def compose_cfg(tmp_path) -> Callable[..., DictConfig]:
-    """Compose conf/config.yaml with overrides, as train.py would, writing under tmp_path."""
-
-    def _compose(*overrides: str) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[f"paths.artifacts_dir={tmp_path / 'artifacts'}", *overrides],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        OmegaConf.set_readonly(cfg, False)  # set_config freezes the whole tree
-        with open_dict(cfg):
-            del cfg["hydra"]  # as in @hydra.main, the job's config has no hydra node
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    """`compose_config` under this test's tmp_path."""
+    return lambda *overrides: compose_config(tmp_path, *overrides)

@@ -50,3 +50,24 @@ def test_finetune_defaults_follow_the_teacher(compose_cfg):
     assert cfg.stage.lr == 1e-4
     bert = compose_cfg("stage=finetune", "teacher=bert_base_uncased")
     assert bert.stage.model == "bert-base-uncased" and bert.stage.lr == 2e-5
+
+
+@pytest.mark.parametrize("stage", ["finetune", "mlm", "general", "task"])
+def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
+    cfg = compose_cfg(f"stage={stage}", f"experiment=demo/{stage}")
+    OmegaConf.resolve(cfg)
+    assert cfg.teacher.name == "minilm_l6" and cfg.task.name == "mrpc"
+    if stage == "task":
+        assert cfg.aug.enabled and cfg.aug.mlm_model.endswith("artifacts/mlm/minilm_l6")
+        assert cfg.aug.glove.endswith("glove/glove.6B.50d.top50k.txt")
+
+
+def test_quick_experiment_is_a_short_general_distillation(compose_cfg):
+    cfg = compose_cfg("stage=general", "experiment=quick")
+    assert cfg.stage.max_steps > 0 and cfg.student.name == "demo_3l_192"
+
+
+@pytest.mark.parametrize("ablation", sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml")))
+def test_ablations_compose_with_the_task_stage(compose_cfg, ablation):
+    cfg = compose_cfg("stage=task", f"ablation={ablation}")
+    assert cfg.ablation.name == ablation

@@ -153,6 +153,8 @@ class GlueDataModule(L.LightningDataModule):
     """Tokenised, dynamically padded batches of one GLUE task.
 
     `train_file` replaces the training split's file (used for augmented training sets).
+    `with_index` adds an `idx` column (example position) to training batches, so per-example
+    values computed once (cached teacher logits) can be looked up.
     Validation uses every dev split of the task (MNLI: matched, then mismatched).
     """
 
@@ -168,6 +170,7 @@ class GlueDataModule(L.LightningDataModule):
         num_workers: int = 0,
         train_file: str | None = None,
         group_by_length: bool = False,
+        with_index: bool = False,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
@@ -180,6 +183,7 @@ class GlueDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_file = train_file
         self.group_by_length = group_by_length
+        self.with_index = with_index
         self.collator = DataCollatorWithPadding(tokenizer)
         self.splits: dict[str, Dataset] = {}
 
@@ -201,7 +205,10 @@ class GlueDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", *self.dev_splits):
             if split not in self.splits:
-                self.splits[split] = self._split(split)
+                ds = self._split(split)
+                if split == "train" and self.with_index:
+                    ds = ds.add_column("idx", list(range(len(ds))))
+                self.splits[split] = ds
         if len(self.splits["train"]) == 0:
             raise DataError(f"task {self.task.name}: the training split is empty")
 

@@ -13,10 +13,8 @@ from omegaconf import DictConfig
 
 from tinydistill.errors import ConfigError
 
-# stage name -> module under tinydistill.stages that defines `run(cfg)`
-STAGES = {
-    "finetune": "finetune",
-}
+# Each name is a module under tinydistill.stages that defines `run(cfg)`.
+STAGES = ("finetune", "mlm", "general", "task", "init_student")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -24,5 +22,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if name not in STAGES:
         raise ConfigError(f"stage={name!r} is not one of: {', '.join(STAGES)}")
     L.seed_everything(cfg.seed, workers=True)
-    module = importlib.import_module(f"tinydistill.stages.{STAGES[name]}")
+    module = importlib.import_module(f"tinydistill.stages.{name}")
     return module.run(cfg)

@@ -1,0 +1,105 @@
+"""General distillation: a frozen teacher, a student and an intermediate-layer distiller, wired for Lightning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.models.capture import forward_with_capture
+from tinydistill.optim import build_optimizer_and_scheduler
+
+TEACHER_PREFIX = "teacher."
+
+
+class GeneralDistillModule(L.LightningModule):
+    """Trains ``student`` and the distiller's projections on ``distiller(student, teacher)["loss"]``.
+
+    The teacher is frozen (``requires_grad=False``), stays in eval mode even when Lightning switches the module
+    to training, and runs under ``torch.no_grad()``. Its weights are left out of checkpoints (they come from the
+    teacher's own files; resuming puts them back). The student's pooler gets no loss signal, so it is frozen
+    too (it stays at its initialisation, as in the reference, and DDP sees no unused trainable parameters).
+
+    Logged: ``train/loss`` (weighted total, progress bar) and ``train/<term>`` per active term (``emb``, ``att``,
+    ``hid``; unweighted), every step; ``val/...`` the same averaged over the held-out instances.
+    """
+
+    def __init__(
+        self,
+        teacher: PreTrainedModel,
+        student: PreTrainedModel,
+        distiller: IntermediateDistiller,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_proportion: float = 0.1,
+        schedule: str = "linear",
+        adam_epsilon: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["teacher", "student", "distiller"])
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student = student.train()
+        pooler = getattr(student, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
+        self.distiller = distiller
+
+    def train(self, mode: bool = True) -> GeneralDistillModule:
+        super().train(mode)
+        self.teacher.eval()  # never dropout in the teacher
+        return self
+
+    def distillation_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        want = self.distiller.want_attention
+        with torch.no_grad():
+            teacher = forward_with_capture(self.teacher, batch, want)
+        student = forward_with_capture(self.student, batch, want)
+        return self.distiller(student, teacher)
+
+    def _log_losses(self, prefix: str, losses: dict[str, Tensor], batch_size: int, on_step: bool) -> None:
+        for name, value in losses.items():
+            self.log(
+                f"{prefix}/{name}",
+                value.detach(),
+                prog_bar=name == "loss",
+                on_step=on_step,
+                on_epoch=not on_step,
+                batch_size=batch_size,
+            )
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.distillation_losses(batch)
+        self._log_losses("train", losses, batch["input_ids"].shape[0], on_step=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        losses = self.distillation_losses(batch)
+        self._log_losses("val", losses, batch["input_ids"].shape[0], on_step=False)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        named = [*self.student.named_parameters(prefix="student"), *self.distiller.named_parameters(prefix="distiller")]
+        return build_optimizer_and_scheduler(
+            named,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            total_steps=self.trainer.estimated_stepping_batches,
+            warmup_proportion=hp.warmup_proportion,
+            schedule=hp.schedule,
+            eps=hp.adam_epsilon,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints hold no teacher weights: keep the ones loaded from the teacher's files.
+        state = checkpoint["state_dict"]
+        for key, value in self.teacher.state_dict(prefix=TEACHER_PREFIX).items():
+            state.setdefault(key, value)

@@ -1,0 +1,127 @@
+"""Task-specific distillation (TinyBERT stage 2): a fine-tuned teacher, a student classifier, two phases.
+
+- phase ``intermediate``: embedding/attention/hidden losses (the same `IntermediateDistiller` as
+  general distillation); the student's encoder and the projections train, its classifier does not.
+- phase ``pred``: prediction-layer loss against teacher logits computed once per training example
+  (looked up by the batch's ``idx``); the whole student trains, the projections do not.
+- phase ``gold`` (the ``no_pred`` ablation): cross-entropy (MSE for regression) on gold labels.
+
+Dev metrics are computed by `GlueEvalModule` on the student.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from tinydistill.data.tasks import GlueTask
+from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.distill.prediction import prediction_loss
+from tinydistill.errors import ConfigError
+from tinydistill.models.capture import forward_with_capture
+from tinydistill.modules.glue_eval import GlueEvalModule
+from tinydistill.optim import build_optimizer_and_scheduler
+
+PHASES = ("intermediate", "pred", "gold")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TaskDistillModule(GlueEvalModule):
+    def __init__(
+        self,
+        student: PreTrainedModel,
+        task: GlueTask,
+        phase: str,
+        lr: float,
+        teacher: PreTrainedModel | None = None,
+        distiller: IntermediateDistiller | None = None,
+        teacher_logits: Tensor | None = None,
+        pred_weight: float = 1.0,
+        temperature: float = 1.0,
+        regression_target: str = "teacher",
+        weight_decay: float = 0.01,
+        warmup_proportion: float = 0.1,
+        schedule: str = "linear",
+    ) -> None:
+        super().__init__(student, task)
+        if phase not in PHASES:
+            raise ConfigError(f"task distillation phase {phase!r} must be one of {PHASES}")
+        if phase == "intermediate" and (teacher is None or distiller is None):
+            raise ValueError("the intermediate phase needs the teacher and a distiller")
+        if phase == "pred" and teacher_logits is None:
+            raise ValueError("the pred phase needs the teacher's logits for the training set")
+        self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits"])
+        self.phase = phase
+        # Kept out of checkpoints and optimisers: not a registered submodule.
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.distiller = distiller if phase == "intermediate" else None
+        self.register_buffer("teacher_logits", teacher_logits, persistent=False)
+        # Only the parameters that receive a loss signal in this phase train: in the intermediate
+        # phase the classifier head (and pooler, which only feeds it) get none.
+        for name, p in self.classifier.named_parameters():
+            p.requires_grad_(phase != "intermediate" or self._is_encoder(name))
+
+    @staticmethod
+    def _is_encoder(name: str) -> bool:
+        return ".embeddings." in name or ".encoder." in name
+
+    @property
+    def teacher(self) -> PreTrainedModel | None:
+        return self._teacher[0] if self._teacher else None
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def train(self, mode: bool = True) -> TaskDistillModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # never dropout in the teacher
+        return self
+
+    def _log(self, losses: dict[str, Tensor], batch_size: int) -> None:
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        n = inputs["input_ids"].shape[0]
+        if self.phase == "intermediate":
+            want = self.distiller.want_attention
+            with torch.no_grad():
+                t = forward_with_capture(self.teacher, inputs, want)
+            s = forward_with_capture(self.classifier, inputs, want)
+            losses = self.distiller(s, t)
+        elif self.phase == "pred":
+            logits = self.classifier(**inputs).logits
+            pred = prediction_loss(
+                logits,
+                self.teacher_logits[batch["idx"]],
+                batch.get("labels"),
+                self.task,
+                self.hparams.temperature,
+                self.hparams.regression_target,
+            )
+            losses = {"pred": pred, "loss": self.hparams.pred_weight * pred}
+        else:
+            loss = self.classifier(**inputs, labels=batch["labels"]).loss
+            losses = {"gold": loss, "loss": loss}
+        self._log(losses, n)
+        return losses["loss"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        named = list(self.classifier.named_parameters(prefix="student"))
+        if self.distiller is not None:
+            named += list(self.distiller.named_parameters(prefix="distiller"))
+        return build_optimizer_and_scheduler(
+            named,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            total_steps=self.trainer.estimated_stepping_batches,
+            warmup_proportion=hp.warmup_proportion,
+            schedule=hp.schedule,
+        )

@@ -1,0 +1,167 @@
+"""stage=general: TinyBERT general distillation of a pretrained teacher into a randomly initialised student.
+
+    python train.py stage=general                       # default teacher -> default student, corpus in data_dir
+    python train.py stage=general experiment=quick      # MiniLM -> demo student, < 30 min on 2 CPU cores
+    python train.py stage=general ckpt_path=<run>/checkpoints/last.ckpt   # resume
+
+Result (``stage.output_dir``, default ``artifacts/general/<student.name>/``): the student as a Hugging Face
+``BertModel`` (``config.json``, ``model.safetensors``) with the teacher's tokenizer, the projections
+(``projections.safetensors`` + ``projections.json``) and ``general_distill.json`` (settings and losses).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.errors import ConfigError
+from tinydistill.models.loading import export_pretrained, load_tokenizer
+from tinydistill.models.student import build_student, load_encoder
+from tinydistill.modules.general import GeneralDistillModule
+from tinydistill.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+RESULT_JSON = "general_distill.json"
+
+
+class FirstAndLastLosses(Callback):
+    """Remembers the first and the latest logged ``train/*`` values (kept in checkpoints across resumes)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        for k, v in values.items():
+            self.first.setdefault(k, v)
+        self.last.update(values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first": dict(self.first), "last": dict(self.last)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first = dict(state_dict.get("first", {}))
+        self.last = dict(state_dict.get("last", {}))
+
+
+def build_general(cfg: DictConfig) -> GeneralDistillModule:
+    """Teacher, student, distiller and module from the config; all config checks happen here, before data."""
+    st = cfg.stage
+    if cfg.student.get("init") not in ("general", "random", None):
+        log.warning("student.init=%s does not apply to stage=general: its student always starts from random "
+                    "weights", cfg.student.init)
+    teacher = load_encoder(st.teacher)
+    student = build_student(cfg.student, teacher.config, seed=cfg.seed)
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
+    if not distiller.active_terms:
+        raise ConfigError("distill.weights: emb, att and hid are all 0, so general distillation has nothing to learn")
+    for name, model in (("teacher", teacher), ("student", student)):
+        if st.max_seq_length > model.config.max_position_embeddings:
+            raise ConfigError(
+                f"stage.max_seq_length={st.max_seq_length} exceeds the {name}'s max_position_embeddings="
+                f"{model.config.max_position_embeddings}"
+            )
+    module = GeneralDistillModule(
+        teacher,
+        student,
+        distiller,
+        lr=st.lr,
+        weight_decay=st.weight_decay,
+        warmup_proportion=st.warmup_proportion,
+        schedule=st.schedule,
+        adam_epsilon=st.adam_epsilon,
+    )
+    return module
+
+
+def _validate(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
+    """``{"emb": .., "att": .., "hid": .., "loss": ..}`` averaged over the held-out instances."""
+    out: dict[str, float] = {}
+    for r in trainer.validate(module, datamodule=datamodule, verbose=False):
+        out.update({k.split("/", 1)[1]: float(v) for k, v in r.items() if k.startswith("val/")})
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    st = cfg.stage
+    # The frozen teacher is in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    module = build_general(cfg)
+    tokenizer = load_tokenizer(st.teacher)
+    datamodule = CorpusDataModule(
+        CorpusSource.from_config(st.corpus),
+        tokenizer,
+        max_seq_length=st.max_seq_length,
+        cache_dir=cfg.paths.cache_dir,
+        batch_size=st.batch_size,
+        eval_batch_size=st.eval_batch_size,
+        val_size=st.val_size,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        group_by_length=cfg.data.group_by_length,
+        mlm_probability=st.mlm_probability,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=Path(cfg.paths.output_dir) / "checkpoints",
+        filename="step-{step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=st.checkpoint_every_n_steps,
+        save_top_k=1,  # no monitor: the most recent step checkpoint, plus last.ckpt
+        save_last=True,
+    )
+    history = FirstAndLastLosses()
+    overrides: dict[str, Any] = {}
+    if st.max_steps > 0:
+        overrides["max_epochs"] = -1  # the step budget alone decides
+    if st.val_size <= 0:
+        overrides["limit_val_batches"] = 0
+    elif cfg.trainer.get("val_check_interval") is None:
+        # Validate every N optimiser steps, counted across epochs.
+        overrides.update(val_check_interval=st.val_every_n_steps, check_val_every_n_epoch=None)
+    trainer = build_trainer(cfg, callbacks=[checkpoint, history], **overrides)
+    validate = st.val_size > 0 and not trainer.fast_dev_run
+    # Held-out losses of the untrained student (skipped when resuming): the baseline for the final ones.
+    val_start = _validate(trainer, module, datamodule) if validate and cfg.ckpt_path is None else {}
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    val = _validate(trainer, module, datamodule) if validate else {}
+    student = module.student
+    result = {
+        "stage": "general",
+        "teacher": str(st.teacher),
+        "student": cfg.student.name,
+        "student_config": {k: getattr(student.config, k) for k in
+                           ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
+        "parameters": sum(p.numel() for p in student.parameters()),
+        "distill": module.distiller.describe(),
+        "corpus": datamodule.summary(),
+        "seed": cfg.seed,
+        "steps": trainer.global_step,
+        "batch_size": st.batch_size,
+        "lr": st.lr,
+        "train_first": history.first,
+        "train_last": history.last,
+        "val_start": val_start,
+        "val": val,
+        "last_checkpoint": checkpoint.last_model_path or None,
+    }
+    if trainer.is_global_zero:
+        projections = module.distiller.projections
+        out = export_pretrained(
+            st.output_dir, student, tokenizer, json_files={RESULT_JSON: result}, extra=projections.save
+        )
+        log.info("general-distilled student: %s", out)
+        log.info("train losses: first %s, last %s", history.first, history.last)
+        log.info("held-out losses: before %s, after %s", val_start, val)
+        result["output_dir"] = str(out)
+    return result

@@ -1,0 +1,265 @@
+"""stage=task: TinyBERT task-specific distillation of a fine-tuned teacher into a student classifier.
+
+    python train.py stage=task task=mrpc aug=on
+    python train.py -m stage=task task=mrpc ablation=none,no_trm,no_emb,no_pred
+
+Phase 1 (intermediate) and phase 2 (prediction) run as two Lightning fits with their own epochs,
+learning rates and schedules, as the reference runs task_distill.py twice. `stage.phase` picks
+`intermediate`, `pred` or `both`. Results go to `<stage.output_root>/<run name>/`:
+`intermediate/` (phase-1 student + projections, the start of phase 2) and the final student
+(`BertForSequenceClassification`, projections dropped) with `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from tinydistill.bench import count_parameters, time_model
+from tinydistill.data.glue import GlueDataModule
+from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
+from tinydistill.distill.prediction import cached_teacher_logits
+from tinydistill.errors import ConfigError
+from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
+from tinydistill.models.student import student_config
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.stages.common import best_checkpoint_callback, dev_metrics, validate_best
+from tinydistill.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE_DIR = "intermediate"
+RESULT_JSON = "metrics.json"
+
+
+def run_name(cfg: DictConfig) -> str:
+    """`stage.run_name`, or one derived from the switches that define a run: ablation, aug, init."""
+    if cfg.stage.get("run_name"):
+        return str(cfg.stage.run_name)
+    name = cfg.ablation.name
+    if not cfg.aug.enabled:
+        name += "-noaug"
+    if cfg.student.init != "general":
+        name += "-init_" + ("random" if cfg.student.init == "random" else "path")
+    return name
+
+
+def teacher_dir(cfg: DictConfig, task: GlueTask) -> str:
+    path = Path(str(cfg.stage.teacher))
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"stage.teacher={path}: no fine-tuned teacher there; run "
+            f"`python train.py stage=finetune task={task.name}` first or point stage.teacher at one"
+        )
+    return str(path)
+
+
+def student_source(cfg: DictConfig) -> str | None:
+    """Folder the student starts from, or None for a random initialisation."""
+    init = str(cfg.student.init)
+    if init == "random":
+        return None
+    path = Path(cfg.stage.general_dir) if init == "general" else Path(init)
+    if not (path / "config.json").is_file():
+        hint = "run `python train.py stage=general` first, or " if init == "general" else ""
+        raise ConfigError(f"student.init={init}: no model at {path}; {hint}set student.init=random or a model folder")
+    return str(path)
+
+
+def load_student(source: str | None, cfg: DictConfig, task: GlueTask, teacher: PreTrainedModel) -> PreTrainedModel:
+    if source is not None:
+        return load_classifier(source, task)
+    config = student_config(cfg.student, teacher.config)
+    config.num_labels = task.num_labels
+    config.problem_type = teacher.config.problem_type
+    config.id2label, config.label2id = teacher.config.id2label, teacher.config.label2id
+    torch.manual_seed(cfg.seed)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def load_projections(source: str | None, cfg: DictConfig) -> Projections | None:
+    """Continue from the projections saved beside the student (general distillation), if any."""
+    if source is None or not (Path(source) / PROJECTIONS_JSON).is_file():
+        return None
+    return Projections.load(source, mode=cfg.distill.projection)
+
+
+def datamodule(cfg: DictConfig, task: GlueTask, tokenizer, train_file: str | None) -> GlueDataModule:
+    return GlueDataModule(
+        task.name,
+        tokenizer,
+        max_seq_length=cfg.task.max_seq_length,
+        data_dir=cfg.paths.data_dir,
+        cache_dir=cfg.paths.cache_dir,
+        batch_size=cfg.stage.batch_size,
+        eval_batch_size=cfg.stage.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        train_file=train_file,
+        group_by_length=cfg.data.group_by_length,
+        with_index=True,
+    )
+
+
+def augmented_train_file(cfg: DictConfig, task: GlueTask) -> str | None:
+    if not cfg.aug.enabled:
+        return None
+    from data_aug import ensure_augmented  # only needed with aug=on
+
+    if cfg.paths.data_dir is None:
+        raise ConfigError("aug=on needs paths.data_dir (the augmentation reads <data_dir>/glue/<Task>/train.tsv)")
+    return str(ensure_augmented(cfg.aug, task.name, cfg.paths.data_dir, cfg.paths.artifacts_dir))
+
+
+def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overrides):
+    overrides.setdefault("max_epochs", phase_cfg.epochs)
+    overrides.setdefault("max_steps", phase_cfg.get("max_steps", -1))
+    return build_trainer(cfg, callbacks=callbacks, **overrides)
+
+
+def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path) -> dict[str, Any]:
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config, projections)
+    if not distiller.active_terms:
+        log.info("all intermediate-layer weights are 0 (ablation %s): skipping phase 1", cfg.ablation.name)
+        return {"skipped": True}
+    ph = cfg.stage.intermediate
+    module = TaskDistillModule(
+        student, task, "intermediate", lr=ph.lr, teacher=teacher, distiller=distiller,
+        weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion, schedule=ph.schedule,
+    )
+    # No dev evaluation: the classifier does not train in this phase.
+    trainer = phase_trainer(cfg, ph, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(module, datamodule=dm)
+    losses = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    if trainer.is_global_zero:
+        export_pretrained(out_dir, student, dm.tokenizer, json_files={"phase.json": {"losses": losses, **distiller.describe()}},
+                          extra=distiller.projections.save)
+    return {"steps": trainer.global_step, "last_losses": losses, **distiller.describe()}
+
+
+def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[TaskDistillModule, Any, dict]:
+    ph = cfg.stage.pred
+    gold = cfg.ablation.pred == "gold"
+    data = dm_gold if gold else dm
+    kwargs: dict[str, Any] = {}
+    if gold:
+        phase = "gold"
+    else:
+        phase = "pred"
+        data.prepare_data()
+        data.setup("fit")
+        kwargs["teacher_logits"] = cached_teacher_logits(
+            teacher, t_dir, data.splits["train"], dm.tokenizer, cfg.paths.cache_dir, cfg.stage.eval_batch_size
+        )
+    module = TaskDistillModule(
+        student, task, phase, lr=ph.lr, pred_weight=cfg.distill.weights.pred, temperature=cfg.distill.temperature,
+        regression_target=cfg.distill.regression_target, weight_decay=cfg.stage.weight_decay,
+        warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **kwargs,
+    )
+    checkpoint = best_checkpoint_callback(cfg, task)
+    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint])
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
+    return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
+
+
+def latency(cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule) -> dict[str, dict[str, float]]:
+    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`)."""
+    dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
+    loader = torch.utils.data.DataLoader(dev, batch_size=cfg.stage.latency_batch_size, collate_fn=dm.collator)
+    batches = list(loader)
+    out = {}
+    for name, model in models.items():
+        seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
+        out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev)}
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    task = get_task(cfg.task.name)
+    st = cfg.stage
+    if st.phase not in ("intermediate", "pred", "both"):
+        raise ConfigError(f"stage.phase={st.phase!r} must be intermediate, pred or both")
+    if cfg.ablation.pred not in ("distill", "gold"):
+        raise ConfigError(f"ablation.pred={cfg.ablation.pred!r} must be distill or gold")
+    t_dir = teacher_dir(cfg, task)
+    teacher = load_classifier(t_dir, task).eval().requires_grad_(False)
+    tokenizer = load_tokenizer(t_dir)
+    out_dir = Path(st.output_root) / run_name(cfg)
+    inter_dir = out_dir / INTERMEDIATE_DIR
+
+    source = student_source(cfg)
+    if st.phase == "pred" and (inter_dir / "config.json").is_file():
+        source = str(inter_dir)  # continue from this run's phase 1
+    student = load_student(source, cfg, task, teacher)
+    projections = load_projections(source, cfg)
+
+    train_file = augmented_train_file(cfg, task)
+    dm = datamodule(cfg, task, tokenizer, train_file)
+    dm_gold = datamodule(cfg, task, tokenizer, None) if cfg.ablation.pred == "gold" else None
+    result: dict[str, Any] = {
+        "stage": "task",
+        "task": task.name,
+        "run": run_name(cfg),
+        "ablation": cfg.ablation.name,
+        "aug": bool(cfg.aug.enabled),
+        "train_file": train_file,
+        "teacher_dir": t_dir,
+        "student": cfg.student.name,
+        "student_init": str(cfg.student.init),
+        "student_source": source,
+        "seed": cfg.seed,
+    }
+    if st.phase in ("intermediate", "both"):
+        result["intermediate"] = run_intermediate(cfg, task, teacher, student, projections, dm, inter_dir)
+    if st.phase == "intermediate":
+        return result
+
+    module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold)
+    result["pred"] = pred
+    result.update({k: pred[k] for k in task.dev_splits})
+    teacher_metrics = _teacher_metrics(t_dir)
+    result["teacher"] = teacher_metrics
+    if teacher_metrics:
+        main = teacher_metrics.get(task.dev_splits[0], {})
+        result["retention"] = {k: v / main[k] for k, v in result[task.dev_splits[0]].items() if main.get(k)}
+    result["parameters"] = {"student": count_parameters(module.classifier), "teacher": count_parameters(teacher)}
+    if trainer.is_global_zero:
+        if st.measure_latency:
+            data = dm_gold if dm_gold is not None else dm
+            result["latency"] = latency(cfg, {"teacher": teacher, "student": module.classifier}, data)
+            result["speedup"] = result["latency"]["teacher"]["seconds"] / result["latency"]["student"]["seconds"]
+        export_pretrained(out_dir, module.classifier, tokenizer, json_files={RESULT_JSON: result},
+                          extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
+        # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.paths.output_dir) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        log.info("task-distilled student: %s", out_dir)
+        log.info("dev metrics: %s", {k: result[k] for k in task.dev_splits})
+        result["output_dir"] = str(out_dir)
+    return result
+
+
+def _keep_intermediate(inter_dir: Path, tmp: Path) -> None:
+    """The final export replaces the run folder: carry the phase-1 result over (a copy, so a crash
+    before the swap loses nothing)."""
+    if inter_dir.is_dir():
+        shutil.copytree(inter_dir, tmp / INTERMEDIATE_DIR)
+
+
+def _teacher_metrics(t_dir: str) -> dict[str, Any]:
+    path = Path(t_dir) / "metrics.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k.startswith("dev")}

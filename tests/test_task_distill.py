@@ -1,0 +1,210 @@
+"""stage=task: phases, cached teacher logits, ablations, the multirun report (tiny random BERTs)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tests.conftest import ROOT, compose_config
+from tinydistill.data.glue import GlueDataModule
+from tinydistill.data.tasks import get_task
+from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.distill.prediction import cached_teacher_logits, compute_teacher_logits, prediction_loss
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.report import load_results, write_report
+from tinydistill.stages import run
+
+TINY_STUDENT = [
+    "student.num_hidden_layers=2", "student.hidden_size=16",
+    "student.num_attention_heads=4", "student.intermediate_size=32",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, tiny_bert, data_dir):
+    """A tiny BERT briefly fine-tuned on RTE by stage=finetune: the task stage's teacher."""
+    root = tmp_path_factory.mktemp("teacher")
+    cfg = compose_config(
+        root, "stage=finetune", "task=rte", f"teacher.name_or_path={tiny_bert}", f"paths.data_dir={data_dir}",
+        "logger=none", "stage.epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    )
+    return run(cfg)["output_dir"]
+
+
+def task_overrides(tiny_teacher, data_dir, *extra):
+    return [
+        "stage=task", "task=rte", f"stage.teacher={tiny_teacher}", f"paths.data_dir={data_dir}", "logger=csv",
+        "student.init=random", *TINY_STUDENT, "stage.batch_size=8",
+        "stage.intermediate.max_steps=3", "stage.pred.max_steps=3", "trainer.limit_val_batches=1",
+        "stage.latency_repeats=1", *extra,
+    ]
+
+
+def make_module(phase, tiny_teacher, cfg, teacher_logits=None):
+    task = get_task("rte")
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
+    from tinydistill.stages.task import load_student
+
+    student = load_student(None, cfg, task, teacher)
+    distiller = IntermediateDistiller.from_config(
+        OmegaConf.to_container(cfg.distill, resolve=True), student.config, teacher.config
+    )
+    return TaskDistillModule(
+        student, task, phase, lr=1e-3, teacher=teacher, distiller=distiller, teacher_logits=teacher_logits
+    )
+
+
+def trainable(module):
+    return {n for n, p in module.classifier.named_parameters() if p.requires_grad}
+
+
+def test_phase_switching_trains_the_right_parameters(compose_cfg, tiny_teacher, data_dir):
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir))
+    inter = make_module("intermediate", tiny_teacher, cfg)
+    names = trainable(inter)
+    assert names and all(".embeddings." in n or ".encoder." in n for n in names)
+    assert not any(n.startswith("classifier.") or ".pooler." in n for n in names)
+    pred = make_module("pred", tiny_teacher, cfg, teacher_logits=torch.zeros(10, 2))
+    assert trainable(pred) == {n for n, _ in pred.classifier.named_parameters()}
+    assert pred.distiller is None  # projections are not trained in phase 2
+    # The teacher is never trained nor saved in checkpoints.
+    assert not any(k.startswith("teacher") for k in inter.state_dict())
+    assert all(not p.requires_grad for p in inter.teacher.parameters())
+
+
+def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teacher, data_dir):
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.phase=intermediate"))
+    result = run(cfg)
+    inter = os.path.join(cfg.stage.output_root, result["run"], "intermediate")
+    state = load_file(os.path.join(inter, "model.safetensors"))
+    assert {"projections.json", "projections.safetensors", "phase.json"} <= set(os.listdir(inter))
+    # Same seed, same random init: the head equals a freshly built student's head, the encoder moved.
+    from tinydistill.stages.task import load_student
+
+    fresh = load_student(None, cfg, get_task("rte"), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))
+    assert torch.equal(state["classifier.weight"], fresh.classifier.weight)
+    assert not torch.equal(state["bert.encoder.layer.0.attention.self.query.weight"],
+                           fresh.bert.encoder.layer[0].attention.self.query.weight)
+    assert result["intermediate"]["steps"] == 3
+    assert set(result["intermediate"]["last_losses"]) == {"emb", "att", "hid", "loss"}
+
+
+def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_teacher)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
+    dm = GlueDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
+    dm.setup()
+    ds = dm.splits["train"].select(range(40))
+    logits = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
+    with torch.no_grad():
+        for i in [0, 7, 39]:
+            ex = ds[i]
+            fresh = teacher(input_ids=torch.tensor([ex["input_ids"]]), token_type_ids=torch.tensor([ex["token_type_ids"]])).logits[0]
+            assert torch.allclose(logits[ex["idx"]], fresh, atol=1e-5)
+    files = list((tmp_path / "cache" / "teacher_logits").glob("*.pt"))
+    assert len(files) == 1
+    # A second call reads the file instead of running the teacher.
+    os.utime(files[0])
+    torch.save(torch.full_like(logits, 7.0), files[0])
+    again = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
+    assert torch.equal(again, torch.full_like(logits, 7.0))
+    assert torch.allclose(compute_teacher_logits(teacher, ds, tok, batch_size=7), logits, atol=1e-5)
+
+
+def test_prediction_loss_soft_ce_and_regression_targets():
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    # reference soft CE: mean over all elements of -softmax(t) * log_softmax(s)
+    ls = torch.log_softmax(s, -1)
+    expected = (-(torch.tensor([[0.5, 0.5], [0.952574, 0.047426]]) * ls)).mean()
+    assert prediction_loss(s, t, None, get_task("mrpc")).item() == pytest.approx(expected.item(), abs=1e-5)
+    sr, tr, gold = torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [3.0]]), torch.tensor([4.0, 3.0])
+    assert prediction_loss(sr, tr, gold, get_task("stsb"), regression_target="teacher").item() == pytest.approx(0.5)
+    assert prediction_loss(sr, tr, gold, get_task("stsb"), regression_target="gold").item() == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(
+    "ablation, terms, pred",
+    [
+        ("none", ("emb", "att", "hid"), "distill"),
+        ("no_trm", ("emb",), "distill"),
+        ("no_emb", ("att", "hid"), "distill"),
+        ("no_attn", ("emb", "hid"), "distill"),
+        ("no_hidn", ("emb", "att"), "distill"),
+        ("no_pred", ("emb", "att", "hid"), "gold"),
+    ],
+)
+def test_each_ablation_turns_the_right_losses_off(compose_cfg, tiny_bert, ablation, terms, pred):
+    from transformers import BertConfig
+
+    cfg = compose_cfg("stage=task", f"ablation={ablation}", *TINY_STUDENT)
+    teacher_config = BertConfig.from_pretrained(tiny_bert)
+    from tinydistill.models.student import student_config
+
+    distiller = IntermediateDistiller.from_config(
+        OmegaConf.to_container(cfg.distill, resolve=True), student_config(cfg.student, teacher_config), teacher_config
+    )
+    assert distiller.active_terms == terms
+    assert cfg.ablation.pred == pred
+    assert (distiller.want_attention is None) == ("att" not in terms)
+
+
+def test_no_pred_trains_on_gold_labels_of_the_original_set(compose_cfg, tiny_teacher, data_dir):
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "ablation=no_pred"))
+    result = run(cfg)
+    assert result["pred"]["phase"] == "gold"
+    assert result["run"] == "no_pred-noaug-init_random"
+    saved = json.loads(open(os.path.join(result["output_dir"], "metrics.json")).read())
+    assert saved["dev"] == result["dev"] and 0 <= saved["dev"]["accuracy"] <= 1
+    assert saved["retention"]["accuracy"] == pytest.approx(saved["dev"]["accuracy"] / saved["teacher"]["dev"]["accuracy"])
+    model = AutoModelForSequenceClassification.from_pretrained(result["output_dir"])
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
+    assert not any(f.startswith("projections") for f in os.listdir(result["output_dir"]))
+
+
+def test_missing_teacher_is_a_clear_error(compose_cfg, tmp_path, data_dir):
+    from tinydistill.errors import ConfigError
+
+    cfg = compose_cfg("stage=task", f"stage.teacher={tmp_path / 'nothing'}", f"paths.data_dir={data_dir}")
+    with pytest.raises(ConfigError, match="run `python train.py stage=finetune task=mrpc` first"):
+        run(cfg)
+
+
+def test_multirun_of_two_ablations_writes_a_report(tmp_path, tiny_teacher, data_dir):
+    r = subprocess.run(
+        [sys.executable, "train.py", "-m", *task_overrides(tiny_teacher, data_dir, "ablation=none,no_emb"),
+         f"paths.artifacts_dir={tmp_path}", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| rte |")]
+    assert len(rows) == 2
+    assert any("| none-noaug-init_random |" in row for row in rows)
+    assert any("| no_emb-noaug-init_random |" in row for row in rows)
+    assert (tmp_path / "sweep" / "report.png").stat().st_size > 1000
+
+
+def test_report_on_a_partial_sweep(tmp_path):
+    done = tmp_path / "0"
+    (done / ".hydra").mkdir(parents=True)
+    (done / ".hydra" / "overrides.yaml").write_text("- ablation=none\n")
+    (done / "result.json").write_text(json.dumps({
+        "stage": "task", "task": "mrpc", "run": "none", "dev": {"f1": 0.85, "accuracy": 0.8},
+        "teacher": {"dev": {"f1": 0.88, "accuracy": 0.82}}, "retention": {"f1": 0.85 / 0.88, "accuracy": 0.8 / 0.82},
+        "parameters": {"student": 7_000_000, "teacher": 22_700_000}, "speedup": 6.5,
+    }))
+    running = tmp_path / "1"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "overrides.yaml").write_text("- ablation=no_emb\n")
+    assert len(load_results(tmp_path)) == 1
+    text = write_report(tmp_path).read_text()
+    assert "| mrpc | none | 0.8000 | 0.8500 | 0.8200 | 0.8800 | 97.6% | 96.6% | 7.0M | 22.7M | 6.5x |" in text
+    assert "`1`: ablation=no_emb" in text
