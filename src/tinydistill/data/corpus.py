@@ -35,8 +35,8 @@ import numpy as np
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from tinydistill.data.loader import make_loader
 from tinydistill.data.glue import tokenizer_fingerprint
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import atomic_directory
@@ -342,18 +342,7 @@ class CorpusDataModule(L.LightningDataModule):
         return dict(self._pad(rows))
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle and self.group_by_length:
-            sampler, shuffle = LengthGroupedSampler(batch_size, lengths=list(ds["length"])), False
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(ds, batch_size, shuffle, self.collate, self.num_workers, self.group_by_length)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, shuffle=True)

@@ -12,8 +12,8 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from tinydistill.data.loader import make_loader
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
 from tinydistill.data.tasks import GlueTask, get_task
 from tinydistill.errors import DataError
@@ -213,20 +213,7 @@ class GlueDataModule(L.LightningDataModule):
             raise DataError(f"task {self.task.name}: the training split is empty")
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle and self.group_by_length:
-            # Shuffled mega-batches sorted by length: little padding, still random batches.
-            lengths = [len(ids) for ids in ds["input_ids"]]
-            sampler, shuffle = LengthGroupedSampler(batch_size, lengths=lengths), False
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            collate_fn=self.collator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(ds, batch_size, shuffle, self.collator, self.num_workers, self.group_by_length)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], self.batch_size, shuffle=True)
