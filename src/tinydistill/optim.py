@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import lightning as L
 import torch
 from torch import nn
 from transformers import get_scheduler
@@ -50,3 +51,21 @@ def build_optimizer_and_scheduler(
         num_training_steps=total_steps,
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def configure_from_hparams(
+    module: L.LightningModule, named_parameters: Iterable[tuple[str, nn.Parameter]]
+) -> dict:
+    """Every module's `configure_optimizers`: AdamW and schedule from its hparams (`lr`,
+    `weight_decay`, `warmup_proportion`, `schedule`, optional `adam_epsilon`) over the trainer's
+    total number of optimiser steps."""
+    hp = module.hparams
+    return build_optimizer_and_scheduler(
+        named_parameters,
+        lr=hp.lr,
+        weight_decay=hp.weight_decay,
+        total_steps=module.trainer.estimated_stepping_batches,
+        warmup_proportion=hp.warmup_proportion,
+        schedule=hp.schedule,
+        eps=hp.get("adam_epsilon", 1e-6),
+    )

@@ -7,7 +7,7 @@ from transformers import PreTrainedModel
 
 from tinydistill.data.tasks import GlueTask
 from tinydistill.modules.glue_eval import GlueEvalModule
-from tinydistill.optim import build_optimizer_and_scheduler
+from tinydistill.optim import configure_from_hparams
 
 
 class FinetuneModule(GlueEvalModule):
@@ -32,12 +32,4 @@ class FinetuneModule(GlueEvalModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return build_optimizer_and_scheduler(
-            self.classifier.named_parameters(),
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
-            total_steps=self.trainer.estimated_stepping_batches,
-            warmup_proportion=hp.warmup_proportion,
-            schedule=hp.schedule,
-        )
+        return configure_from_hparams(self, self.classifier.named_parameters())

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.models.capture import forward_with_capture
-from tinydistill.optim import build_optimizer_and_scheduler
+from tinydistill.optim import configure_from_hparams
 
 TEACHER_PREFIX = "teacher."
 
@@ -81,17 +81,8 @@ class GeneralDistillModule(L.LightningModule):
         self._log_losses("val", losses, batch["input_ids"].shape[0], on_step=False)
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
         named = [*self.student.named_parameters(prefix="student"), *self.distiller.named_parameters(prefix="distiller")]
-        return build_optimizer_and_scheduler(
-            named,
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
-            total_steps=self.trainer.estimated_stepping_batches,
-            warmup_proportion=hp.warmup_proportion,
-            schedule=hp.schedule,
-            eps=hp.adam_epsilon,
-        )
+        return configure_from_hparams(self, named)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]

@@ -12,7 +12,7 @@ import lightning as L
 from torch import Tensor
 from transformers import BertForMaskedLM
 
-from tinydistill.optim import build_optimizer_and_scheduler
+from tinydistill.optim import configure_from_hparams
 
 IGNORE = -100
 
@@ -77,12 +77,4 @@ class MlmModule(L.LightningModule):
         self.log("val/masked_accuracy", total[0] / total[1].clamp(min=1), prog_bar=True)
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return build_optimizer_and_scheduler(
-            self.model.named_parameters(),
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
-            total_steps=self.trainer.estimated_stepping_batches,
-            warmup_proportion=hp.warmup_proportion,
-            schedule=hp.schedule,
-        )
+        return configure_from_hparams(self, self.model.named_parameters())

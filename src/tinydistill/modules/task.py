@@ -11,7 +11,6 @@ Dev metrics are computed by `GlueEvalModule` on the student.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +22,7 @@ from tinydistill.distill.prediction import prediction_loss
 from tinydistill.errors import ConfigError
 from tinydistill.models.capture import forward_with_capture
 from tinydistill.modules.glue_eval import GlueEvalModule
-from tinydistill.optim import build_optimizer_and_scheduler
+from tinydistill.optim import configure_from_hparams
 
 PHASES = ("intermediate", "pred", "gold")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -112,16 +111,8 @@ class TaskDistillModule(GlueEvalModule):
         self._log(losses, n)
         return losses["loss"]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    def configure_optimizers(self) -> dict:
         named = list(self.classifier.named_parameters(prefix="student"))
         if self.distiller is not None:
             named += list(self.distiller.named_parameters(prefix="distiller"))
-        return build_optimizer_and_scheduler(
-            named,
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
-            total_steps=self.trainer.estimated_stepping_batches,
-            warmup_proportion=hp.warmup_proportion,
-            schedule=hp.schedule,
-        )
+        return configure_from_hparams(self, named)
