@@ -71,3 +71,32 @@ def test_quick_experiment_is_a_short_general_distillation(compose_cfg):
 def test_ablations_compose_with_the_task_stage(compose_cfg, ablation):
     cfg = compose_cfg("stage=task", f"ablation={ablation}")
     assert cfg.ablation.name == ablation
+
+
+def test_distilbert_defaults(compose_cfg):
+    cfg = compose_cfg("stage=general", "distill=distilbert")
+    OmegaConf.resolve(cfg)
+    d = cfg.distill
+    assert d.name == "distilbert" and d.init_layers == "every_other"
+    assert (d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.temperature) == (5.0, 2.0, 1.0, 2.0)
+    assert d.kd_positions == "all" and d.mlm_probability == 0.15
+    # offline: stage=mlm's output for MiniLM (no head of its own); online: bert-base-uncased itself
+    assert d.teacher.endswith("artifacts/mlm/minilm_l6") and d.output_dir.endswith("artifacts/distilbert/minilm_l6")
+    bert = compose_cfg("stage=general", "distill=distilbert", "teacher=bert_base_uncased")
+    assert bert.distill.teacher == "bert-base-uncased"
+    assert bert.distill.output_dir.endswith("artifacts/distilbert/bert_base_uncased")
+
+
+def test_distilbert_experiments(compose_cfg):
+    general = compose_cfg("stage=general", "experiment=distilbert/general")
+    OmegaConf.resolve(general)
+    assert general.distill.name == "distilbert" and general.teacher.name == "minilm_l6"
+    assert general.stage.max_steps > 0
+    finetune = compose_cfg("stage=finetune", "experiment=distilbert/finetune")
+    OmegaConf.resolve(finetune)
+    assert finetune.task.name == "mrpc"
+    assert finetune.stage.model == finetune.distill.output_dir
+    assert finetune.stage.output_dir.endswith("artifacts/finetune/distilbert_minilm_l6/mrpc")
+    assert finetune.stage.compare_to.endswith("artifacts/teacher/mrpc")
+    assert compose_cfg("stage=finetune", "experiment=distilbert/finetune", "task=rte").stage.output_dir.endswith(
+        "distilbert_minilm_l6/rte")

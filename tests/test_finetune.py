@@ -25,6 +25,7 @@ def tiny_finetune_overrides(tiny_bert, data_dir, *extra):
         "stage.batch_size=8",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
+        "stage.latency_repeats=1",
         *extra,
     ]
 
@@ -61,6 +62,10 @@ def test_export_reloads_with_same_outputs(compose_cfg, tiny_bert, data_dir):
         assert torch.allclose(model(**batch).logits, ref.eval()(**batch).logits)
     # and the encoder alone loads with AutoModel
     assert AutoModel.from_pretrained(out).config.hidden_size == 32
+    # size and dev-set latency for the report (no comparison teacher by default)
+    assert saved["parameters"] == {"model": sum(p.numel() for p in model.parameters())}
+    assert saved["latency"]["model"]["ms_per_example"] > 0 and "speedup" not in saved
+    assert saved["run"] == os.path.basename(os.path.dirname(str(tiny_bert))) + "/" + os.path.basename(str(tiny_bert))
 
 
 def test_resume_from_last_checkpoint(compose_cfg, tiny_bert, data_dir):
@@ -132,7 +137,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_bert, data_dir):
 def test_minilm_teacher_finetunes_on_real_mrpc_rows(compose_cfg, data_dir, minilm_path):
     cfg = compose_cfg(
         "stage=finetune", "task=mrpc", f"paths.data_dir={data_dir}", "logger=csv",
-        "stage.epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+        "stage.epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "stage.latency_repeats=1",
     )
     result = run(cfg)
     model = AutoModelForSequenceClassification.from_pretrained(result["output_dir"])
@@ -142,3 +147,11 @@ def test_minilm_teacher_finetunes_on_real_mrpc_rows(compose_cfg, data_dir, minil
     teacher = AutoModel.from_pretrained(minilm_path)
     assert not torch.equal(model.bert.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight)
     assert torch.allclose(model.bert.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight, atol=1e-2)
+
+
+def test_compare_to_must_be_a_finetuned_classifier(compose_cfg, tiny_bert, data_dir, tmp_path):
+    from tinydistill.errors import ConfigError
+
+    cfg = compose_cfg(*tiny_finetune_overrides(tiny_bert, data_dir, "task=rte", f"stage.compare_to={tmp_path / 'no'}"))
+    with pytest.raises(ConfigError, match=r"stage.compare_to=.*run `python train.py stage=finetune task=rte` first"):
+        run(cfg)

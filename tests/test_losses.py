@@ -14,6 +14,7 @@ from tinydistill.losses import (
     cosine_hidden_loss,
     distillation_kl,
     hidden_mse,
+    masked_lm_cross_entropy,
     soft_cross_entropy,
 )
 
@@ -222,6 +223,62 @@ def test_distillation_kl_is_zero_for_identical_logits_and_on_empty_selection():
     empty = distillation_kl(z, _t(KL_T), 2.0, torch.zeros(1, 3, dtype=torch.bool))
     assert empty.item() == 0.0
     empty.backward()  # still part of the graph
+    # rows already selected by the caller, none in this batch
+    no_rows = distillation_kl(z[0, :0], _t(KL_T)[0, :0], 2.0)
+    assert no_rows.item() == 0.0
+    no_rows.backward()
+
+
+def test_distillation_kl_temperature_scaling():
+    # T^2 * KL(softmax(z_T/T) || softmax(z_S/T)) == T^2 * (the T=1 loss on logits divided by T)
+    s, t = _t(KL_S), _t(KL_T)
+    for temperature in (0.5, 2.0, 4.0):
+        scaled = distillation_kl(s / temperature, t / temperature, 1.0).item()
+        assert distillation_kl(s, t, temperature).item() == pytest.approx(temperature**2 * scaled, rel=1e-5)
+    # a higher temperature softens both distributions: the un-scaled KL shrinks
+    assert distillation_kl(s, t, 4.0).item() / 16 < distillation_kl(s, t, 1.0).item()
+
+
+def test_distillation_kl_on_masked_positions_only():
+    # DistilBERT's restrict_ce_to_mask: rows selected by the MLM labels (here only position 1 has a target)
+    labels = torch.tensor([[-100, 7, -100]])
+    got = distillation_kl(_t(KL_S), _t(KL_T), 2.0, labels != -100).item()
+    assert got == pytest.approx(_kl_rows([1], 2.0), rel=1e-5)
+
+
+def test_distillation_kl_equals_hf_distiller_expression():
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    temperature = 2.0
+    # distiller.py: select rows with the attention mask, KLDivLoss(batchmean)(log p_S, p_T) * T^2
+    s_sel, t_sel = s[mask], t[mask]
+    expected = torch.nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(s_sel / temperature, -1), torch.softmax(t_sel / temperature, -1)) * temperature**2
+    assert distillation_kl(s, t, temperature, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- masked_lm_cross_entropy
+
+
+def test_masked_lm_cross_entropy_hand_computed():
+    # (B=1, S=3, V=3); targets at positions 0 (id 2) and 2 (id 0); position 1 ignored
+    logits = [[[1.0, 0.0, -1.0], [5.0, 5.0, 5.0], [0.0, 2.0, 1.0]]]
+    labels = torch.tensor([[2, -100, 0]])
+    expected = (-math.log(_softmax(logits[0][0])[2]) - math.log(_softmax(logits[0][2])[0])) / 2
+    assert masked_lm_cross_entropy(_t(logits), labels).item() == pytest.approx(expected, rel=1e-6)
+    # rows already selected (n_rows, V) give the same value
+    rows = torch.tensor([True, False, True])
+    assert masked_lm_cross_entropy(_t(logits)[0][rows], labels[0][rows]).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_masked_lm_cross_entropy_without_targets_is_zero_not_nan():
+    z = torch.randn(1, 3, 4, requires_grad=True)
+    loss = masked_lm_cross_entropy(z, torch.full((1, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    with pytest.raises(ValueError, match="does not match"):
+        masked_lm_cross_entropy(z, torch.zeros(1, 4, dtype=torch.long))
 
 
 # ---------------------------------------------------------------- cosine_hidden_loss
@@ -252,3 +309,11 @@ def test_cosine_hidden_loss_random_against_numpy():
 def test_cosine_hidden_loss_needs_equal_widths():
     with pytest.raises(ValueError, match="shapes differ"):
         cosine_hidden_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))
+
+
+def test_cosine_hidden_loss_equals_cosine_embedding_loss_with_target_one():
+    torch.manual_seed(3)
+    s, t = torch.randn(2, 4, 6), torch.randn(2, 4, 6)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool()
+    expected = torch.nn.CosineEmbeddingLoss(reduction="mean")(s[mask], t[mask], torch.ones(int(mask.sum())))
+    assert cosine_hidden_loss(s, t, mask).item() == pytest.approx(expected.item(), rel=1e-6)

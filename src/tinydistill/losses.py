@@ -11,6 +11,7 @@ DistilBERT triple loss (Sanh et al., 2019; HF ``examples/research_projects/disti
 
 * :func:`distillation_kl` -- ``T^2 * KL(teacher || student)`` at temperature ``T`` over selected positions.
 * :func:`cosine_hidden_loss` -- ``1 - cos(h_S, h_T)`` averaged over selected (non-padding) positions.
+* :func:`masked_lm_cross_entropy` -- the student's own masked-LM loss (labels ``-100`` ignored).
 
 Every function returns a scalar tensor. Shape mismatches raise ``ValueError``; a bad temperature raises
 :class:`~tinydistill.errors.ConfigError`. When a mask selects nothing the loss is ``0`` (still attached to the
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tinydistill.errors import ConfigError
+
+#: Label of positions without a masked-LM target (``DataCollatorForLanguageModeling``, ``CrossEntropyLoss``).
+IGNORE_INDEX = -100
 
 #: The reference zeroes attention scores ``<= -1e2`` (its masked keys hold ``score - 10000``).
 REFERENCE_SCORE_FLOOR = -1e2
@@ -199,6 +203,8 @@ def distillation_kl(
         if not keep.any():
             return _zero_like_graph(student_logits)
         student_logits, teacher_logits = student_logits[keep], teacher_logits[keep]
+    if student_logits.numel() == 0:  # no rows (e.g. rows pre-selected by the caller, none this batch)
+        return _zero_like_graph(student_logits)
     c = student_logits.shape[-1]
     s_rows = student_logits.reshape(-1, c)
     t_rows = teacher_logits.reshape(-1, c)
@@ -237,3 +243,27 @@ def cosine_hidden_loss(student_h: Tensor, teacher_h: Tensor, mask: Tensor | None
     t_rows = teacher_h.reshape(-1, d)
     target = s_rows.new_ones(s_rows.shape[0])
     return F.cosine_embedding_loss(s_rows, t_rows, target, reduction="mean")
+
+
+def masked_lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Masked-LM cross-entropy: mean over the positions with a target (``labels != -100``).
+
+    Formula, over positions ``p`` with ``labels[p] != -100``::
+
+        mean_p -log softmax(z[p])[labels[p]]
+
+    ``CrossEntropyLoss()`` on the flattened tensors, as ``BertForMaskedLM`` and HF's ``distiller.py``, except that a
+    batch with no target at all gives ``0`` (attached to the graph) instead of ``nan``.
+
+    Args:
+        logits: ``(..., V)`` student MLM logits (e.g. ``(B, S, V)``, or ``(n_rows, V)`` for selected rows).
+        labels: ``logits.shape[:-1]`` token ids, ``-100`` where there is no target.
+    """
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"masked_lm_cross_entropy: labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)}"
+        )
+    flat_labels = labels.reshape(-1)
+    if not (flat_labels != IGNORE_INDEX).any():
+        return _zero_like_graph(logits)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_labels, ignore_index=IGNORE_INDEX)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 from torch import Tensor
@@ -11,17 +9,16 @@ from transformers import PreTrainedModel
 
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.models.capture import forward_with_capture
+from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.optim import configure_from_hparams
 
-TEACHER_PREFIX = "teacher."
 
-
-class GeneralDistillModule(L.LightningModule):
+class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
     """Trains ``student`` and the distiller's projections on ``distiller(student, teacher)["loss"]``.
 
     The teacher is frozen (``requires_grad=False``), stays in eval mode even when Lightning switches the module
     to training, and runs under ``torch.no_grad()``. Its weights are left out of checkpoints (they come from the
-    teacher's own files; resuming puts them back). The student's pooler gets no loss signal, so it is frozen
+    teacher's own files; resuming puts them back; see :class:`FrozenTeacherMixin`). The student's pooler gets no loss signal, so it is frozen
     too (it stays at its initialisation, as in the reference, and DDP sees no unused trainable parameters).
 
     Logged: ``train/loss`` (weighted total, progress bar) and ``train/<term>`` per active term (``emb``, ``att``,
@@ -47,11 +44,6 @@ class GeneralDistillModule(L.LightningModule):
         if pooler is not None:
             pooler.requires_grad_(False)
         self.distiller = distiller
-
-    def train(self, mode: bool = True) -> GeneralDistillModule:
-        super().train(mode)
-        self.teacher.eval()  # never dropout in the teacher
-        return self
 
     def distillation_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         want = self.distiller.want_attention
@@ -83,14 +75,3 @@ class GeneralDistillModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         named = [*self.student.named_parameters(prefix="student"), *self.distiller.named_parameters(prefix="distiller")]
         return configure_from_hparams(self, named)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints hold no teacher weights: keep the ones loaded from the teacher's files.
-        state = checkpoint["state_dict"]
-        for key, value in self.teacher.state_dict(prefix=TEACHER_PREFIX).items():
-            state.setdefault(key, value)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
+from transformers import PreTrainedModel
 
+from tinydistill.bench import time_model
+from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
 from tinydistill.modules.glue_eval import metric_prefix
 
@@ -43,3 +49,31 @@ def dev_metrics(task: GlueTask, logged: dict[str, float]) -> dict[str, dict[str,
         prefix = metric_prefix(task, idx) + "/"
         out[split] = {k[len(prefix):]: v for k, v in logged.items() if k.startswith(prefix)}
     return out
+
+
+def dev_latency(cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule) -> dict[str, dict[str, float]]:
+    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`)."""
+    dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
+    loader = torch.utils.data.DataLoader(dev, batch_size=cfg.stage.latency_batch_size, collate_fn=dm.collator)
+    batches = list(loader)
+    out = {}
+    for name, model in models.items():
+        seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
+        out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev)}
+    return out
+
+
+def teacher_dev_metrics(t_dir: str | Path) -> dict[str, Any]:
+    """The `dev*` metrics a fine-tuned teacher's metrics.json holds ({} without one)."""
+    path = Path(t_dir) / "metrics.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k.startswith("dev")}
+
+
+def retention(task: GlueTask, metrics: dict[str, Any], teacher_metrics: dict[str, Any]) -> dict[str, float]:
+    """Main dev split's metrics as a fraction of the teacher's."""
+    split = task.dev_splits[0]
+    main = teacher_metrics.get(split, {})
+    return {k: v / main[k] for k, v in metrics.get(split, {}).items() if main.get(k)}

@@ -1,28 +1,77 @@
-"""stage=finetune: fine-tune a model (the teacher by default) on a GLUE task and export it."""
+"""stage=finetune: fine-tune a model (the teacher by default) on a GLUE task and export it.
+
+    python train.py stage=finetune task=mrpc                           # the teacher -> artifacts/teacher/mrpc
+    python train.py stage=finetune task=mrpc stage.model=<folder> stage.output_dir=<folder>
+    python train.py stage=finetune experiment=distilbert/finetune      # the DistilBERT student, beside the teacher
+
+`metrics.json` beside the model (and `result.json` in the run's log folder) holds the dev metrics, parameter
+count and dev-set latency; with `stage.compare_to=<fine-tuned teacher>` also the teacher's dev metrics, retention,
+parameters, and latency on the same batches, so `python -m tinydistill.report` can put the model beside the
+task-distilled students.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from tinydistill.bench import count_parameters
 from tinydistill.data.glue import GlueDataModule
-from tinydistill.data.tasks import get_task
-from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
+from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.errors import ConfigError
+from tinydistill.models.loading import PACKAGE_SCHEME, export_pretrained, load_classifier, load_tokenizer
+from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
-from tinydistill.stages.common import best_checkpoint_callback, dev_metrics, validate_best
+from tinydistill.stages.common import (
+    best_checkpoint_callback,
+    dev_latency,
+    dev_metrics,
+    retention,
+    teacher_dev_metrics,
+    validate_best,
+)
 from tinydistill.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
 
+def run_name(cfg: DictConfig) -> str:
+    """`stage.run_name`, or the model reference: a package name, a hub id, or a folder's last two parts
+    (`artifacts/distilbert/minilm_l6` -> `distilbert/minilm_l6`)."""
+    if cfg.stage.get("run_name"):
+        return str(cfg.stage.run_name)
+    ref = str(cfg.stage.model)
+    if ref.startswith(PACKAGE_SCHEME):
+        return ref[len(PACKAGE_SCHEME):]
+    path = Path(ref).expanduser()
+    return "/".join(path.resolve().parts[-2:]) if path.exists() else ref
+
+
+def comparison_teacher(cfg: DictConfig, task: GlueTask) -> str | None:
+    """`stage.compare_to`: a fine-tuned classifier folder to measure this model against, or None."""
+    ref = cfg.stage.get("compare_to")
+    if ref is None:
+        return None
+    if not (Path(str(ref)) / "config.json").is_file():
+        raise ConfigError(
+            f"stage.compare_to={ref}: no fine-tuned classifier there; run `python train.py stage=finetune "
+            f"task={task.name}` first, or set stage.compare_to=null"
+        )
+    return str(ref)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     task = get_task(cfg.task.name)
     st = cfg.stage
+    compare_to = comparison_teacher(cfg, task)  # checked before training, not after
     tokenizer = load_tokenizer(st.model)
+    if compare_to is not None and load_config(compare_to).vocab_size < len(tokenizer):
+        raise ConfigError(f"stage.compare_to={compare_to}: its vocabulary is smaller than the tokenizer of "
+                          f"stage.model={st.model}; latency is measured on the same token ids for both")
     datamodule = GlueDataModule(
         task.name,
         tokenizer,
@@ -46,19 +95,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, callbacks=[checkpoint])
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, datamodule, checkpoint))
-    result = {
+    result: dict[str, Any] = {
         "stage": "finetune",
         "task": task.name,
+        "run": run_name(cfg),
         "model": str(st.model),
         "seed": cfg.seed,
         "epochs": st.epochs,
+        "lr": st.lr,
         "best_checkpoint": checkpoint.best_model_path or None,
         **metrics,
+        "parameters": {"model": count_parameters(module.classifier)},
     }
+    models = {"model": module.classifier}
+    if compare_to is not None:
+        teacher = load_classifier(compare_to, task)
+        models["teacher"] = teacher
+        result["teacher_dir"] = compare_to
+        result["parameters"]["teacher"] = count_parameters(teacher)
+        result["teacher"] = teacher_dev_metrics(compare_to)
+        if result["teacher"]:
+            result["retention"] = retention(task, result, result["teacher"])
     if trainer.is_global_zero:
+        if st.measure_latency:
+            result["latency"] = dev_latency(cfg, models, datamodule)
+            if "teacher" in models:
+                result["speedup"] = result["latency"]["teacher"]["seconds"] / result["latency"]["model"]["seconds"]
         out = export_pretrained(
             st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result}
         )
+        # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.paths.output_dir) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         log.info("fine-tuned model: %s", out)
         log.info("dev metrics: %s", metrics)
         result["output_dir"] = str(out)

@@ -3,6 +3,7 @@
     python train.py stage=general                       # default teacher -> default student, corpus in data_dir
     python train.py stage=general experiment=quick      # MiniLM -> demo student, < 30 min on 2 CPU cores
     python train.py stage=general ckpt_path=<run>/checkpoints/last.ckpt   # resume
+    python train.py stage=general distill=distilbert    # DistilBERT's triple loss instead (stages/distilbert.py)
 
 Result (``stage.output_dir``, default ``artifacts/general/<student.name>/``): the student as a Hugging Face
 ``BertModel`` (``config.json``, ``model.safetensors``) with the teacher's tokenizer, the projections
@@ -19,6 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
 
 from tinydistill.data.corpus import CorpusDataModule, CorpusSource
 from tinydistill.distill.intermediate import IntermediateDistiller
@@ -85,21 +87,22 @@ def build_general(cfg: DictConfig) -> GeneralDistillModule:
     return module
 
 
-def _validate(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
-    """``{"emb": .., "att": .., "hid": .., "loss": ..}`` averaged over the held-out instances."""
+def validate_losses(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
+) -> dict[str, float]:
+    """The logged ``val/*`` values averaged over the held-out instances, without the prefix."""
     out: dict[str, float] = {}
     for r in trainer.validate(module, datamodule=datamodule, verbose=False):
         out.update({k.split("/", 1)[1]: float(v) for k, v in r.items() if k.startswith("val/")})
     return out
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def corpus_datamodule(
+    cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, with_mlm_labels: bool = False
+) -> CorpusDataModule:
+    """The general corpus of ``stage.corpus``, batched as ``stage`` says."""
     st = cfg.stage
-    # The frozen teacher is in eval mode on purpose.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    module = build_general(cfg)
-    tokenizer = load_tokenizer(st.teacher)
-    datamodule = CorpusDataModule(
+    return CorpusDataModule(
         CorpusSource.from_config(st.corpus),
         tokenizer,
         max_seq_length=st.max_seq_length,
@@ -110,8 +113,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
         group_by_length=cfg.data.group_by_length,
-        mlm_probability=st.mlm_probability,
+        mlm_probability=mlm_probability,
+        with_mlm_labels=with_mlm_labels,
     )
+
+
+def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint, FirstAndLastLosses]:
+    """A Trainer for a step budget on the corpus: step checkpoints, validation every ``stage.val_every_n_steps``
+    optimiser steps, and a record of the first and last logged training losses."""
+    st = cfg.stage
     checkpoint = ModelCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints",
         filename="step-{step}",
@@ -129,12 +139,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.trainer.get("val_check_interval") is None:
         # Validate every N optimiser steps, counted across epochs.
         overrides.update(val_check_interval=st.val_every_n_steps, check_val_every_n_epoch=None)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, history], **overrides)
+    return build_trainer(cfg, callbacks=[checkpoint, history], **overrides), checkpoint, history
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.distill.name == "distilbert":
+        from tinydistill.stages import distilbert  # here: that module imports this one's helpers
+
+        return distilbert.run(cfg)
+    if cfg.distill.name != "tinybert":
+        raise ConfigError(f"stage=general: distill={cfg.distill.name!r} must be tinybert or distilbert")
+    st = cfg.stage
+    # The frozen teacher is in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    module = build_general(cfg)
+    tokenizer = load_tokenizer(st.teacher)
+    datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=st.mlm_probability)
+    trainer, checkpoint, history = step_trainer(cfg)
     validate = st.val_size > 0 and not trainer.fast_dev_run
     # Held-out losses of the untrained student (skipped when resuming): the baseline for the final ones.
-    val_start = _validate(trainer, module, datamodule) if validate and cfg.ckpt_path is None else {}
+    val_start = validate_losses(trainer, module, datamodule) if validate and cfg.ckpt_path is None else {}
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    val = _validate(trainer, module, datamodule) if validate else {}
+    val = validate_losses(trainer, module, datamodule) if validate else {}
     student = module.student
     result = {
         "stage": "general",

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from tinydistill.bench import count_parameters, time_model
+from tinydistill.bench import count_parameters
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask, get_task
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
@@ -32,7 +32,14 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
 from tinydistill.modules.task import TaskDistillModule
-from tinydistill.stages.common import best_checkpoint_callback, dev_metrics, validate_best
+from tinydistill.stages.common import (
+    best_checkpoint_callback,
+    dev_latency,
+    dev_metrics,
+    retention,
+    teacher_dev_metrics,
+    validate_best,
+)
 from tinydistill.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -172,22 +179,13 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
 
 
-def latency(cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule) -> dict[str, dict[str, float]]:
-    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`)."""
-    dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
-    loader = torch.utils.data.DataLoader(dev, batch_size=cfg.stage.latency_batch_size, collate_fn=dm.collator)
-    batches = list(loader)
-    out = {}
-    for name, model in models.items():
-        seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
-        out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev)}
-    return out
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     task = get_task(cfg.task.name)
     st = cfg.stage
+    if cfg.distill.name != "tinybert":
+        raise ConfigError(f"stage=task is TinyBERT's task distillation (distill=tinybert), got distill={cfg.distill.name}; "
+                          f"the DistilBERT baseline is fine-tuned with stage=finetune (experiment=distilbert/finetune)")
     if st.phase not in ("intermediate", "pred", "both"):
         raise ConfigError(f"stage.phase={st.phase!r} must be intermediate, pred or both")
     if cfg.ablation.pred not in ("distill", "gold"):
@@ -228,16 +226,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold)
     result["pred"] = pred
     result.update({k: pred[k] for k in task.dev_splits})
-    teacher_metrics = _teacher_metrics(t_dir)
+    teacher_metrics = teacher_dev_metrics(t_dir)
     result["teacher"] = teacher_metrics
     if teacher_metrics:
-        main = teacher_metrics.get(task.dev_splits[0], {})
-        result["retention"] = {k: v / main[k] for k, v in result[task.dev_splits[0]].items() if main.get(k)}
+        result["retention"] = retention(task, result, teacher_metrics)
     result["parameters"] = {"student": count_parameters(module.classifier), "teacher": count_parameters(teacher)}
     if trainer.is_global_zero:
         if st.measure_latency:
             data = dm_gold if dm_gold is not None else dm
-            result["latency"] = latency(cfg, {"teacher": teacher, "student": module.classifier}, data)
+            result["latency"] = dev_latency(cfg, {"teacher": teacher, "student": module.classifier}, data)
             result["speedup"] = result["latency"]["teacher"]["seconds"] / result["latency"]["student"]["seconds"]
         export_pretrained(out_dir, module.classifier, tokenizer, json_files={RESULT_JSON: result},
                           extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
@@ -255,11 +252,3 @@ def _keep_intermediate(inter_dir: Path, tmp: Path) -> None:
     before the swap loses nothing)."""
     if inter_dir.is_dir():
         shutil.copytree(inter_dir, tmp / INTERMEDIATE_DIR)
-
-
-def _teacher_metrics(t_dir: str) -> dict[str, Any]:
-    path = Path(t_dir) / "metrics.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {k: v for k, v in data.items() if k.startswith("dev")}

