@@ -28,7 +28,7 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.distilbert import init_from_teacher, load_mlm_teacher, resolve_init_layers
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.modules.distilbert import DistilBertModule
-from tinydistill.stages.general import corpus_datamodule, step_trainer, validate_losses
+from tinydistill.stages.general import corpus_datamodule, run_summary, step_trainer, validate_losses
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
         "parameters": {"student": count_parameters(student), "teacher": count_parameters(teacher)},
         "distill": distill,
-        "corpus": datamodule.summary(),
-        "seed": cfg.seed,
-        "steps": trainer.global_step,
-        "batch_size": st.batch_size,
-        "lr": st.lr,
-        "train_first": history.first,
-        "train_last": history.last,
-        "val_start": val_start,
-        "val": val,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        **run_summary(cfg, datamodule, trainer, checkpoint, history, val_start, val),
     }
     if trainer.is_global_zero:
         out = export_pretrained(d.output_dir, student, tokenizer, json_files={RESULT_JSON: result})

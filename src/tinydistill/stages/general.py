@@ -142,6 +142,30 @@ def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint, FirstAndL
     return build_trainer(cfg, callbacks=[checkpoint, history], **overrides), checkpoint, history
 
 
+def run_summary(
+    cfg: DictConfig,
+    datamodule: CorpusDataModule,
+    trainer: L.Trainer,
+    checkpoint: ModelCheckpoint,
+    history: FirstAndLastLosses,
+    val_start: dict[str, float],
+    val: dict[str, float],
+) -> dict[str, Any]:
+    """The result-file fields every corpus-distillation run shares: data, budget, and losses before/after."""
+    return {
+        "corpus": datamodule.summary(),
+        "seed": cfg.seed,
+        "steps": trainer.global_step,
+        "batch_size": cfg.stage.batch_size,
+        "lr": cfg.stage.lr,
+        "train_first": history.first,
+        "train_last": history.last,
+        "val_start": val_start,
+        "val": val,
+        "last_checkpoint": checkpoint.last_model_path or None,
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.distill.name == "distilbert":
         from tinydistill.stages import distilbert  # here: that module imports this one's helpers
@@ -170,16 +194,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
         "parameters": sum(p.numel() for p in student.parameters()),
         "distill": module.distiller.describe(),
-        "corpus": datamodule.summary(),
-        "seed": cfg.seed,
-        "steps": trainer.global_step,
-        "batch_size": st.batch_size,
-        "lr": st.lr,
-        "train_first": history.first,
-        "train_last": history.last,
-        "val_start": val_start,
-        "val": val,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        **run_summary(cfg, datamodule, trainer, checkpoint, history, val_start, val),
     }
     if trainer.is_global_zero:
         projections = module.distiller.projections
