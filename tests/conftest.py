@@ -84,3 +84,18 @@ def compose_config(root: Path, *overrides: str) -> DictConfig:
 def compose_cfg(tmp_path) -> Callable[..., DictConfig]:
     """`compose_config` under this test's tmp_path."""
     return lambda *overrides: compose_config(tmp_path, *overrides)
+
+
+TINY_CORPUS_SENTENCES = [
+    "the cat sat on the mat .", "it was a sunny day .", "birds sang in the tall trees .",
+    "a small boat drifted down the river .", "children played near the water .",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A small general corpus file: 12 documents of 5 sentences, one per line, blank lines between."""
+    docs = ["\n".join(TINY_CORPUS_SENTENCES[i % 5 :] + TINY_CORPUS_SENTENCES[: i % 5]) for i in range(12)]
+    f = tmp_path / "corpus.txt"
+    f.write_text("\n\n".join(docs) + "\n")
+    return f

@@ -22,11 +22,6 @@ from tinydistill.report import load_results, write_report
 from tinydistill.stages import run
 from tinydistill.stages.distilbert import build_distilbert
 
-SENTENCES = [
-    "the cat sat on the mat .", "it was a sunny day .", "birds sang in the tall trees .",
-    "a small boat drifted down the river .", "children played near the water .",
-]
-
 
 def make_tiny_mlm(path, tokenizer_src: str, layers: int = 4, hidden: int = 32, seed: int = 0):
     """A randomly initialised BertForMaskedLM (4 layers, hidden 32) with the real bert-base-uncased vocabulary
@@ -51,14 +46,6 @@ def tiny_mlm(tmp_path_factory, minilm_path):
 @pytest.fixture
 def teacher(tiny_mlm):
     return load_mlm_teacher(str(tiny_mlm))
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    docs = ["\n".join(SENTENCES[i % 5 :] + SENTENCES[: i % 5]) for i in range(12)]
-    f = tmp_path / "corpus.txt"
-    f.write_text("\n\n".join(docs) + "\n")
-    return f
 
 
 def overrides(teacher_path, corpus, *extra):

@@ -18,19 +18,6 @@ from tinydistill.models.student import build_student
 from tinydistill.stages import run
 from tinydistill.stages.general import build_general
 
-SENTENCES = [
-    "the cat sat on the mat .", "it was a sunny day .", "birds sang in the tall trees .",
-    "a small boat drifted down the river .", "children played near the water .",
-]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    docs = ["\n".join(SENTENCES[i % 5 :] + SENTENCES[: i % 5]) for i in range(12)]
-    f = tmp_path / "corpus.txt"
-    f.write_text("\n\n".join(docs) + "\n")
-    return f
-
 
 def overrides(teacher, corpus, *extra):
     # teacher: tiny_bert (2 layers, hidden 32, 4 heads); student: 1 layer, hidden 16, 4 heads
