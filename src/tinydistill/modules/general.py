@@ -18,8 +18,9 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
 
     The teacher is frozen (``requires_grad=False``), stays in eval mode even when Lightning switches the module
     to training, and runs under ``torch.no_grad()``. Its weights are left out of checkpoints (they come from the
-    teacher's own files; resuming puts them back; see :class:`FrozenTeacherMixin`). The student's pooler gets no loss signal, so it is frozen
-    too (it stays at its initialisation, as in the reference, and DDP sees no unused trainable parameters).
+    teacher's own files; resuming puts them back; see :class:`FrozenTeacherMixin`). The student's pooler gets no
+    loss signal, so it is frozen too (it stays at its initialisation, as in the reference, and DDP sees no unused
+    trainable parameters).
 
     Logged: ``train/loss`` (weighted total, progress bar) and ``train/<term>`` per active term (``emb``, ``att``,
     ``hid``; unweighted), every step; ``val/...`` the same averaged over the held-out instances.
