@@ -73,9 +73,15 @@ def test_phase_switching_trains_the_right_parameters(compose_cfg, tiny_teacher, 
     pred = make_module("pred", tiny_teacher, cfg, teacher_logits=torch.zeros(10, 2))
     assert trainable(pred) == {n for n, _ in pred.classifier.named_parameters()}
     assert pred.distiller is None  # projections are not trained in phase 2
-    # The teacher is never trained nor saved in checkpoints.
-    assert not any(k.startswith("teacher") for k in inter.state_dict())
+    # The teacher is never trained, never in training mode, nor saved in checkpoints.
     assert all(not p.requires_grad for p in inter.teacher.parameters())
+    inter.train()
+    assert inter.classifier.training and not inter.teacher.training
+    checkpoint = {"state_dict": inter.state_dict()}
+    inter.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    gold = TaskDistillModule(pred.classifier, get_task("rte"), "gold", lr=1e-3)  # no teacher needed
+    assert gold.teacher is None and gold.train() is gold and gold.classifier.training
 
 
 def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teacher, data_dir):
@@ -159,6 +165,8 @@ def test_no_pred_trains_on_gold_labels_of_the_original_set(compose_cfg, tiny_tea
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "ablation=no_pred"))
     result = run(cfg)
     assert result["pred"]["phase"] == "gold"
+    # pred.max_steps=3 ends mid-epoch: the dev evaluation at the last step still picks a checkpoint.
+    assert result["pred"]["steps"] == 3 and "best-epoch=0-step=3" in result["pred"]["best_checkpoint"]
     assert result["run"] == "no_pred-noaug-init_random"
     saved = json.loads(open(os.path.join(result["output_dir"], "metrics.json")).read())
     assert saved["dev"] == result["dev"] and 0 <= saved["dev"]["accuracy"] <= 1

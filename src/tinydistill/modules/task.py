@@ -21,6 +21,7 @@ from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import prediction_loss
 from tinydistill.errors import ConfigError
 from tinydistill.models.capture import forward_with_capture
+from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.modules.glue_eval import GlueEvalModule
 from tinydistill.optim import configure_from_hparams
 
@@ -28,7 +29,10 @@ PHASES = ("intermediate", "pred", "gold")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TaskDistillModule(GlueEvalModule):
+class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
+    """The student classifier (``self.classifier``) trained in one phase; the frozen teacher (only the
+    intermediate phase needs it; see :class:`FrozenTeacherMixin`) stays in eval mode and out of checkpoints."""
+
     def __init__(
         self,
         student: PreTrainedModel,
@@ -54,8 +58,7 @@ class TaskDistillModule(GlueEvalModule):
             raise ValueError("the pred phase needs the teacher's logits for the training set")
         self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits"])
         self.phase = phase
-        # Kept out of checkpoints and optimisers: not a registered submodule.
-        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.distiller = distiller if phase == "intermediate" else None
         self.register_buffer("teacher_logits", teacher_logits, persistent=False)
         # Only the parameters that receive a loss signal in this phase train: in the intermediate
@@ -66,20 +69,6 @@ class TaskDistillModule(GlueEvalModule):
     @staticmethod
     def _is_encoder(name: str) -> bool:
         return ".embeddings." in name or ".encoder." in name
-
-    @property
-    def teacher(self) -> PreTrainedModel | None:
-        return self._teacher[0] if self._teacher else None
-
-    def on_fit_start(self) -> None:
-        if self.teacher is not None:
-            self.teacher.to(self.device)
-
-    def train(self, mode: bool = True) -> TaskDistillModule:
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # never dropout in the teacher
-        return self
 
     def _log(self, losses: dict[str, Tensor], batch_size: int) -> None:
         for name, value in losses.items():

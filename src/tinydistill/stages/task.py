@@ -132,6 +132,15 @@ def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overri
     return build_trainer(cfg, callbacks=callbacks, **overrides)
 
 
+def step_budget_validation(phase_cfg: DictConfig) -> dict[str, Any]:
+    """Trainer overrides for a phase with a step budget: it can end mid-epoch, before any end-of-epoch dev
+    evaluation, so evaluate every `val_every_n_steps` steps instead (default: once, at the last step)."""
+    max_steps = phase_cfg.get("max_steps", -1)
+    if max_steps is None or max_steps <= 0:
+        return {}
+    return {"val_check_interval": phase_cfg.get("val_every_n_steps") or max_steps, "check_val_every_n_epoch": None}
+
+
 def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path) -> dict[str, Any]:
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config, projections)
@@ -173,7 +182,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
         warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **kwargs,
     )
     checkpoint = best_checkpoint_callback(cfg, task)
-    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint])
+    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(ph))
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
