@@ -65,6 +65,10 @@ def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
 def test_quick_experiment_is_a_short_general_distillation(compose_cfg):
     cfg = compose_cfg("stage=general", "experiment=quick")
     assert cfg.stage.max_steps > 0 and cfg.student.name == "demo_3l_192"
+    # The demo runs the same distillation, cut short to fit its time budget, into the same folder.
+    demo = compose_cfg("stage=general", "experiment=demo/general")
+    assert 0 < demo.stage.max_steps < cfg.stage.max_steps
+    assert demo.stage.lr == cfg.stage.lr and demo.stage.output_dir == cfg.stage.output_dir
 
 
 @pytest.mark.parametrize("ablation", sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml")))
