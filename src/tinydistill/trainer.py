@@ -17,6 +17,14 @@ def build_logger(cfg: DictConfig) -> Logger | bool:
     return hydra.utils.instantiate(cfg.logger)
 
 
+def validate_every_n_steps(cfg: DictConfig, n: int) -> dict:
+    """Trainer overrides that validate every `n` optimiser steps, counted across epochs (for step budgets),
+    unless the user chose `trainer.val_check_interval` themselves."""
+    if cfg.trainer.get("val_check_interval") is not None:
+        return {}
+    return {"val_check_interval": n, "check_val_every_n_epoch": None}
+
+
 def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrides) -> L.Trainer:
     """A Trainer from `cfg.trainer` (hardware), with epochs/steps/clipping from `cfg.stage`."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

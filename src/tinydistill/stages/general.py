@@ -28,7 +28,7 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.student import build_student, load_encoder
 from tinydistill.modules.general import GeneralDistillModule
-from tinydistill.trainer import build_trainer
+from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,8 @@ def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint, FirstAndL
         overrides["max_epochs"] = -1  # the step budget alone decides
     if st.val_size <= 0:
         overrides["limit_val_batches"] = 0
-    elif cfg.trainer.get("val_check_interval") is None:
-        # Validate every N optimiser steps, counted across epochs.
-        overrides.update(val_check_interval=st.val_every_n_steps, check_val_every_n_epoch=None)
+    else:
+        overrides.update(validate_every_n_steps(cfg, st.val_every_n_steps))
     return build_trainer(cfg, callbacks=[checkpoint, history], **overrides), checkpoint, history
 
 

@@ -18,7 +18,7 @@ from transformers import BertForMaskedLM
 from tinydistill.data.corpus import CorpusDataModule, CorpusSource
 from tinydistill.models.loading import export_pretrained, load_tokenizer, resolve_model_path
 from tinydistill.modules.mlm import MlmModule
-from tinydistill.trainer import build_trainer
+from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if st.max_steps > 0:
         overrides["max_epochs"] = -1
-    if cfg.trainer.get("val_check_interval") is None:
-        overrides.update(val_check_interval=st.val_every_n_steps, check_val_every_n_epoch=None)
+    overrides.update(validate_every_n_steps(cfg, st.val_every_n_steps))
     trainer = build_trainer(cfg, enable_checkpointing=False, **overrides)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     val = {}

@@ -40,7 +40,7 @@ from tinydistill.stages.common import (
     teacher_dev_metrics,
     validate_best,
 )
-from tinydistill.trainer import build_trainer
+from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,13 @@ def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overri
     return build_trainer(cfg, callbacks=callbacks, **overrides)
 
 
-def step_budget_validation(phase_cfg: DictConfig) -> dict[str, Any]:
-    """Trainer overrides for a phase with a step budget: it can end mid-epoch, before any end-of-epoch dev
-    evaluation, so evaluate every `val_every_n_steps` steps instead (default: once, at the last step)."""
+def step_budget_validation(cfg: DictConfig, phase_cfg: DictConfig) -> dict[str, Any]:
+    """A phase with a step budget can end mid-epoch, before any end-of-epoch dev evaluation: evaluate every
+    `val_every_n_steps` steps instead (default: once, at the last step)."""
     max_steps = phase_cfg.get("max_steps", -1)
     if max_steps is None or max_steps <= 0:
         return {}
-    return {"val_check_interval": phase_cfg.get("val_every_n_steps") or max_steps, "check_val_every_n_epoch": None}
+    return validate_every_n_steps(cfg, phase_cfg.get("val_every_n_steps") or max_steps)
 
 
 def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
         warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **kwargs,
     )
     checkpoint = best_checkpoint_callback(cfg, task)
-    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(ph))
+    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(cfg, ph))
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
