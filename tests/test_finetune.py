@@ -12,7 +12,9 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.conftest import ROOT
+from tinydistill.errors import ConfigError
 from tinydistill.stages import run
+from tinydistill.trainer import validate_n_times_per_epoch
 
 
 def tiny_finetune_overrides(tiny_bert, data_dir, *extra):
@@ -68,21 +70,26 @@ def test_export_reloads_with_same_outputs(compose_cfg, tiny_bert, data_dir):
     assert saved["run"] == os.path.basename(os.path.dirname(str(tiny_bert))) + "/" + os.path.basename(str(tiny_bert))
 
 
-def test_resume_from_last_checkpoint(compose_cfg, tiny_bert, data_dir):
-    cfg = compose_cfg(*tiny_finetune_overrides(tiny_bert, data_dir, "task=wnli"))
+@pytest.mark.parametrize("evals", [1, 2])
+def test_resume_from_last_checkpoint(compose_cfg, tiny_bert, data_dir, evals):
+    overrides = tiny_finetune_overrides(tiny_bert, data_dir, "task=wnli", f"stage.evals_per_epoch={evals}")
+    cfg = compose_cfg(*overrides)
     run(cfg)
     last = os.path.join(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     assert os.path.exists(last)
-    cfg2 = compose_cfg(*tiny_finetune_overrides(tiny_bert, data_dir, "task=wnli", "stage.epochs=2", f"ckpt_path={last}"))
+    cfg2 = compose_cfg(*overrides, "stage.epochs=2", f"ckpt_path={last}")
     run(cfg2)
     state = torch.load(os.path.join(cfg2.paths.output_dir, "checkpoints", "last.ckpt"), weights_only=False)
-    assert state["global_step"] == 6
-    # Continued, not restarted: the resumed run trained and validated epoch 1 but not epoch 0
-    # (the last row is the final validation of the best checkpoint).
-    metrics_csv = sorted(glob.glob(os.path.join(cfg2.paths.output_dir, "csv", "version_*", "metrics.csv")))[-1]
-    with open(metrics_csv) as f:
-        epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("val/accuracy")}
-    assert "1" in epochs and "0" not in epochs
+    assert state["global_step"] == 6  # continued, not restarted
+    if evals == 1:
+        # last.ckpt was written at the end of epoch 0: the resumed run trained and validated epoch 1 only
+        # (the last row is the final validation of the best checkpoint). With several evaluations per epoch
+        # last.ckpt is written mid-epoch by Lightning's book-keeping, and the resumed run validates once
+        # more before it starts epoch 1.
+        metrics_csv = sorted(glob.glob(os.path.join(cfg2.paths.output_dir, "csv", "version_*", "metrics.csv")))[-1]
+        with open(metrics_csv) as f:
+            epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("val/accuracy")}
+        assert "1" in epochs and "0" not in epochs
 
 
 def test_stsb_regression_uses_mse(compose_cfg, tiny_bert, data_dir):
@@ -155,3 +162,29 @@ def test_compare_to_must_be_a_finetuned_classifier(compose_cfg, tiny_bert, data_
     cfg = compose_cfg(*tiny_finetune_overrides(tiny_bert, data_dir, "task=rte", f"stage.compare_to={tmp_path / 'no'}"))
     with pytest.raises(ConfigError, match=r"stage.compare_to=.*run `python train.py stage=finetune task=rte` first"):
         run(cfg)
+
+
+def test_validate_n_times_per_epoch(compose_cfg):
+    cfg = compose_cfg("stage=finetune")
+    assert validate_n_times_per_epoch(cfg, 2, "stage.evals_per_epoch") == {"val_check_interval": 0.5}
+    assert validate_n_times_per_epoch(cfg, 1, "stage.evals_per_epoch") == {}
+    # the user's own trainer.val_check_interval wins
+    user = compose_cfg("stage=finetune", "trainer.val_check_interval=100")
+    assert validate_n_times_per_epoch(user, 2, "stage.evals_per_epoch") == {}
+    for bad in (0, -1, 0.5, True, "2"):
+        with pytest.raises(ConfigError, match=r"stage\.evals_per_epoch="):
+            validate_n_times_per_epoch(cfg, bad, "stage.evals_per_epoch")
+
+
+@pytest.mark.parametrize("evals", [1, 2])
+def test_dev_evaluations_per_epoch(compose_cfg, tiny_bert, data_dir, evals):
+    cfg = compose_cfg(*tiny_finetune_overrides(
+        tiny_bert, data_dir, "task=wnli", "trainer.limit_train_batches=4", f"stage.evals_per_epoch={evals}",
+        "stage.measure_latency=false"))
+    result = run(cfg)
+    metrics_csv = glob.glob(os.path.join(cfg.paths.output_dir, "csv", "version_*", "metrics.csv"))[0]
+    with open(metrics_csv) as f:
+        steps = [row["step"] for row in csv.DictReader(f) if row.get("val/accuracy")]
+    # `evals` evaluations during the epoch, then the final one of the exported (best) checkpoint
+    assert steps[:-1] == [str(4 // evals * (i + 1) - 1) for i in range(evals)]
+    assert os.path.basename(result["best_checkpoint"]).startswith("best-epoch=0-step=")

@@ -10,6 +10,8 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from tinydistill.errors import ConfigError
+
 
 def build_logger(cfg: DictConfig) -> Logger | bool:
     if cfg.logger is None or cfg.logger.get("_target_") is None:
@@ -23,6 +25,16 @@ def validate_every_n_steps(cfg: DictConfig, n: int) -> dict:
     if cfg.trainer.get("val_check_interval") is not None:
         return {}
     return {"val_check_interval": n, "check_val_every_n_epoch": None}
+
+
+def validate_n_times_per_epoch(cfg: DictConfig, n: object, option: str) -> dict:
+    """Trainer overrides that validate `n` times per epoch (at evenly spaced batches), unless the user chose
+    `trainer.val_check_interval` themselves. `option` names the setting in the error for a bad `n`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{option}={n}: expected a whole number of dev evaluations per epoch, at least 1")
+    if cfg.trainer.get("val_check_interval") is not None or n == 1:
+        return {}
+    return {"val_check_interval": 1.0 / n}
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrides) -> L.Trainer:

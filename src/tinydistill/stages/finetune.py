@@ -34,7 +34,7 @@ from tinydistill.stages.common import (
     teacher_dev_metrics,
     validate_best,
 )
-from tinydistill.trainer import build_trainer
+from tinydistill.trainer import build_trainer, validate_n_times_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         schedule=st.schedule,
     )
     checkpoint = best_checkpoint_callback(cfg, task)
-    trainer = build_trainer(cfg, callbacks=[checkpoint])
+    trainer = build_trainer(
+        cfg, callbacks=[checkpoint], **validate_n_times_per_epoch(cfg, st.evals_per_epoch, "stage.evals_per_epoch")
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, datamodule, checkpoint))
     result: dict[str, Any] = {
