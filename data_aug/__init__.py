@@ -25,6 +25,12 @@ original train.tsv path. `mlm_model` overrides `cfg_aug.mlm_model` with a hub na
 Lower-level pieces: `AugConfig` (validated `aug` settings), `load_mlm` -> `MaskedLM`,
 `load_glove` -> gensim KeyedVectors, `GloveNeighbours`, `Augmenter` (candidates + sampling for
 sentences), `augment_task` (always regenerates), `aug_dir`.
+
+Candidate quality (data_aug/stats.py): `candidate_stats(lists, stopwords)` summarises masked-LM
+candidate lists (distinct tokens, non-alphabetic and stop-word shares, most frequent);
+`measure_candidates(augmenter, sentences)` runs the augmentation's candidate generation on
+sentences and returns them; `CandidateTally` accumulates them chunk by chunk. The augmented
+set's manifest.json records them under `candidate_quality`. CLI: `python -m data_aug.quality`.
 """
 
 from data_aug.augmenter import Augmenter, SentenceCandidates
@@ -32,21 +38,26 @@ from data_aug.config import AugConfig
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
+from data_aug.stats import CandidateTally, candidate_stats, measure_candidates, summary_line
 from data_aug.words import basic_tokenize, is_candidate_word, load_stopwords
 
 __all__ = [
     "AugConfig",
     "Augmenter",
+    "CandidateTally",
     "GloveNeighbours",
     "MaskedLM",
     "SentenceCandidates",
     "aug_dir",
     "augment_task",
     "basic_tokenize",
+    "candidate_stats",
     "ensure_augmented",
     "is_candidate_word",
     "load_glove",
     "load_mlm",
     "load_stopwords",
+    "measure_candidates",
     "read_manifest",
+    "summary_line",
 ]

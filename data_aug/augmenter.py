@@ -6,6 +6,10 @@ For each candidate word (see words.py) the replacement candidates are:
 * a word of several WordPieces: its top-k GloVe neighbours (glove.py);
 * no candidates (OOV in GloVe, mask truncated away, all predictions filtered): the word is kept.
 
+With `alphabetic_only` (aug.alphabetic_only, off by default: the reference keeps them), a word made
+only of letters loses the candidates that contain no letter (",", ".", "1998", "--") before
+sampling, from either source; a word left with none is kept.
+
 Then `n_aug` times: every candidate word is replaced, with probability `p_replace`, by one of its
 candidates drawn uniformly; the words are joined with spaces (lower-cased, punctuation split, as
 the reference writes them). Draws equal to an earlier draw or to the unchanged sentence are dropped
@@ -22,6 +26,7 @@ import numpy as np
 
 from data_aug.glove import GloveNeighbours
 from data_aug.mlm import MaskedLM
+from data_aug.stats import has_letter
 from data_aug.words import basic_tokenize, is_candidate_word
 
 
@@ -54,6 +59,7 @@ class Augmenter:
         p_replace: float = 0.4,
         mode: str = "batched",
         batch_size: int = 64,
+        alphabetic_only: bool = False,
     ):
         self.mlm = mlm
         self.glove = glove
@@ -63,6 +69,7 @@ class Augmenter:
         self.p_replace = float(p_replace)
         self.mode = mode
         self.batch_size = batch_size
+        self.alphabetic_only = bool(alphabetic_only)
 
     # ------------------------------------------------------------ candidates
     def candidates(self, sentences: Sequence[str]) -> list[SentenceCandidates]:
@@ -96,8 +103,9 @@ class Augmenter:
         by_text = dict(zip(distinct, out))
         return [by_text[s] for s in sentences]
 
-    @staticmethod
-    def _set(sc: SentenceCandidates, i: int, cands: list[str], source: str) -> None:
+    def _set(self, sc: SentenceCandidates, i: int, cands: list[str], source: str) -> None:
+        if self.alphabetic_only and sc.words[i].isalpha():
+            cands = [c for c in cands if has_letter(c)]
         if cands:
             sc.candidates[i] = list(cands)
             sc.sources[i] = source

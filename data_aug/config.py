@@ -25,6 +25,7 @@ class AugConfig:
     top_k: int = 15
     n_aug: int = 20
     p_replace: float = 0.4
+    alphabetic_only: bool = False
     seed: int = 42
     mode: str = "batched"
     batch_size: int = 64
@@ -116,6 +117,8 @@ class AugConfig:
             self.device == "cpu" or self.device.startswith(("cuda", "mps"))
         ):
             raise bad("device", "expected cpu, cuda, cuda:N or mps")
+        if not isinstance(self.alphabetic_only, bool):
+            raise bad("alphabetic_only", "expected true or false")
         if not isinstance(self.allow_untrained_head, bool):
             raise bad("allow_untrained_head", "expected true or false")
 

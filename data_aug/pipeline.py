@@ -10,6 +10,12 @@ Work happens in chunks of `aug.chunk_size` examples written to `<out>/.partial/c
 (temp file + rename) with `.partial/progress.json` recording the settings they belong to; an
 interrupted run resumes from the last finished chunk. At the end the chunks are joined into
 `train_aug.tsv.tmp`, renamed to `train_aug.tsv`, and `manifest.json` is written the same way.
+
+Candidate quality: each chunk also writes `chunk_NNNNN.cands.json`, the tally of the masked-LM
+candidate lists its sentences used (stats.CandidateTally: lists and token counts, after
+`aug.alphabetic_only` filtering). A chunk counts as done only with both files, so after a resume
+the merged tallies are exactly those of an uninterrupted run; `manifest.json["candidate_quality"]`
+holds their statistics (stats.candidate_stats), and a one-line summary is logged.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from data_aug.augmenter import Augmenter
 from data_aug.config import AugConfig
 from data_aug.glove import GloveNeighbours, glove_file_fingerprint, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
+from data_aug.stats import CandidateTally, summary_line
 from data_aug.words import load_stopwords, nltk_data_dir, stopwords_fingerprint
 from tinydistill.data.glue_tsv import GlueTable, glue_file, read_glue_tsv
 from tinydistill.data.tasks import GlueTask, get_task
@@ -133,6 +140,9 @@ def _settings(
         "dtype": cfg.dtype,
         "max_examples": cfg.max_examples,
     }
+    if cfg.alphabetic_only:
+        # Only when on, so outputs made before the option existed (= off) stay up to date.
+        settings["alphabetic_only"] = True
     if not (cfg.dtype == "float32" and cfg.device == "cpu"):
         # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
         # masked sentences are grouped into forwards, so these become part of the identity.
@@ -156,10 +166,12 @@ def augment_rows(
     seed: int,
     stats: Counter | None = None,
     max_examples: int | None = None,
+    tally: CandidateTally | None = None,
 ) -> list[list[str]]:
     """Output rows of examples [start, stop) of `table` (see module docstring for the order).
 
-    Examples at or past `max_examples` are copied without augmentation.
+    Examples at or past `max_examples` are copied without augmentation. `tally` receives the MLM
+    candidate lists of every augmented sentence (one per example and text column).
     """
     cols = _columns(table)
     limit = stop if max_examples is None else max(start, min(stop, max_examples))
@@ -167,6 +179,8 @@ def augment_rows(
     examples = table.rows[start:limit]
     texts = [row[c] for row in examples for c in cols]
     cands = augmenter.candidates(texts)
+    if tally is not None:
+        tally.add_sentences(cands)
     out: list[list[str]] = []
     for e, row in enumerate(examples):
         out.append(list(row))
@@ -284,6 +298,7 @@ def _generate(
         p_replace=cfg.p_replace,
         mode=cfg.mode,
         batch_size=cfg.batch_size,
+        alphabetic_only=cfg.alphabetic_only,
     )
     out.mkdir(parents=True, exist_ok=True)
     final, manifest_path = out / OUTPUT_NAME, out / MANIFEST_NAME
@@ -299,7 +314,9 @@ def _generate(
             record = {}
         if all(record.get(k) == v for k, v in key.items()):
             done = {
-                c: s for c, s in record.get("chunks", {}).items() if (partial / f"chunk_{int(c):05d}.tsv").is_file()
+                c: s
+                for c, s in record.get("chunks", {}).items()
+                if (partial / f"chunk_{int(c):05d}.tsv").is_file() and _tally_path(partial, int(c)).is_file()
             }
     if not done and partial.exists():
         shutil.rmtree(partial)
@@ -321,8 +338,12 @@ def _generate(
             if str(i) in done:
                 continue
             stats: Counter = Counter()
+            tally = CandidateTally()
             t0 = time.perf_counter()
-            rows = augment_rows(augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats, cfg.max_examples)
+            rows = augment_rows(
+                augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats, cfg.max_examples, tally=tally
+            )
+            _atomic_write_text(_tally_path(partial, i), json.dumps(tally.to_json()))
             _write_chunk(partial / f"chunk_{i:05d}.tsv", rows)
             done[str(i)] = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3)}
             _atomic_write_text(progress_path, json.dumps({**key, "chunks": done}, indent=1))
@@ -347,6 +368,11 @@ def _generate(
     totals: Counter = Counter()
     for record in done.values():
         totals.update(record["counts"])
+    tally = CandidateTally()
+    for i in range(len(starts)):
+        tally.merge(CandidateTally.from_json(json.loads(_tally_path(partial, i).read_text(encoding="utf-8"))))
+    quality = tally.stats(stopwords)
+    log.info("aug %s: %s", task.name, summary_line(quality))
     manifest = {
         "format_version": FORMAT_VERSION,
         "task": task.name,
@@ -359,6 +385,8 @@ def _generate(
         "source": {"path": str(src), "sha256": settings["source_sha256"], "examples": n},
         "output": {"path": str(final), "rows": rows_written, "sha256": _sha256_file(final)},
         "counts": {"examples": n, "rows": rows_written, **dict(sorted(totals.items()))},
+        # MLM candidate lists of all augmented sentences (see data_aug/stats.py)
+        "candidate_quality": quality,
         "time": {
             "seconds_this_run": round(time.time() - started, 2),
             "seconds_augmenting_all_chunks": round(sum(r["seconds"] for r in done.values()), 2),
@@ -382,12 +410,27 @@ def _write_chunk(path: Path, rows: list[list[str]]) -> None:
     _atomic_write_text(path, _tsv(rows))
 
 
+def _tally_path(partial: Path, chunk: int) -> Path:
+    return partial / f"chunk_{chunk:05d}.cands.json"
+
+
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
     path = Path(out_dir) / MANIFEST_NAME
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _log_quality(task_name: str, manifest: Mapping[str, Any]) -> None:
+    quality = manifest.get("candidate_quality")
+    if quality:
+        log.info("aug %s: %s", task_name, summary_line(quality))
+    else:  # made before the statistics were recorded
+        log.info(
+            "aug %s: the manifest has no candidate statistics; see `python -m data_aug.quality` "
+            "(or regenerate with force=true)", task_name,
+        )
 
 
 def ensure_augmented(
@@ -433,6 +476,7 @@ def ensure_augmented(
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("settings") == settings and final.is_file():
         log.info("aug: up to date: %s", final)
+        _log_quality(task.name, manifest)
         return final
     with _locked(out):
         manifest = read_manifest(out)  # another process may have just finished it

@@ -34,7 +34,8 @@ from data_aug import (
     load_mlm,
     load_stopwords,
 )
-from data_aug import pipeline
+from data_aug import CandidateTally, candidate_stats, measure_candidates, pipeline
+from data_aug.stats import has_letter
 from data_aug.words import _TokenizersBasic
 from tinydistill.data.glue_tsv import read_glue_tsv
 from tinydistill.data.tasks import get_task
@@ -279,8 +280,11 @@ def test_manifest_settings_cover_what_changes_the_output():
     task = get_task("mrpc")
     base = pipeline._settings(cfg, task, "m", "g", "s", "src")
     assert "batch_size" not in base and "mode" not in base  # float32 on CPU: batching-invariant
-    for change in ({"seed": 1}, {"top_k": 5}, {"n_aug": 3}, {"p_replace": 0.3}, {"glove_vocab_size": 10}):
+    for change in ({"seed": 1}, {"top_k": 5}, {"n_aug": 3}, {"p_replace": 0.3}, {"glove_vocab_size": 10},
+                   {"alphabetic_only": True}):
         assert pipeline._settings(AugConfig(**change), task, "m", "g", "s", "src") != base
+    # off (the reference behaviour) leaves the settings of outputs made before the option existed
+    assert "alphabetic_only" not in base
     bf16 = pipeline._settings(AugConfig(dtype="bfloat16"), task, "m", "g", "s", "src")
     assert bf16["batch_size"] == 64 and bf16["chunk_size"] == 128 and bf16["mode"] == "batched"
 
@@ -296,6 +300,90 @@ def test_mask_beyond_max_length_gets_no_candidates(tokenizer):
             start = sum(pieces[:i])
             if pieces[i] == 1:
                 assert (i in sc.candidates) == (1 + start < 12), (mode, sc.words[i])
+
+
+# ------------------------------------------------------------------ candidate quality
+def test_candidate_stats_hand_computed():
+    lists = [["the", ",", "cat"], ["the", "dog", "1998"], [], ["the", "cat", "x2"]]
+    st = candidate_stats(lists, {"the", "a"}, top=3)
+    assert st["words_with_candidates"] == 3  # the empty list is no word with candidates
+    assert st["candidates"] == 9 and st["candidates_per_word"] == 3.0
+    assert st["distinct_candidates"] == 6  # the , cat dog 1998 x2
+    assert st["non_alphabetic_share"] == pytest.approx(2 / 9)  # "," and "1998" ("x2" has a letter)
+    assert st["stopword_share"] == pytest.approx(3 / 9)
+    # count descending, then token ascending: "," < "1998" < "dog" < "x2"
+    assert [t for t, _, _ in st["most_frequent"]] == ["the", "cat", ","]
+    assert [c for _, c, _ in st["most_frequent"]] == [3, 2, 1]
+    assert [s for _, _, s in st["most_frequent"]] == pytest.approx([1.0, 2 / 3, 1 / 3])
+    empty = candidate_stats([[], []], {"the"})
+    assert empty["words_with_candidates"] == 0 and empty["non_alphabetic_share"] is None
+    assert empty["most_frequent"] == [] and empty["candidates_per_word"] is None
+
+
+def test_candidate_tally_merges_chunks_like_one_pass():
+    lists = [["a", "b"], ["b", ","], ["c"], [".", "b", "d"], ["e"]]
+    parts = [CandidateTally(), CandidateTally()]
+    for i, cands in enumerate(lists):
+        parts[i % 2].add(cands)
+    merged = CandidateTally()
+    for p in parts:  # through JSON, as the chunk files store them
+        merged.merge(CandidateTally.from_json(json.loads(json.dumps(p.to_json()))))
+    assert merged.stats({"a"}) == candidate_stats(lists, {"a"})
+    assert merged.stats({"a"})["most_frequent"][0][:2] == ["b", 3]
+
+
+def test_has_letter():
+    assert [has_letter(t) for t in ["word", "x2", "é", ",", "1998", "--", "$"]] == [True, True, True, False, False, False, False]
+
+
+def test_measure_candidates_is_the_augmentations_candidate_path(mlm, small_kv):
+    aug = Augmenter(mlm, GloveNeighbours(small_kv, 3), STOP, top_k=6)
+    sents = [MRPC_ROWS[0][3], MRPC_ROWS[1][4], MRPC_ROWS[0][3]]
+    st = measure_candidates(aug, sents)
+    cands = aug.candidates(sents)
+    lists = [sc.candidates[i] for sc in cands for i in sc.candidates if sc.sources[i] == "mlm"]
+    assert st == {"sentences": 3, **candidate_stats(lists, STOP)}
+    assert st["words_with_candidates"] == 2 * sum(s == "mlm" for s in cands[0].sources.values()) + sum(
+        s == "mlm" for s in cands[1].sources.values())  # a repeated sentence counts again
+
+
+def letterless_mlm(tokenizer) -> MaskedLM:
+    """A tiny MLM whose every top prediction is ",", ".", "1998", "!", then "the"."""
+    model = tiny_mlm_model(tokenizer, seed=2)
+    with torch.no_grad():
+        for n, tok in enumerate([",", ".", "1998", "!", "the"]):
+            model.cls.predictions.decoder.bias[tokenizer.convert_tokens_to_ids(tok)] = 1000.0 - 100 * n
+    return MaskedLM(model, tokenizer, name="letterless")
+
+
+def test_alphabetic_only_drops_candidates_without_letters(tokenizer, small_kv):
+    from gensim.models import KeyedVectors
+
+    mlm = letterless_mlm(tokenizer)
+    kv = KeyedVectors(3, dtype=np.float32)
+    vecs = {"amrozi": [1.0, 0.0, 0.0], "1999": [0.99, 0.1, 0.0], "--": [0.98, 0.0, 0.1], "bashir": [0.8, 0.3, 0.0]}
+    kv.add_vectors(list(vecs), np.array(list(vecs.values()), dtype=np.float32))
+    glove = GloveNeighbours(kv, top_k=3)
+    sent = MRPC_ROWS[0][3]
+    (ref,) = Augmenter(mlm, glove, STOP, top_k=8).candidates([sent])
+    (alpha,) = Augmenter(mlm, glove, STOP, top_k=8, alphabetic_only=True).candidates([sent])
+    mlm_words = [i for i, s in ref.sources.items() if s == "mlm"]
+    assert len(mlm_words) >= 3
+    for i in mlm_words:
+        assert ref.candidates[i][:5] == [",", ".", "1998", "!", "the"]  # reference behaviour: kept
+        assert alpha.candidates[i] == [c for c in ref.candidates[i] if has_letter(c)]
+        assert alpha.candidates[i][0] == "the" and alpha.sources[i] == "mlm"
+    assert ref.candidates[ref.words.index("amrozi")] == ["1999", "--", "bashir"]  # GloVe neighbours too
+    assert alpha.candidates[alpha.words.index("amrozi")] == ["bashir"]
+    # every candidate without a letter: the word is kept
+    (none_left,) = Augmenter(mlm, glove, STOP, top_k=4, alphabetic_only=True).candidates([sent])
+    for i in mlm_words:
+        assert i not in none_left.candidates and none_left.sources[i] == "kept"
+    # the statistics see what sampling uses
+    assert measure_candidates(Augmenter(mlm, None, STOP, top_k=8), [sent])["non_alphabetic_share"] > 0.4
+    assert measure_candidates(Augmenter(mlm, None, STOP, top_k=8, alphabetic_only=True), [sent])["non_alphabetic_share"] == 0
+    for text in Augmenter(mlm, glove, STOP, top_k=8, alphabetic_only=True).augment(alpha, np.random.default_rng(0)):
+        assert all(has_letter(w) for w, o in zip(text.split(" "), alpha.words) if w != o)
 
 
 # ------------------------------------------------------------------ GloVe
@@ -397,6 +485,13 @@ def test_pair_task_columns_augmented_independently_label_kept(glue_dir, tmp_path
     assert manifest["counts"]["augmented_rows"] == len(table.rows) - len(MRPC_ROWS)
     assert manifest["settings"]["seed"] == 42 and manifest["settings"]["n_aug"] == 6
     assert not (out.parent / ".partial").exists()
+    # candidate statistics: those of the MLM lists of every augmented sentence (example x column)
+    aug = Augmenter(mlm, GloveNeighbours(small_kv, 4), STOP, top_k=4)
+    lists = [sc.candidates[i] for sc in aug.candidates([r[c] for r in MRPC_ROWS for c in (3, 4)])
+             for i in sorted(sc.candidates) if sc.sources[i] == "mlm"]
+    quality = manifest["candidate_quality"]
+    assert quality == candidate_stats(lists, STOP)
+    assert quality["words_with_candidates"] == manifest["counts"]["words_mlm"] == len(lists) > 10
 
 
 def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
@@ -422,9 +517,9 @@ def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm,
     monkeypatch.setattr(pipeline, "_write_chunk", real_write)
     real_rows = pipeline.augment_rows
 
-    def counting_rows(augmenter, table, start, stop, seed, stats=None, max_examples=None):
+    def counting_rows(augmenter, table, start, stop, seed, stats=None, max_examples=None, **kw):
         calls["rows"].append(start)
-        return real_rows(augmenter, table, start, stop, seed, stats, max_examples)
+        return real_rows(augmenter, table, start, stop, seed, stats, max_examples, **kw)
 
     monkeypatch.setattr(pipeline, "augment_rows", counting_rows)
     resumed = augment_task(small_cfg(), "mrpc", glue_dir, out_dir, **kw)
@@ -433,7 +528,39 @@ def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm,
     m_whole = json.loads((whole.parent / "manifest.json").read_text())
     m_res = json.loads((resumed.parent / "manifest.json").read_text())
     assert m_res["counts"] == m_whole["counts"] and m_res["time"]["resumed_examples"] == 4
+    # statistics of the resumed run: resumed chunks' tallies merged with the new ones
+    assert m_res["candidate_quality"] == m_whole["candidate_quality"]
+    assert m_res["candidate_quality"]["words_with_candidates"] == m_res["counts"]["words_mlm"] > 0
     assert m_res["output"]["sha256"] == m_whole["output"]["sha256"]
+
+
+def test_chunk_without_candidate_tally_is_recomputed_on_resume(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
+    """Chunks finished by a version that wrote no tally file (or whose tally was lost) are redone,
+    so the manifest's statistics always cover every chunk."""
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    whole = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "whole", **kw)
+    real_write = pipeline._write_chunk
+    n = {"w": 0}
+
+    def crash_on_third(path, rows):
+        n["w"] += 1
+        if n["w"] == 3:
+            raise KeyboardInterrupt
+        real_write(path, rows)
+
+    monkeypatch.setattr(pipeline, "_write_chunk", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "o", **kw)
+    (tmp_path / "o" / ".partial" / "chunk_00001.cands.json").unlink()
+    monkeypatch.setattr(pipeline, "_write_chunk", real_write)
+    starts = []
+    real_rows = pipeline.augment_rows
+    monkeypatch.setattr(pipeline, "augment_rows", lambda *a, **k: starts.append(a[2]) or real_rows(*a, **k))
+    out = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "o", **kw)
+    assert starts == [2, 4, 6]  # chunk 0 resumed, chunk 1 redone
+    assert out.read_bytes() == whole.read_bytes()
+    m = json.loads((out.parent / "manifest.json").read_text())
+    assert m["candidate_quality"] == json.loads((whole.parent / "manifest.json").read_text())["candidate_quality"]
 
 
 def test_output_does_not_depend_on_chunk_or_batch_size(glue_dir, tmp_path, mlm, small_kv):
@@ -493,6 +620,18 @@ def test_ensure_augmented_reuses_and_regenerates(glue_dir, tmp_path, mlm, small_
     assert ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw) == path
     assert path.read_bytes() != first
     assert json.loads((path.parent / "manifest.json").read_text())["settings"]["seed"] == 7
+    generated = []
+    real_generate = pipeline._generate
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "_generate", lambda *a, **k: generated.append(a[0]) or real_generate(*a, **k))
+        ensure_augmented(small_cfg(seed=7, alphabetic_only=True), "mrpc", glue_dir, art, **kw)
+        assert [c.alphabetic_only for c in generated] == [True]  # the option regenerates
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+        assert manifest["settings"]["alphabetic_only"] is True and manifest["config"]["alphabetic_only"] is True
+        assert manifest["candidate_quality"]["non_alphabetic_share"] == 0
+        ensure_augmented(small_cfg(seed=7, alphabetic_only=True), "mrpc", glue_dir, art, **kw)
+        ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw)
+        assert len(generated) == 2  # reused, then regenerated without the option
     # a changed source file also invalidates it
     src = glue_dir / "glue" / "MRPC" / "train.tsv"
     src.write_text(src.read_text(encoding="utf-8-sig").replace("Amrozi", "Amrozy"), encoding="utf-8")
@@ -578,3 +717,65 @@ def test_cli_writes_train_aug_and_manifest(glue_dir, tmp_path, tokenizer):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["art", "data", "nltk_data", "tiny_mlm", "vectors.txt"])
     bad = subprocess.run(args + ["aug.p_replace=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "aug.p_replace" in bad.stderr
+
+
+# ------------------------------------------------------------------ python -m data_aug.quality
+def test_quality_report_measures_a_sample_and_shows_what_augmentation_writes(glue_dir, tmp_path, mlm, small_kv):
+    from data_aug.quality import format_report, quality_report, sample_sentences
+
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP)
+    report = quality_report(small_cfg(), "mrpc", glue_dir, n_sentences=5, n_examples=3, n_draws=2, **kw)
+    table = read_glue_tsv(glue_dir / "glue" / "MRPC" / "train.tsv", get_task("mrpc"))
+    sample = sample_sentences(table, 5, 42)
+    assert len(sample) == 5 and len({(e, k) for e, k, _ in sample}) == 5
+    assert all(table.rows[e][3 + k] == text for e, k, text in sample)
+    assert sample != [(e, k, table.rows[e][3 + k]) for e in range(3) for k in (0, 1)][:5]  # shuffled
+    aug = Augmenter(mlm, GloveNeighbours(small_kv, 4), STOP, top_k=4)
+    expected = measure_candidates(aug, [t for _, _, t in sample])
+    assert report["candidate_quality"] == expected and expected["words_with_candidates"] > 5
+    # the examples are the first rows `python -m data_aug` writes for that example and column
+    out = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "aug", progress=False, **kw)
+    rows = read_glue_tsv(out, get_task("mrpc")).rows
+    assert len(report["examples"]) == 3
+    for ex in report["examples"]:
+        e, k = ex["example"], ex["column"]
+        src = MRPC_ROWS[e]
+        written = [r[3 + k] for r in rows if (r[1], r[2]) == (src[1], src[2]) and r[3 + k] != src[3 + k]
+                   and r[4 - k] == src[4 - k]]
+        assert ex["original"] == src[3 + k] and ex["augmented"] == written[:2] and len(ex["augmented"]) == 2
+    text = format_report(report)
+    assert "MLM candidates in 5 sentences" in text and report["examples"][0]["augmented"][0] in text
+    with pytest.raises(ConfigError, match="n_sentences"):
+        quality_report(small_cfg(), "mrpc", glue_dir, n_sentences=0, **kw)
+
+
+def test_quality_cli_on_a_saved_tiny_model(glue_dir, tmp_path, tokenizer):
+    model_dir = tmp_path / "tiny_mlm"
+    tiny_mlm_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    nltk_dir = tmp_path / "nltk_data"
+    (nltk_dir / "corpora" / "stopwords").mkdir(parents=True)
+    (nltk_dir / "corpora" / "stopwords" / "english").write_text("\n".join(sorted(STOP)) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TINYDISTILL_DATA_DIR": str(glue_dir), "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    report_file = tmp_path / "q.json"
+    args = [sys.executable, "-m", "data_aug.quality", "task=mrpc", f"aug.mlm_model={model_dir}",
+            f"aug.nltk_data={nltk_dir}", "aug.num_threads=1", "aug.top_k=5", "n_sentences=6", "n_examples=2",
+            "use_glove=false", f"out={report_file}"]
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    # recomputed here from the saved model, as augmentation would load it
+    from data_aug.quality import sample_sentences
+
+    table = read_glue_tsv(glue_dir / "glue" / "MRPC" / "train.tsv", get_task("mrpc"))
+    sents = [t for _, _, t in sample_sentences(table, 6, 42)]
+    aug = Augmenter(load_mlm(model_dir), None, STOP, top_k=5)
+    assert report["candidate_quality"] == measure_candidates(aug, sents)
+    q = report["candidate_quality"]
+    assert f"{q['words_with_candidates']} words" in res.stdout and f"{q['distinct_candidates']} distinct" in res.stdout
+    assert len(report["examples"]) == 2 and report["examples"][0]["original"] in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", "nltk_data", "tiny_mlm", "q.json"])
+    bad = subprocess.run(args[:-1] + ["n_sentences=0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "n_sentences" in bad.stderr

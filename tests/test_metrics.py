@@ -24,6 +24,18 @@ def test_cola_matthews_matches_sklearn():
     assert set(m) == {"mcc", "accuracy"}
 
 
+@pytest.mark.parametrize("preds,labels", [
+    ([1] * 7, [0, 1, 1, 0, 1, 1, 1]),   # a constant prediction (torchmetrics alone gives 0.36 here)
+    ([0] * 7, [0, 1, 1, 0, 1, 1, 1]),
+    ([1, 0, 1, 0, 1, 0, 1], [1] * 7),   # one class in the labels
+    ([1, 0, 1, 1, 0, 0, 1], [1, 0, 1, 1, 0, 0, 1]),  # perfect
+    ([0, 1, 0, 0, 1, 1, 0], [1, 0, 1, 1, 0, 0, 1]),  # perfectly wrong
+])
+def test_cola_matthews_matches_sklearn_in_degenerate_cases(preds, labels):
+    m = compute_metrics(get_task("cola"), torch.tensor(preds), torch.tensor(labels))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(labels, preds), abs=1e-6)
+
+
 def test_mnli_multiclass_accuracy_is_plain_accuracy():
     labels = rng.integers(0, 3, size=300)
     preds = np.where(rng.random(300) < 0.6, labels, (labels + 1) % 3)

@@ -17,7 +17,7 @@ from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import cached_teacher_logits, compute_teacher_logits, prediction_loss
 from tinydistill.modules.task import TaskDistillModule
-from tinydistill.report import load_results, write_report
+from tinydistill.report import load_results, report_rows, write_report
 from tinydistill.stages import run
 
 TINY_STUDENT = [
@@ -87,7 +87,7 @@ def test_phase_switching_trains_the_right_parameters(compose_cfg, tiny_teacher, 
 def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teacher, data_dir):
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.phase=intermediate"))
     result = run(cfg)
-    inter = os.path.join(cfg.stage.output_root, result["run"], "intermediate")
+    inter = os.path.join(cfg.stage.output_root, result["run"], f"seed{cfg.seed}", "intermediate")
     state = load_file(os.path.join(inter, "model.safetensors"))
     assert {"projections.json", "projections.safetensors", "phase.json"} <= set(os.listdir(inter))
     # Same seed, same random init: the head equals a freshly built student's head, the encoder moved.
@@ -194,7 +194,8 @@ def test_multirun_of_two_ablations_writes_a_report(tmp_path, tiny_teacher, data_
     assert r.returncode == 0, r.stderr[-3000:]
     report = (tmp_path / "sweep" / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| rte |")]
-    assert len(rows) == 2
+    assert len(rows) == 4 and "| rte | constant predictor (entailment) |" in rows[0]
+    assert rows[1].startswith("| rte | teacher (")
     assert any("| none-noaug-init_random |" in row for row in rows)
     assert any("| no_emb-noaug-init_random |" in row for row in rows)
     assert (tmp_path / "sweep" / "report.png").stat().st_size > 1000
@@ -214,5 +215,46 @@ def test_report_on_a_partial_sweep(tmp_path):
     (running / ".hydra" / "overrides.yaml").write_text("- ablation=no_emb\n")
     assert len(load_results(tmp_path)) == 1
     text = write_report(tmp_path).read_text()
-    assert "| mrpc | none | 0.8000 | 0.8500 | 0.8200 | 0.8800 | 97.6% | 96.6% | 7.0M | 22.7M | 6.5x |" in text
+    assert "| mrpc | none | 1 | 0.8000 | 0.8500 | 97.6% | 96.6% |  |  | 7.0M | 6.5x |  |" in text
     assert "`1`: ablation=no_emb" in text
+
+
+def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(tmp_path, tiny_teacher, tiny_bert, data_dir):
+    """Two seeds of one run write seed<N>/ folders; experiment=nodistill fine-tunes on gold labels for as many
+    steps as the distilled run of its seed took; the report aggregates each pair of seeds into one row."""
+    from tests.conftest import compose_config
+
+    results = {}
+    for seed in (1, 2):
+        cfg = compose_config(tmp_path, *task_overrides(tiny_teacher, data_dir, f"seed={seed}"))
+        cfg.paths.output_dir = str(tmp_path / "logs" / f"task{seed}")
+        results[seed] = run(cfg)
+        assert results[seed]["output_dir"].endswith(os.path.join("none-noaug-init_random", f"seed{seed}"))
+        saved = json.loads(open(os.path.join(results[seed]["output_dir"], "metrics.json")).read())
+        assert saved["constant"]["prediction"] == "entailment" and saved["constant"]["dev"]["accuracy"] > 0.5
+        assert saved["latency_batch1"]["student"]["ms_per_example"] > 0 and saved["speedup_batch1"] > 0
+    baseline = {}
+    for seed in (1, 2):
+        cfg = compose_config(
+            tmp_path, "stage=finetune", "experiment=nodistill", "task=rte", f"seed={seed}", f"stage.model={tiny_bert}",
+            f"stage.compare_to={tiny_teacher}", f"paths.data_dir={data_dir}", "logger=none",
+            f"stage.match_steps_of={results[seed]['output_dir']}", "stage.batch_size=8", "trainer.limit_val_batches=1",
+            "stage.latency_repeats=1", "stage.latency_batch1=false")
+        cfg.paths.output_dir = str(tmp_path / "logs" / f"nodistill{seed}")
+        baseline[seed] = run(cfg)
+        assert baseline[seed]["steps"] == results[seed]["intermediate"]["steps"] + results[seed]["pred"]["steps"] == 6
+        assert baseline[seed]["output_dir"].endswith(os.path.join("nodistill", "rte", "demo_3l_192", f"seed{seed}"))
+        assert "gap_closed" in baseline[seed] or baseline[seed]["teacher"]["dev"]["accuracy"] <= 0.5271
+    rows = report_rows(load_results(tmp_path / "logs"))
+    runs = {r["run"]: r for r in rows if r["kind"] == "run"}
+    assert set(runs) == {"none-noaug-init_random", "nodistill-demo_3l_192"}
+    assert all(r["n"] == 2 and sorted(r["seeds"]) == [1, 2] for r in runs.values())
+
+
+def test_nodistill_needs_the_distilled_run(compose_cfg, tmp_path, tiny_bert, data_dir):
+    from tinydistill.errors import ConfigError
+
+    cfg = compose_cfg("stage=finetune", "experiment=nodistill", "task=rte", f"stage.model={tiny_bert}",
+                      "stage.compare_to=null", f"paths.data_dir={data_dir}")
+    with pytest.raises(ConfigError, match=r"stage.match_steps_of=.*none/seed42: no metrics.json"):
+        run(cfg)

@@ -19,6 +19,18 @@ from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 from tinydistill.data.tasks import GlueTask
 
 
+class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):
+    """Matthews correlation as GLUE computes it (scikit-learn): 0 when the predictions or the labels are all of
+    one class. torchmetrics smooths that case with an epsilon instead, which gives a constant predictor a
+    non-zero score (0.026 on CoLA dev)."""
+
+    def compute(self) -> torch.Tensor:
+        tn, fp, fn, tp = self.confmat.reshape(-1)
+        if 0 in (tp + fp, tn + fn, tp + fn, tn + fp):
+            return torch.tensor(0.0, device=self.confmat.device)
+        return super().compute()
+
+
 def _metric(name: str, task: GlueTask) -> Metric:
     if name == "accuracy":
         # micro average = plain accuracy (fraction of correct predictions)
@@ -26,7 +38,7 @@ def _metric(name: str, task: GlueTask) -> Metric:
     if name == "f1":
         return BinaryF1Score()
     if name == "mcc":
-        return BinaryMatthewsCorrCoef()
+        return GlueMatthewsCorrCoef()
     if name == "pearson":
         return PearsonCorrCoef()
     if name == "spearman":

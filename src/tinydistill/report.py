@@ -1,4 +1,4 @@
-"""Results report of task classifiers: a Markdown table and a bar chart, side by side.
+"""Results report of task classifiers: a Markdown table, a bar chart and JSON, side by side.
 
     python -m tinydistill.report <folder> [--out <folder>]
     python -m tinydistill.report artifacts/task/mrpc artifacts/finetune/distilbert_minilm_l6/mrpc \
@@ -6,11 +6,18 @@
 
 Reads every `result.json` (written by stage=task and stage=finetune into their run's log folder) or
 `metrics.json` (beside each exported classifier) below each folder, e.g. a Hydra sweep folder, and
-writes `report.md` and `report.png` into the folder (`--out`, required with several folders). One row
-per run: dev metrics, the teacher's and the retention (when the run names a teacher), parameters,
-dev-set latency (ms per example) and speed-up over the teacher. Partial sweeps work: runs that have
-not finished have no result file yet and are listed as missing. Hydra multiruns write the report at
-the end through `ReportCallback` (conf/hydra/callbacks).
+writes `report.md`, `report.png` and `report.json` into the folder (`--out`, required with several folders).
+
+Rows, per task:
+- the **constant predictor** (majority training label; mean score for regression) and each **teacher** the
+  runs were measured against: the yardsticks;
+- one row per run, where runs that differ only in seed (same task, stage and run name) are aggregated:
+  mean ± sample standard deviation over the n seeds of the dev metrics, retention (student / teacher),
+  **gap closed** ((student - constant) / (teacher - constant)), parameters, and speed-up over the teacher at
+  batch 32 and at batch 1 (each run times itself and its teacher on the same batches).
+
+Partial sweeps work: runs that have not finished have no result file yet and are listed as missing. Hydra
+multiruns write the report at the end through `ReportCallback` (conf/config.yaml, hydra.callbacks).
 """
 
 from __future__ import annotations
@@ -19,11 +26,15 @@ import argparse
 import json
 import logging
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from tinydistill.baselines import gap_closed
+from tinydistill.data.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +44,9 @@ STAGES = ("task", "finetune")
 
 
 def load_results(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Classifier results below one or several folders (one per run; a run's result.json wins over its
-    metrics.json; a file reached through two folders counts once)."""
+    """Classifier results below one or several folders (one per run: a run's result.json in its log folder
+    and the metrics.json beside its model hold the same record and count once, as does a file reached
+    through two folders)."""
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
     found: dict[str, dict[str, Any]] = {}
@@ -44,9 +56,14 @@ def load_results(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> li
                 data = json.loads(path.read_text())
                 if data.get("stage") not in STAGES or "dev" not in data:
                     continue
-                key = data.get("output_dir") or f"{data.get('task')}/{data.get('run')}/{path.resolve().parent}"
-                found.setdefault(key, {**data, "_file": str(path)})
-    return sorted(found.values(), key=lambda r: (r.get("task") or "", run_label(r)))
+                found.setdefault(_record_key(data), {**data, "_file": str(path)})
+    return sorted(found.values(), key=lambda r: (r.get("task") or "", run_label(r), r.get("seed") or 0))
+
+
+def _record_key(data: dict[str, Any]) -> str:
+    """What identifies one run's record in both files it is written to (the log folder's copy also has
+    `output_dir`, the exported one does not)."""
+    return json.dumps({k: v for k, v in data.items() if k != "output_dir"}, sort_keys=True, default=str)
 
 
 def run_label(result: dict[str, Any]) -> str:
@@ -70,53 +87,160 @@ def unfinished_jobs(folder: Path) -> list[tuple[str, str]]:
     return out
 
 
+# --- aggregation -------------------------------------------------------------------------------------------
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (None for one value) and n."""
+    values = [float(v) for v in values]
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def _summaries(dicts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per key, the summary of the values the dicts hold for it (keys missing from some dicts use the rest)."""
+    keys = sorted({k for d in dicts for k, v in d.items() if isinstance(v, (int, float))})
+    return {k: summary([d[k] for d in dicts if isinstance(d.get(k), (int, float))]) for k in keys}
+
+
+def _gap_closed(r: dict[str, Any]) -> dict[str, float]:
+    """The record's gap closed (older records without it: computed from its teacher and constant fields)."""
+    if "gap_closed" in r:
+        return r["gap_closed"]
+    if r.get("teacher") and r.get("constant") and r.get("task"):
+        return gap_closed(get_task(r["task"]), r, r["teacher"], r["constant"])
+    return {}
+
+
+def _speedup(r: dict[str, Any], suffix: str) -> float | None:
+    value = r.get("speedup" + suffix)
+    return value if isinstance(value, (int, float)) else None
+
+
+def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the records of runs that differ only in seed."""
+    first = runs[0]
+    row: dict[str, Any] = {
+        "kind": "run",
+        "task": first.get("task"),
+        "stage": first.get("stage"),
+        "run": run_label(first),
+        "n": len(runs),
+        "seeds": [r.get("seed") for r in runs],
+        "files": [r["_file"] for r in runs],
+        "dev": _summaries([r["dev"] for r in runs]),
+        "retention": _summaries([r.get("retention", {}) for r in runs]),
+        "gap_closed": _summaries([_gap_closed(r) for r in runs]),
+        "parameters": own(first.get("parameters", {})),
+        "teacher_parameters": first.get("parameters", {}).get("teacher"),
+        "teacher_dir": first.get("teacher_dir"),
+    }
+    for suffix in ("", "_batch1"):
+        speedups = [s for s in (_speedup(r, suffix) for r in runs) if s is not None]
+        row["speedup" + suffix] = summary(speedups) if speedups else None
+        ms = [own(r.get("latency" + suffix, {}) or {}) for r in runs]
+        ms = [m["ms_per_example"] for m in ms if m]
+        row["ms_per_example" + suffix] = summary(ms) if ms else None
+    return row
+
+
+def yardstick_rows(results: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task, the constant predictor and each teacher the runs name (unless the teacher's own fine-tuning
+    record is already a row)."""
+    rows: list[dict[str, Any]] = []
+    row_dirs = {str(Path(f).parent.resolve()) for row in runs for f in row["files"]}
+    for task in sorted({r.get("task") for r in results if r.get("task")}):
+        mine = [r for r in results if r.get("task") == task]
+        constant = next((r["constant"] for r in mine if r.get("constant")), None)
+        if constant:
+            rows.append({"kind": "constant", "task": task, "run": f"constant predictor ({constant.get('prediction')})",
+                         "n": None, "dev": {k: summary([v]) for k, v in constant.get("dev", {}).items()}})
+        teachers: dict[str, dict[str, Any]] = {}
+        for r in mine:
+            t_dir = r.get("teacher_dir")
+            if r.get("teacher") and t_dir and str(Path(t_dir).resolve()) not in row_dirs:
+                teachers.setdefault(str(t_dir), r)
+        for t_dir, r in sorted(teachers.items()):
+            latency = {s: (r.get("latency" + s, {}) or {}).get("teacher") for s in ("", "_batch1")}
+            rows.append({
+                "kind": "teacher", "task": task, "run": f"teacher ({t_dir})", "n": None,
+                "dev": {k: summary([v]) for k, v in r["teacher"].get("dev", {}).items()},
+                "parameters": r.get("parameters", {}).get("teacher"),
+                **{"ms_per_example" + s: summary([lat["ms_per_example"]]) if lat else None for s, lat in latency.items()},
+            })
+    return rows
+
+
+def report_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Yardstick rows, then one row per group of runs that differ only in seed, per task."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r.get("task") or "", r.get("stage") or "", run_label(r)), []).append(r)
+    runs = [aggregate_run(g) for _, g in sorted(groups.items())]
+    yard = yardstick_rows(results, runs)
+    order = {"constant": 0, "teacher": 1, "run": 2}
+    return sorted(yard + runs, key=lambda row: (row["task"] or "", order[row["kind"]]))
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
 def _fmt(x: Any, digits: int = 4) -> str:
     return "" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    metrics = sorted({m for r in results for m in r.get("dev", {})})
-    lines = ["| task | run | " + " | ".join(f"dev {m}" for m in metrics)
-             + " | " + " | ".join(f"teacher {m}" for m in metrics)
-             + " | " + " | ".join(f"retention {m}" for m in metrics)
-             + " | params | teacher params | speed-up | ms/example |"]
-    lines.append("|" + "---|" * (6 + 3 * len(metrics)))
-    for r in results:
-        teacher = r.get("teacher", {}).get("dev", {})
-        retention = r.get("retention", {})
-        params = r.get("parameters", {})
-        latency = own(r.get("latency", {})) or {}
-        cells = [r.get("task"), run_label(r)]
-        cells += [_fmt(r["dev"].get(m)) for m in metrics]
-        cells += [_fmt(teacher.get(m)) for m in metrics]
-        cells += [_fmt(retention.get(m) * 100, 1) + "%" if retention.get(m) is not None else "" for m in metrics]
-        cells += [f"{own(params) / 1e6:.1f}M" if own(params) else "",
-                  f"{params['teacher'] / 1e6:.1f}M" if params.get("teacher") else "",
-                  f"{r['speedup']:.1f}x" if r.get("speedup") else "",
-                  _fmt(latency.get("ms_per_example"), 2)]
+def _pm(s: dict[str, Any] | None, digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
+    """`mean ± sd` (just the value for one run)."""
+    if not s:
+        return ""
+    text = f"{s['mean'] * scale:.{digits}f}"
+    if s.get("sd") is not None:
+        text += f" ± {s['sd'] * scale:.{digits}f}"
+    return text + unit
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    metrics = sorted({m for r in rows for m in r.get("dev", {})})
+    head = (["task", "run", "n"] + [f"dev {m}" for m in metrics] + [f"retention {m}" for m in metrics]
+            + [f"gap closed {m}" for m in metrics]
+            + ["params", "speed-up (batch 32)", "speed-up (batch 1)", "ms/example (batch 32)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        params = r.get("parameters")
+        cells = [r["task"], r["run"], _fmt(r.get("n"))]
+        cells += [_pm(r.get("dev", {}).get(m)) for m in metrics]
+        cells += [_pm(r.get("retention", {}).get(m), 1, 100, "%") for m in metrics]
+        cells += [_pm(r.get("gap_closed", {}).get(m), 0, 100, "%") for m in metrics]
+        cells += [f"{params / 1e6:.1f}M" if params else "",
+                  _pm(r.get("speedup"), 1, unit="x"), _pm(r.get("speedup_batch1"), 1, unit="x"),
+                  _pm(r.get("ms_per_example"), 2)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(results: list[dict[str, Any]], path: Path) -> None:
+def bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each run's dev metrics (error bars: sd over seeds); the task's teacher dashed, the constant dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = sorted({m for r in results for m in r.get("dev", {})})
-    labels = [f"{r.get('task')}/{run_label(r)}" for r in results]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(results) * max(1, len(metrics))), 4))
+    runs = [r for r in rows if r["kind"] == "run"]
+    metrics = sorted({m for r in runs for m in r.get("dev", {})})
+    lines = {(r["task"], r["kind"]): r["dev"] for r in rows if r["kind"] != "run"}
+    labels = [f"{r['task']}/{r['run']}" + (f" (n={r['n']})" if r["n"] > 1 else "") for r in runs]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(runs) * max(1, len(metrics))), 4))
     width = 0.8 / max(1, len(metrics))
     for i, m in enumerate(metrics):
-        xs = [j + i * width for j in range(len(results))]
-        ax.bar(xs, [r["dev"].get(m) or 0 for r in results], width, label=f"dev {m}")
-        teacher = [r.get("teacher", {}).get("dev", {}).get(m) for r in results]
-        for x, t in zip(xs, teacher):
-            if t is not None:
-                ax.hlines(t, x - width / 2, x + width / 2, colors="black", linestyles="dashed")
-    ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(results))], labels, rotation=20, ha="right")
-    ax.set_ylabel("dev metric (dashed: teacher)")
+        xs = [j + i * width for j in range(len(runs))]
+        dev = [r["dev"].get(m) for r in runs]
+        ax.bar(xs, [d["mean"] if d else 0 for d in dev], width, label=f"dev {m}",
+               yerr=[(d["sd"] or 0) if d else 0 for d in dev], capsize=3)
+        for x, r in zip(xs, runs):
+            for kind, style in (("teacher", "dashed"), ("constant", "dotted")):
+                ref = lines.get((r["task"], kind), {}).get(m)
+                if ref:
+                    ax.hlines(ref["mean"], x - width / 2, x + width / 2, colors="black", linestyles=style)
+    ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(runs))], labels, rotation=20, ha="right")
+    ax.set_ylabel("dev metric (dashed: teacher, dotted: constant)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -126,11 +250,17 @@ def bar_chart(results: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_report(
     folders: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike | None = None
 ) -> Path | None:
-    """Write report.md and report.png for the runs below `folders` (into `out`, by default the only
-    folder); None if there are none yet."""
+    """Write report.md, report.png and report.json for the runs below `folders` (into `out`, by default the
+    only folder); None if there are none yet."""
     folders = [Path(folders)] if isinstance(folders, (str, os.PathLike)) else [Path(f) for f in folders]
     if out is None:
         if len(folders) != 1:
@@ -143,8 +273,12 @@ def write_report(
         log.warning("no task-distillation or fine-tuning results below %s", where)
         return None
     out.mkdir(parents=True, exist_ok=True)
-    md = ["# tinydistill report", "", f"Runs below {where}: {len(results)}.", "", markdown_table(results)]
-    md += ["Latency: dev-set inference on CPU, same batches for a run and its teacher; `speed-up` is the "
+    rows = report_rows(results)
+    md = ["# tinydistill report", "", f"Runs below {where}: {len(results)}.", "", markdown_table(rows)]
+    md += ["- `n`: runs that differ only in seed, aggregated as mean ± sample standard deviation.",
+           "- `gap closed`: (run − constant predictor) / (teacher − constant predictor); 100% is the teacher, "
+           "0% the constant predictor (the majority training label; the mean training score for regression).",
+           "- Latency: dev-set inference on CPU, each run and its teacher on the same batches; `speed-up` is the "
            "teacher's time over the run's. Latencies of different runs are only comparable when measured on "
            "the same machine under the same load.", ""]
     md += ["![dev metrics](report.png)", ""]
@@ -153,10 +287,11 @@ def write_report(
         md += ["Sweep jobs without a result yet (running, failed or not started):", ""]
         md += [f"- `{job}`: {overrides}" for job, overrides in missing] + [""]
     report = out / "report.md"
-    tmp = report.with_name("report.md.tmp")
-    tmp.write_text("\n".join(md))
-    os.replace(tmp, report)
-    bar_chart(results, out / "report.png")
+    _write_atomic(report, "\n".join(md))
+    _write_atomic(out / "report.json", json.dumps(
+        {"folders": [str(f) for f in folders], "rows": rows, "runs": results,
+         "missing": [{"job": j, "overrides": o} for j, o in missing]}, indent=2, default=str) + "\n")
+    bar_chart(rows, out / "report.png")
     return report
 
 

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
+from tinydistill.baselines import constant_predictor, gap_closed, retention
 from tinydistill.bench import time_model
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
@@ -51,16 +52,34 @@ def dev_metrics(task: GlueTask, logged: dict[str, float]) -> dict[str, dict[str,
     return out
 
 
-def dev_latency(cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule) -> dict[str, dict[str, float]]:
+def dev_latency(
+    cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule, batch_size: int | None = None
+) -> dict[str, dict[str, float]]:
     """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`)."""
     dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
-    loader = torch.utils.data.DataLoader(dev, batch_size=cfg.stage.latency_batch_size, collate_fn=dm.collator)
+    loader = torch.utils.data.DataLoader(dev, batch_size=batch_size or cfg.stage.latency_batch_size,
+                                         collate_fn=dm.collator)
     batches = list(loader)
     out = {}
     for name, model in models.items():
         seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
         out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev)}
     return out
+
+
+def add_latency(cfg: DictConfig, result: dict[str, Any], models: dict[str, PreTrainedModel], dm: GlueDataModule,
+                own: str) -> None:
+    """`latency` and `speedup` (the teacher's time over `own`'s) at `stage.latency_batch_size`, and with
+    `stage.latency_batch1` the same at batch size 1 (`latency_batch1`, `speedup_batch1`): the speed-up a
+    service answering one request at a time would see."""
+    sizes = [("", cfg.stage.latency_batch_size)]
+    if cfg.stage.get("latency_batch1", False):
+        sizes.append(("_batch1", 1))
+    for suffix, size in sizes:
+        lat = dev_latency(cfg, models, dm, size)
+        result["latency" + suffix] = lat
+        if "teacher" in lat and own != "teacher":
+            result["speedup" + suffix] = lat["teacher"]["seconds"] / lat[own]["seconds"]
 
 
 def teacher_dev_metrics(t_dir: str | Path) -> dict[str, Any]:
@@ -72,8 +91,13 @@ def teacher_dev_metrics(t_dir: str | Path) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k.startswith("dev")}
 
 
-def retention(task: GlueTask, metrics: dict[str, Any], teacher_metrics: dict[str, Any]) -> dict[str, float]:
-    """Main dev split's metrics as a fraction of the teacher's."""
-    split = task.dev_splits[0]
-    main = teacher_metrics.get(split, {})
-    return {k: v / main[k] for k, v in metrics.get(split, {}).items() if main.get(k)}
+def add_yardsticks(cfg: DictConfig, task: GlueTask, result: dict[str, Any], teacher_dir: str | Path | None) -> None:
+    """Put the teacher's dev metrics (from its metrics.json), the constant predictor's, retention and gap
+    closed into `result` beside the run's own dev metrics."""
+    result["constant"] = constant_predictor(task, cfg.paths.data_dir)
+    if teacher_dir is None:
+        return
+    result["teacher"] = teacher_dev_metrics(teacher_dir)
+    if result["teacher"]:
+        result["retention"] = retention(task, result, result["teacher"])
+        result["gap_closed"] = gap_closed(task, result, result["teacher"], result["constant"])

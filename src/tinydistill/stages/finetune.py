@@ -27,11 +27,10 @@ from tinydistill.models.loading import PACKAGE_SCHEME, export_pretrained, load_c
 from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
 from tinydistill.stages.common import (
+    add_latency,
+    add_yardsticks,
     best_checkpoint_callback,
-    dev_latency,
     dev_metrics,
-    retention,
-    teacher_dev_metrics,
     validate_best,
 )
 from tinydistill.trainer import build_trainer, validate_n_times_per_epoch
@@ -64,10 +63,28 @@ def comparison_teacher(cfg: DictConfig, task: GlueTask) -> str | None:
     return str(ref)
 
 
+def step_budget(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer overrides for `stage.match_steps_of=<task-distilled run folder>`: as many optimiser steps as that
+    run took in both phases (its metrics.json), the budget of the no-distillation baseline; {} when unset."""
+    ref = cfg.stage.get("match_steps_of")
+    if ref is None:
+        return {}
+    path = Path(str(ref)) / "metrics.json"
+    if not path.is_file():
+        raise ConfigError(f"stage.match_steps_of={ref}: no metrics.json of a task-distilled run there; run "
+                          f"`python train.py stage=task` with the same seed first, or set stage.match_steps_of=null")
+    data = json.loads(path.read_text())
+    steps = int(data.get("intermediate", {}).get("steps", 0)) + int(data.get("pred", {}).get("steps", 0))
+    if steps <= 0:
+        raise ConfigError(f"stage.match_steps_of={ref}: {path} records no training steps")
+    return {"max_steps": steps, "max_epochs": -1}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     task = get_task(cfg.task.name)
     st = cfg.stage
     compare_to = comparison_teacher(cfg, task)  # checked before training, not after
+    budget = step_budget(cfg)
     tokenizer = load_tokenizer(st.model)
     if compare_to is not None and load_config(compare_to).vocab_size < len(tokenizer):
         raise ConfigError(f"stage.compare_to={compare_to}: its vocabulary is smaller than the tokenizer of "
@@ -93,7 +110,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     checkpoint = best_checkpoint_callback(cfg, task)
     trainer = build_trainer(
-        cfg, callbacks=[checkpoint], **validate_n_times_per_epoch(cfg, st.evals_per_epoch, "stage.evals_per_epoch")
+        cfg, callbacks=[checkpoint], **validate_n_times_per_epoch(cfg, st.evals_per_epoch, "stage.evals_per_epoch"),
+        **budget,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, datamodule, checkpoint))
@@ -103,7 +121,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run": run_name(cfg),
         "model": str(st.model),
         "seed": cfg.seed,
-        "epochs": st.epochs,
+        "epochs": st.epochs if not budget else None,
+        "steps": trainer.global_step,
+        "matched_steps_of": str(st.match_steps_of) if budget else None,
         "lr": st.lr,
         "best_checkpoint": checkpoint.best_model_path or None,
         **metrics,
@@ -115,14 +135,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         models["teacher"] = teacher
         result["teacher_dir"] = compare_to
         result["parameters"]["teacher"] = count_parameters(teacher)
-        result["teacher"] = teacher_dev_metrics(compare_to)
-        if result["teacher"]:
-            result["retention"] = retention(task, result, result["teacher"])
+    add_yardsticks(cfg, task, result, compare_to)
     if trainer.is_global_zero:
         if st.measure_latency:
-            result["latency"] = dev_latency(cfg, models, datamodule)
-            if "teacher" in models:
-                result["speedup"] = result["latency"]["teacher"]["seconds"] / result["latency"]["model"]["seconds"]
+            add_latency(cfg, result, models, datamodule, own="model")
         out = export_pretrained(
             st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result}
         )

@@ -5,7 +5,7 @@
 
 Phase 1 (intermediate) and phase 2 (prediction) run as two Lightning fits with their own epochs,
 learning rates and schedules, as the reference runs task_distill.py twice. `stage.phase` picks
-`intermediate`, `pred` or `both`. Results go to `<stage.output_root>/<run name>/`:
+`intermediate`, `pred` or `both`. Results go to `<stage.output_root>/<run name>/seed<seed>/`:
 `intermediate/` (phase-1 student + projections, the start of phase 2) and the final student
 (`BertForSequenceClassification`, projections dropped) with `metrics.json`.
 """
@@ -33,11 +33,10 @@ from tinydistill.models.loading import export_pretrained, load_classifier, load_
 from tinydistill.models.student import student_config
 from tinydistill.modules.task import TaskDistillModule
 from tinydistill.stages.common import (
+    add_latency,
+    add_yardsticks,
     best_checkpoint_callback,
-    dev_latency,
     dev_metrics,
-    retention,
-    teacher_dev_metrics,
     validate_best,
 )
 from tinydistill.trainer import build_trainer, validate_every_n_steps
@@ -46,6 +45,12 @@ log = logging.getLogger(__name__)
 
 INTERMEDIATE_DIR = "intermediate"
 RESULT_JSON = "metrics.json"
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """`<stage.output_root>/<run name>/seed<seed>/`: runs that differ only in seed sit side by side, and the
+    report aggregates them."""
+    return Path(cfg.stage.output_root) / run_name(cfg) / f"seed{cfg.seed}"
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -202,7 +207,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t_dir = teacher_dir(cfg, task)
     teacher = load_classifier(t_dir, task).eval().requires_grad_(False)
     tokenizer = load_tokenizer(t_dir)
-    out_dir = Path(st.output_root) / run_name(cfg)
+    out_dir = run_dir(cfg)
     inter_dir = out_dir / INTERMEDIATE_DIR
 
     source = student_source(cfg)
@@ -235,16 +240,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold)
     result["pred"] = pred
     result.update({k: pred[k] for k in task.dev_splits})
-    teacher_metrics = teacher_dev_metrics(t_dir)
-    result["teacher"] = teacher_metrics
-    if teacher_metrics:
-        result["retention"] = retention(task, result, teacher_metrics)
+    add_yardsticks(cfg, task, result, t_dir)
     result["parameters"] = {"student": count_parameters(module.classifier), "teacher": count_parameters(teacher)}
     if trainer.is_global_zero:
         if st.measure_latency:
             data = dm_gold if dm_gold is not None else dm
-            result["latency"] = dev_latency(cfg, {"teacher": teacher, "student": module.classifier}, data)
-            result["speedup"] = result["latency"]["teacher"]["seconds"] / result["latency"]["student"]["seconds"]
+            add_latency(cfg, result, {"teacher": teacher, "student": module.classifier}, data, own="student")
         export_pretrained(out_dir, module.classifier, tokenizer, json_files={RESULT_JSON: result},
                           extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
