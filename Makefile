@@ -19,10 +19,12 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench bench-aug bench-latency clean help
+.PHONY: install demo sst2 test bench bench-aug bench-latency clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
+	@echo "make sst2   - install, then the SST-2 showcase: teacher, general student, task distillation and"
+	@echo "              the no-distillation baseline for each seed in SEEDS (default 42 1 2), and a report"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run the benchmarks (JSON under bench/)"
 
@@ -46,21 +48,41 @@ demo: install
 	  echo "=== stage=$$stage ==="; \
 	  $(PY) train.py stage=$$stage experiment=demo/$$stage; \
 	done
-	$(PY) -m tinydistill.report artifacts/task/mrpc --out artifacts/report
+	@echo "=== no-distillation baseline ==="
+	$(PY) train.py stage=finetune experiment=demo/nodistill
+	$(PY) -m tinydistill.report artifacts/task/mrpc artifacts/nodistill/mrpc --out artifacts/report
 	@echo
 	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
 	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6/"
 	@echo "General-distilled student: artifacts/general/demo_3l_192/"
 	@echo "Augmented MRPC:            artifacts/aug/mrpc/train_aug.tsv"
-	@echo "Task-distilled student:    artifacts/task/mrpc/none/  (metrics.json beside it)"
+	@echo "Task-distilled student:    artifacts/task/mrpc/none/seed42/  (metrics.json beside it)"
+	@echo "No-distillation baseline:  artifacts/nodistill/mrpc/demo_3l_192/seed42/"
 	@echo "Report:                    artifacts/report/report.md, artifacts/report/report.png"
+
+# The SST-2 showcase (conf/experiment/sst2/): one teacher and one general-distilled student, then for each seed
+# the task-distilled student and the no-distillation baseline with the same number of steps; the report
+# aggregates the seeds (mean ± sd) beside the teacher and the constant predictor. Stages whose result exists are
+# skipped, so an interrupted run continues where it stopped.
+SEEDS ?= 42 1 2
+sst2: install
+	set -e; \
+	if [ ! -f artifacts/teacher/sst2/metrics.json ]; then $(PY) train.py stage=finetune experiment=sst2/finetune; fi; \
+	if [ ! -f artifacts/general/demo_3l_192/config.json ]; then $(PY) train.py stage=general experiment=quick; fi; \
+	for seed in $(SEEDS); do \
+	  if [ ! -f artifacts/task/sst2/none-noaug/seed$$seed/metrics.json ]; then \
+	    $(PY) train.py stage=task experiment=sst2/task seed=$$seed; fi; \
+	  if [ ! -f artifacts/nodistill/sst2/demo_3l_192/seed$$seed/metrics.json ]; then \
+	    $(PY) train.py stage=finetune experiment=sst2/nodistill seed=$$seed; fi; \
+	done
+	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 --out artifacts/report_sst2
 
 bench: bench-aug bench-latency
 
 # Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first).
 bench-latency: install
 	mkdir -p bench
-	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none \
+	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none/seed42 \
 	  --batch-size 32 --out bench/latency.json
 
 bench-aug: install

@@ -104,3 +104,27 @@ def test_distilbert_experiments(compose_cfg):
     assert finetune.stage.compare_to.endswith("artifacts/teacher/mrpc")
     assert compose_cfg("stage=finetune", "experiment=distilbert/finetune", "task=rte").stage.output_dir.endswith(
         "distilbert_minilm_l6/rte")
+
+
+@pytest.mark.parametrize("experiment,stage", [
+    ("sst2/finetune", "finetune"), ("sst2/task", "task"), ("sst2/nodistill", "finetune"),
+    ("demo/nodistill", "finetune"), ("nodistill", "finetune"),
+])
+def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stage):
+    cfg = compose_cfg(f"stage={stage}", f"experiment={experiment}", "seed=7")
+    OmegaConf.resolve(cfg)
+    if experiment.startswith("sst2/"):
+        assert cfg.task.name == "sst2"
+    if experiment.endswith("nodistill"):
+        # the baseline: the general-distilled student, its own folder per seed, the distilled run's step budget
+        assert cfg.stage.model.endswith("general/demo_3l_192")
+        assert cfg.stage.output_dir.endswith(f"nodistill/{cfg.task.name}/demo_3l_192/seed7")
+        assert cfg.stage.match_steps_of.endswith("/seed7") and f"task/{cfg.task.name}/" in cfg.stage.match_steps_of
+        assert cfg.stage.compare_to.endswith(f"teacher/{cfg.task.name}")
+    if experiment in ("sst2/nodistill", "demo/nodistill"):
+        assert cfg.stage.lr == 1e-4  # the distilled run's prediction-phase rate
+    if experiment == "sst2/nodistill":
+        task = compose_cfg("stage=task", "experiment=sst2/task", "seed=7")
+        from tinydistill.stages.task import run_dir
+
+        assert str(run_dir(task)) == cfg.stage.match_steps_of
