@@ -258,3 +258,27 @@ def test_wrapped_model_is_unwrapped(batch):
     torch.testing.assert_close(cap.attention_scores[1], direct.attention_scores[1])
     with pytest.raises(TypeError, match="PreTrainedModel"):
         forward_with_capture(torch.nn.Linear(2, 2), batch)
+
+
+def test_bfloat16_teacher_captures_come_back_as_float32_and_close(batch):
+    """distill.teacher_dtype=bfloat16: the frozen teacher runs in bf16, its captures reach the losses in float32,
+    within bf16's precision of the float32 teacher's."""
+    from tinydistill.modules.frozen_teacher import FrozenTeacherMixin, teacher_dtype
+
+    class Holder(FrozenTeacherMixin, torch.nn.Module):
+        def __init__(self, teacher):
+            super().__init__()
+            self.teacher = teacher
+
+    fp32 = Holder(_model(BertForSequenceClassification)).teacher_captures(batch, "scores")
+    bf16 = Holder(_model(BertForSequenceClassification).to(teacher_dtype("bfloat16"))).teacher_captures(batch, "scores")
+    assert fp32.float() is fp32  # already float32: no copy
+    for a, b in [(fp32.hidden_states, bf16.hidden_states), (fp32.attention_scores, bf16.attention_scores),
+                 ((fp32.logits,), (bf16.logits,))]:
+        for x, y in zip(a, b):
+            assert y.dtype == torch.float32
+            assert not torch.equal(x, y)  # it really ran in bf16
+            torch.testing.assert_close(y, x, rtol=0.05, atol=0.05)
+    assert not bf16.hidden_states[0].requires_grad
+    with pytest.raises(ConfigError, match="distill.teacher_dtype='float16' must be one of float32, bfloat16"):
+        teacher_dtype("float16")

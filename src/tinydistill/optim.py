@@ -41,9 +41,8 @@ def build_optimizer_and_scheduler(
 
     Returns the dict Lightning's `configure_optimizers` expects.
     """
-    optimizer = torch.optim.AdamW(
-        parameter_groups(named_parameters, weight_decay), lr=lr, betas=tuple(betas), eps=eps
-    )
+    groups = parameter_groups(named_parameters, weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=_can_fuse(groups))
     scheduler = get_scheduler(
         schedule,
         optimizer,
@@ -51,6 +50,15 @@ def build_optimizer_and_scheduler(
         num_training_steps=total_steps,
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _can_fuse(groups: list[dict]) -> bool | None:
+    """torch's fused AdamW (one kernel for all parameters) when every parameter allows it: the same update up to
+    rounding, and on CPU several times faster than the default, which matters for small students, whose
+    30k-row word-embedding matrix makes the optimiser step as costly as the forward and backward passes."""
+    params = [p for g in groups for p in g["params"]]
+    ok = params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return True if ok else None
 
 
 def configure_from_hparams(

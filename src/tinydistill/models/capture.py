@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import inspect
 from typing import Any, Literal
 
@@ -185,6 +185,19 @@ class Captured:
     def num_layers(self) -> int:
         """Number of transformer layers N (``len(hidden_states) - 1``)."""
         return len(self.hidden_states) - 1
+
+    def float(self) -> "Captured":
+        """The same captures in float32 (itself if they already are): a teacher run in bfloat16 still gives the
+        losses float32 targets."""
+        if self.hidden_states[0].dtype == torch.float32:
+            return self
+
+        def cast(ts: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+            return None if ts is None else tuple(t.float() for t in ts)
+
+        return replace(self, hidden_states=cast(self.hidden_states), attention_scores=cast(self.attention_scores),
+                       attention_probs=cast(self.attention_probs),
+                       logits=None if self.logits is None else self.logits.float())
 
 
 def _forward_arguments(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
+from tinydistill.errors import ConfigError
+from tinydistill.models.capture import AttentionKind, Captured, forward_with_capture
+
 TEACHER_PREFIX = "teacher."
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def teacher_dtype(name: str) -> torch.dtype:
+    """`distill.teacher_dtype` as a torch dtype."""
+    if name not in DTYPES:
+        raise ConfigError(f"distill.teacher_dtype={name!r} must be one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 class FrozenTeacherMixin:
@@ -16,6 +30,12 @@ class FrozenTeacherMixin:
     weights out of checkpoints: they come from the teacher's own files, and resuming puts them back.
     List it before ``L.LightningModule``: ``class M(FrozenTeacherMixin, L.LightningModule)``.
     """
+
+    def teacher_captures(self, batch: dict[str, Tensor], want_attention: AttentionKind | None) -> Captured:
+        """The teacher's hidden states and attention for `batch`, without gradients, in float32 whatever dtype
+        the teacher runs in (`distill.teacher_dtype`)."""
+        with torch.no_grad():
+            return forward_with_capture(self.teacher, batch, want_attention).float()
 
     def train(self, mode: bool = True):
         super().train(mode)  # type: ignore[misc]

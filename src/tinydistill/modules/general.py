@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
@@ -48,8 +47,7 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
 
     def distillation_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         want = self.distiller.want_attention
-        with torch.no_grad():
-            teacher = forward_with_capture(self.teacher, batch, want)
+        teacher = self.teacher_captures(batch, want)
         student = forward_with_capture(self.student, batch, want)
         return self.distiller(student, teacher)
 

@@ -12,7 +12,6 @@ Dev metrics are computed by `GlueEvalModule` on the student.
 from __future__ import annotations
 
 
-import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
@@ -79,8 +78,7 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         n = inputs["input_ids"].shape[0]
         if self.phase == "intermediate":
             want = self.distiller.want_attention
-            with torch.no_grad():
-                t = forward_with_capture(self.teacher, inputs, want)
+            t = self.teacher_captures(inputs, want)
             s = forward_with_capture(self.classifier, inputs, want)
             losses = self.distiller(s, t)
         elif self.phase == "pred":

@@ -27,6 +27,7 @@ from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.student import build_student, load_encoder
+from tinydistill.modules.frozen_teacher import teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
 from tinydistill.trainer import build_trainer, validate_every_n_steps
 
@@ -64,6 +65,7 @@ def build_general(cfg: DictConfig) -> GeneralDistillModule:
                     "weights", cfg.student.init)
     teacher = load_encoder(st.teacher)
     student = build_student(cfg.student, teacher.config, seed=cfg.seed)
+    teacher.to(teacher_dtype(cfg.distill.get("teacher_dtype", "float32")))
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
     if not distiller.active_terms:
