@@ -107,8 +107,12 @@ def tokenized_split(
     data_dir: str | os.PathLike | None,
     cache_dir: str | os.PathLike,
     file: str | os.PathLike | None = None,
+    write_cache: bool = True,
 ) -> Dataset:
-    """Tokenised split, cached on disk and keyed by source content, tokenizer and length."""
+    """Tokenised split, cached on disk and keyed by source content, tokenizer and length.
+
+    `write_cache=False` reads an existing cache but keeps a new tokenisation in memory (the teacher checks run
+    before a run may write anything)."""
     key = hashlib.sha256(
         "|".join(
             [
@@ -145,6 +149,8 @@ def tokenized_split(
         remove_columns=examples.column_names,
         desc=f"Tokenising {task.name}/{split}",
     )
+    if not write_cache:
+        return tokenized
     atomic_directory(cache, lambda tmp: tokenized.save_to_disk(str(tmp)))
     return datasets.load_from_disk(str(cache))
 

