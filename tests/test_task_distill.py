@@ -86,9 +86,12 @@ def test_phase_switching_trains_the_right_parameters(compose_cfg, tiny_teacher, 
     assert gold.teacher is None and gold.train() is gold and gold.classifier.training
 
 
-def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teacher, data_dir):
-    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.phase=intermediate"))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teacher, data_dir, dtype):
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.phase=intermediate",
+                                      f"distill.teacher_dtype={dtype}"))
     result = run(cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["intermediate"]["last_losses"].values())
     inter = os.path.join(cfg.stage.output_root, result["run"], f"seed{cfg.seed}", "intermediate")
     state = load_file(os.path.join(inter, "model.safetensors"))
     assert {"projections.json", "projections.safetensors", "phase.json"} <= set(os.listdir(inter))
