@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from data_aug.config import run_cli
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
 from tinydistill.data.tasks import get_task
-from tinydistill.errors import ConfigError, TinyDistillError
+from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -42,13 +41,7 @@ def run(cfg: DictConfig) -> Path | None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="augment")
 def main(cfg: DictConfig) -> None:
-    logging.getLogger("data_aug").setLevel(logging.INFO)
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    try:
-        run(cfg)
-    except TinyDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(run, cfg)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from tinydistill.errors import ConfigError
+from tinydistill.errors import ConfigError, TinyDistillError
 
 MODES = ("batched", "sequential")
 DTYPES = ("float32", "bfloat16")
@@ -126,3 +129,15 @@ class AugConfig:
         d = asdict(self)
         d["skip_tasks"] = list(self.skip_tasks)
         return d
+
+
+def run_cli(run: Callable[[Any], object], cfg: Any) -> None:
+    """Body of a `python -m data_aug...` command: progress logged, gensim quiet, and a bad input (data, config,
+    paths) reported as one line on stderr with exit code 2 instead of a traceback."""
+    logging.getLogger("data_aug").setLevel(logging.INFO)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    try:
+        run(cfg)
+    except TinyDistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -10,8 +10,6 @@ augmentation's candidate generation on them with the aug.* settings (top_k, mode
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_aug.augmenter import Augmenter
-from data_aug.config import AugConfig
+from data_aug.config import AugConfig, run_cli
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.pipeline import _columns, _load_components, _resolve_data_dir, _rng
 from data_aug.stats import CandidateTally, summary_line
 from tinydistill.data.glue_tsv import GlueTable, glue_file, read_glue_tsv
 from tinydistill.data.tasks import get_task
-from tinydistill.errors import ConfigError, TinyDistillError
+from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -143,13 +141,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="augment_quality")
 def main(cfg: DictConfig) -> None:
-    logging.getLogger("data_aug").setLevel(logging.INFO)
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    try:
-        run(cfg)
-    except TinyDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(run, cfg)
 
 
 if __name__ == "__main__":

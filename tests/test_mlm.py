@@ -4,7 +4,6 @@ import json
 import math
 import os
 
-import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertModel
 
