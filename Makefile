@@ -19,7 +19,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo sst2 test bench bench-aug bench-latency clean help
+.PHONY: install demo sst2 test bench bench-aug bench-latency bench-train-step clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
@@ -77,13 +77,19 @@ sst2: install
 	done
 	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 --out artifacts/report_sst2
 
-bench: bench-aug bench-latency
+bench: bench-aug bench-latency bench-train-step
 
 # Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first).
 bench-latency: install
 	mkdir -p bench
 	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none/seed42 \
 	  --batch-size 32 --out bench/latency.json
+
+# Where a distillation step's time goes on CPU: teacher forward float32 vs bfloat16, student step with default
+# vs fused AdamW (SST-2 batches; needs the data folder).
+bench-train-step: install
+	mkdir -p bench
+	$(PY) bench/bench_train_step.py --out bench/train_step.json
 
 bench-aug: install
 	mkdir -p bench
