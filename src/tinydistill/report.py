@@ -240,7 +240,9 @@ def bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
                 if ref:
                     ax.hlines(ref["mean"], x - width / 2, x + width / 2, colors="black", linestyles=style)
     ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(runs))], labels, rotation=20, ha="right")
-    ax.set_ylabel("dev metric (dashed: teacher, dotted: constant)")
+    ax.set_ylabel("dev metric")
+    ax.plot([], [], "k--", label="teacher")
+    ax.plot([], [], "k:", label="constant predictor")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
     fig.tight_layout()
