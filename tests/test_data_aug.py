@@ -494,20 +494,27 @@ def test_pair_task_columns_augmented_independently_label_kept(glue_dir, tmp_path
     assert quality["words_with_candidates"] == manifest["counts"]["words_mlm"] == len(lists) > 10
 
 
+def interrupt_chunk_write(monkeypatch, at: int) -> None:
+    """Make the `at`-th chunk write raise KeyboardInterrupt: a crash in the middle of an augmentation run.
+    `monkeypatch.undo()` (or a new setattr) puts the real writer back."""
+    real_write = pipeline._write_chunk
+    calls = {"write": 0}
+
+    def crash(path, rows):
+        calls["write"] += 1
+        if calls["write"] == at:
+            raise KeyboardInterrupt("simulated interruption")
+        real_write(path, rows)
+
+    monkeypatch.setattr(pipeline, "_write_chunk", crash)
+
+
 def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
     kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
     whole = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "whole", **kw)
 
     real_write = pipeline._write_chunk
-    calls = {"write": 0, "rows": []}
-
-    def crash_on_third(path, rows):
-        calls["write"] += 1
-        if calls["write"] == 3:
-            raise KeyboardInterrupt("simulated interruption")
-        real_write(path, rows)
-
-    monkeypatch.setattr(pipeline, "_write_chunk", crash_on_third)
+    interrupt_chunk_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "resumed", **kw)
     out_dir = tmp_path / "resumed"
@@ -516,6 +523,7 @@ def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm,
 
     monkeypatch.setattr(pipeline, "_write_chunk", real_write)
     real_rows = pipeline.augment_rows
+    calls = {"rows": []}
 
     def counting_rows(augmenter, table, start, stop, seed, stats=None, max_examples=None, **kw):
         calls["rows"].append(start)
@@ -540,15 +548,7 @@ def test_chunk_without_candidate_tally_is_recomputed_on_resume(glue_dir, tmp_pat
     kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
     whole = augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "whole", **kw)
     real_write = pipeline._write_chunk
-    n = {"w": 0}
-
-    def crash_on_third(path, rows):
-        n["w"] += 1
-        if n["w"] == 3:
-            raise KeyboardInterrupt
-        real_write(path, rows)
-
-    monkeypatch.setattr(pipeline, "_write_chunk", crash_on_third)
+    interrupt_chunk_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         augment_task(small_cfg(), "mrpc", glue_dir, tmp_path / "o", **kw)
     (tmp_path / "o" / ".partial" / "chunk_00001.cands.json").unlink()
@@ -584,16 +584,8 @@ def test_max_examples_augments_a_prefix_and_copies_the_rest(glue_dir, tmp_path, 
 
 def test_progress_of_other_settings_is_discarded(glue_dir, tmp_path, mlm, small_kv, monkeypatch):
     kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
-    n = {"w": 0}
     real_write = pipeline._write_chunk
-
-    def crash(path, rows):
-        n["w"] += 1
-        if n["w"] == 2:
-            raise KeyboardInterrupt
-        real_write(path, rows)
-
-    monkeypatch.setattr(pipeline, "_write_chunk", crash)
+    interrupt_chunk_write(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         augment_task(small_cfg(seed=1), "mrpc", glue_dir, tmp_path / "o", **kw)
     monkeypatch.setattr(pipeline, "_write_chunk", real_write)
