@@ -128,3 +128,23 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         from tinydistill.stages.task import run_dir
 
         assert str(run_dir(task)) == cfg.stage.match_steps_of
+
+
+def test_run_folders_of_runs_started_in_the_same_second_differ():
+    """Two runs started together (seeds in parallel) must not share a log/checkpoint folder: the folder name
+    carries microseconds."""
+    import time
+    from datetime import datetime
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    OmegaConf.register_new_resolver("now", lambda fmt: datetime.now().strftime(fmt), replace=True)
+    first = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+    time.sleep(0.002)
+    second = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+    assert first != second
+    datetime.strptime(first.rsplit("/", 1)[1], "%Y-%m-%d_%H-%M-%S-%f")
