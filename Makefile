@@ -23,8 +23,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
-	@echo "make sst2   - install, then the SST-2 showcase: teacher, general student, task distillation and"
-	@echo "              the no-distillation baseline for each seed in SEEDS (default 42 1 2), and a report"
+	@echo "make sst2   - install, then the SST-2 showcase: teacher, general student, then for each seed in SEEDS"
+	@echo "              (default 42 1 2) task distillation, the no-distillation baseline and the DistilBERT-style"
+	@echo "              student, and a report"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run the benchmarks (JSON under bench/)"
 
@@ -61,7 +62,8 @@ demo: install
 	@echo "Report:                    artifacts/report/report.md, artifacts/report/report.png"
 
 # The SST-2 showcase (conf/experiment/sst2/): one teacher and one general-distilled student, then for each seed
-# the task-distilled student and the no-distillation baseline with the same number of steps; the report
+# the task-distilled student and the no-distillation baseline with the same number of steps, then the
+# DistilBERT-style student (masked LM, triple-loss distillation, fine-tuning per seed); the report
 # aggregates the seeds (mean ± sd) beside the teacher and the constant predictor. Stages whose result exists are
 # skipped, so an interrupted run continues where it stopped.
 SEEDS ?= 42 1 2
@@ -74,8 +76,15 @@ sst2: install
 	    $(PY) train.py stage=task experiment=sst2/task seed=$$seed; fi; \
 	  if [ ! -f artifacts/nodistill/sst2/demo_3l_192/seed$$seed/metrics.json ]; then \
 	    $(PY) train.py stage=finetune experiment=sst2/nodistill seed=$$seed; fi; \
+	done; \
+	if [ ! -f artifacts/mlm/minilm_l6/config.json ]; then $(PY) train.py stage=mlm experiment=demo/mlm; fi; \
+	if [ ! -f artifacts/distilbert/minilm_l6/config.json ]; then $(PY) train.py stage=general experiment=distilbert/general; fi; \
+	for seed in $(SEEDS); do \
+	  if [ ! -f artifacts/finetune/distilbert_minilm_l6/sst2/seed$$seed/metrics.json ]; then \
+	    $(PY) train.py stage=finetune experiment=sst2/distilbert seed=$$seed; fi; \
 	done
-	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 --out artifacts/report_sst2
+	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 artifacts/finetune/distilbert_minilm_l6/sst2 \
+	  --out artifacts/report_sst2
 
 bench: bench-aug bench-latency bench-train-step
 

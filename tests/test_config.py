@@ -108,7 +108,7 @@ def test_distilbert_experiments(compose_cfg):
 
 @pytest.mark.parametrize("experiment,stage", [
     ("sst2/finetune", "finetune"), ("sst2/task", "task"), ("sst2/nodistill", "finetune"),
-    ("demo/nodistill", "finetune"), ("nodistill", "finetune"),
+    ("demo/nodistill", "finetune"), ("nodistill", "finetune"), ("sst2/distilbert", "finetune"),
 ])
 def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stage):
     cfg = compose_cfg(f"stage={stage}", f"experiment={experiment}", "seed=7")
@@ -121,6 +121,13 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.stage.output_dir.endswith(f"nodistill/{cfg.task.name}/demo_3l_192/seed7")
         assert cfg.stage.match_steps_of.endswith("/seed7") and f"task/{cfg.task.name}/" in cfg.stage.match_steps_of
         assert cfg.stage.compare_to.endswith(f"teacher/{cfg.task.name}")
+    if experiment == "sst2/distilbert":
+        # the DistilBERT-style student, fine-tuned with the SST-2 teacher's recipe, one folder per seed
+        teacher = compose_cfg("stage=finetune", "experiment=sst2/finetune")
+        assert cfg.stage.model == cfg.distill.output_dir and cfg.distill.name == "distilbert"
+        assert cfg.stage.output_dir.endswith("finetune/distilbert_minilm_l6/sst2/seed7")
+        assert (cfg.stage.epochs, cfg.stage.lr) == (teacher.stage.epochs, teacher.stage.lr)
+        assert cfg.stage.compare_to.endswith("teacher/sst2")
     if experiment in ("sst2/nodistill", "demo/nodistill"):
         assert cfg.stage.lr == 1e-4  # the distilled run's prediction-phase rate
     if experiment == "sst2/nodistill":
