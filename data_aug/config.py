@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from data_aug.words import STOPWORD_LISTS
 from tinydistill.errors import ConfigError, TinyDistillError
 
 MODES = ("batched", "sequential")
@@ -27,8 +28,10 @@ class AugConfig:
     glove_vocab_size: int | None = 100_000
     top_k: int = 15
     n_aug: int = 20
+    n_aug_per_task: dict[str, int] = field(default_factory=dict)
     p_replace: float = 0.4
     alphabetic_only: bool = False
+    stopwords: str = "nltk"
     seed: int = 42
     mode: str = "batched"
     batch_size: int = 64
@@ -76,6 +79,8 @@ class AugConfig:
             if isinstance(st, str) or not isinstance(st, (list, tuple)):
                 raise ConfigError(f"aug.skip_tasks: expected a list of task names, got {st!r}")
             kwargs["skip_tasks"] = tuple(str(t).lower() for t in st)
+        if "n_aug_per_task" in kwargs:
+            kwargs["n_aug_per_task"] = _per_task(kwargs["n_aug_per_task"])
         for key in ("mlm_model", "glove", "nltk_data"):
             if kwargs.get(key) is not None:
                 kwargs[key] = str(kwargs[key])
@@ -124,11 +129,37 @@ class AugConfig:
             raise bad("alphabetic_only", "expected true or false")
         if not isinstance(self.allow_untrained_head, bool):
             raise bad("allow_untrained_head", "expected true or false")
+        if self.stopwords not in STOPWORD_LISTS:
+            raise bad("stopwords", f"expected one of {list(STOPWORD_LISTS)}")
+        if not isinstance(self.n_aug_per_task, Mapping) or any(
+            not is_int(v) or v < 1 for v in self.n_aug_per_task.values()
+        ):
+            raise bad("n_aug_per_task", "expected a mapping of task name to a positive integer")
+        if _per_task(self.n_aug_per_task) != dict(self.n_aug_per_task):  # n_aug_for looks names up as given
+            raise bad("n_aug_per_task", "expected lower-case task names (mrpc, sst2, ...)")
+
+    def n_aug_for(self, task_name: str) -> int:
+        """N_a for a task: its `n_aug_per_task` entry, else `n_aug`."""
+        return self.n_aug_per_task.get(task_name, self.n_aug)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["skip_tasks"] = list(self.skip_tasks)
         return d
+
+
+def _per_task(value: Any) -> dict[str, int]:
+    """`aug.n_aug_per_task` with canonical (lower-case) task names, each checked."""
+    from tinydistill.data.tasks import get_task
+
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"aug.n_aug_per_task={value!r}: expected a mapping of task name to N_a")
+    try:
+        return {get_task(str(k)).name: v for k, v in value.items()}
+    except ConfigError as e:
+        raise ConfigError(f"aug.n_aug_per_task: {e}") from None
 
 
 def run_cli(run: Callable[[Any], object], cfg: Any) -> None:

@@ -133,7 +133,7 @@ def _settings(
         "glove_vocab_size": cfg.glove_vocab_size,
         "stopwords_fingerprint": stop_fp,
         "top_k": cfg.top_k,
-        "n_aug": cfg.n_aug,
+        "n_aug": cfg.n_aug_for(task.name),
         "p_replace": float(cfg.p_replace),
         "seed": cfg.seed,
         "max_seq_length": cfg.max_seq_length,
@@ -143,6 +143,10 @@ def _settings(
     if cfg.alphabetic_only:
         # Only when on, so outputs made before the option existed (= off) stay up to date.
         settings["alphabetic_only"] = True
+    if cfg.stopwords != "nltk":
+        # Named as well as fingerprinted (stop words passed in preloaded are only fingerprinted); only when not
+        # the default, so outputs made before the option existed stay up to date.
+        settings["stopwords"] = cfg.stopwords
     if not (cfg.dtype == "float32" and cfg.device == "cpu"):
         # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
         # masked sentences are grouped into forwards, so these become part of the identity.
@@ -209,7 +213,7 @@ def _load_components(
 ) -> tuple[MaskedLM, GloveNeighbours | None, frozenset[str]]:
     """Load what was not passed in. GloVe from cfg is loaded later, only if generation runs."""
     if stopwords is None:
-        stopwords = load_stopwords(nltk_data_dir(cfg.nltk_data, data_dir))
+        stopwords = load_stopwords(nltk_data_dir(cfg.nltk_data, data_dir), cfg.stopwords)
     if mlm is None or isinstance(mlm, (str, os.PathLike)):
         mlm = load_mlm(
             str(mlm) if mlm is not None else cfg.mlm_model,
@@ -256,7 +260,8 @@ def augment_task(
 
     Always (re)generates, resuming from `<out_dir>/.partial/` when it holds chunks made with the
     same settings. `mlm`, `glove` (KeyedVectors or GloveNeighbours) and `stopwords` may be
-    passed preloaded; otherwise they are loaded from cfg_aug.
+    passed preloaded (`stopwords` then replaces the `aug.stopwords` list); otherwise they are loaded
+    from cfg_aug.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
     task = get_task(task_name)
@@ -294,7 +299,7 @@ def _generate(
         _glove_neighbours(cfg, glove, glove_fp),
         stopwords,
         top_k=cfg.top_k,
-        n_aug=cfg.n_aug,
+        n_aug=cfg.n_aug_for(task.name),
         p_replace=cfg.p_replace,
         mode=cfg.mode,
         batch_size=cfg.batch_size,

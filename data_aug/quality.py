@@ -70,7 +70,7 @@ def quality_report(
     if glove is None and use_glove and n_examples > 0:
         glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size), cfg.top_k)
     augmenter = Augmenter(
-        mlm, glove, stopwords, top_k=cfg.top_k, n_aug=cfg.n_aug, p_replace=cfg.p_replace,
+        mlm, glove, stopwords, top_k=cfg.top_k, n_aug=cfg.n_aug_for(task.name), p_replace=cfg.p_replace,
         mode=cfg.mode, batch_size=cfg.batch_size, alphabetic_only=cfg.alphabetic_only,
     )
     sample = sample_sentences(table, n_sentences, cfg.seed)
@@ -91,7 +91,8 @@ def quality_report(
         "task": task.name,
         "mlm_model": getattr(mlm, "name", cfg.mlm_model),
         "mlm_fingerprint": mlm.fingerprint,
-        "settings": {"top_k": cfg.top_k, "alphabetic_only": cfg.alphabetic_only, "seed": cfg.seed},
+        "settings": {"top_k": cfg.top_k, "alphabetic_only": cfg.alphabetic_only, "stopwords": cfg.stopwords,
+                     "seed": cfg.seed},
         "candidate_quality": stats,
         "examples": examples,
     }

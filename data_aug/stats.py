@@ -13,7 +13,7 @@ candidates) as a JSON-ready dict:
 * `distinct_candidates`: number of different tokens;
 * `non_alphabetic_share`: share of candidates that contain no letter (punctuation, digits,
   symbols; what `aug.alphabetic_only` removes);
-* `stopword_share`: share of candidates that are stop words (NLTK English, as augmentation uses);
+* `stopword_share`: share of candidates that are stop words (the list augmentation uses, `aug.stopwords`);
 * `most_frequent`: the `top` most frequent tokens as `[token, count, share_of_words]`, count
   descending then token ascending; `share_of_words` = count / words_with_candidates, i.e. the
   share of candidate lists containing the token (MLM top-k lists have no repeated token).

@@ -7,7 +7,9 @@ fall back to the `tokenizers` library's BertNormalizer + BertPreTokenizer, which
 rules (tests check both agree).
 
 A word is a replacement candidate when it is purely alphabetic ASCII (`[a-z]+`, the reference's
-`_is_valid`) and not an NLTK English stop word.
+`_is_valid`) and not a stop word: NLTK's English list (`aug.stopwords: nltk`, default) or the list hard-coded in
+the reference script (`aug.stopwords: reference`), which is NLTK's list without its eight wh-words plus two
+contraction pieces (see REFERENCE_LACKS).
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from tinydistill.errors import DataError
+from tinydistill.errors import ConfigError, DataError
 
 _ALPHA = re.compile(r"[a-z]+")
+
+STOPWORD_LISTS = ("nltk", "reference")
+# The reference's StopWordsList, compared word by word with NLTK's English list (179 words): it lacks these
+# eight, so the reference replaces wh-words (about 1% of the candidate words on MRPC) ...
+REFERENCE_LACKS = frozenset({"how", "what", "when", "where", "which", "who", "whom", "why"})
+# ... and has two entries NLTK lacks, which are never candidates anyway (not [a-z]+).
+REFERENCE_ADDS = frozenset({"'s", "'re"})
+# stopwords_fingerprint of the reference's 173 words: an NLTK list of another version would silently give
+# another list, so `reference` checks it.
+REFERENCE_FINGERPRINT = "9d5e71ffa53642ed"
 
 
 class _TokenizersBasic:
@@ -71,14 +83,33 @@ def nltk_data_dir(explicit: str | os.PathLike | None, data_dir: str | os.PathLik
     return None
 
 
-def load_stopwords(nltk_data: str | os.PathLike | None = None) -> frozenset[str]:
-    """NLTK's English stop words (179 words).
+def reference_stopwords(nltk_english: frozenset[str] | set[str]) -> frozenset[str]:
+    """The reference script's stop words, from NLTK's English list: without REFERENCE_LACKS, with REFERENCE_ADDS."""
+    return (frozenset(nltk_english) - REFERENCE_LACKS) | REFERENCE_ADDS
 
-    With `nltk_data`, that folder is put first on `nltk.data.path` (so NLTK finds its data there)
-    and must hold corpora/stopwords/english.
+
+def load_stopwords(nltk_data: str | os.PathLike | None = None, which: str = "nltk") -> frozenset[str]:
+    """The stop words of `aug.stopwords`: NLTK's English list (179 words) or the reference script's (173).
+
+    With `nltk_data`, the list is read from that folder, which must hold corpora/stopwords/english;
+    without, from NLTK's search path.
     """
-    import nltk
+    if which not in STOPWORD_LISTS:
+        raise ConfigError(f"aug.stopwords={which!r}: expected one of {list(STOPWORD_LISTS)}")
+    english = _nltk_english(nltk_data)
+    if which == "nltk":
+        return english
+    words = reference_stopwords(english)
+    if stopwords_fingerprint(words) != REFERENCE_FINGERPRINT:
+        raise DataError(
+            f"aug.stopwords=reference: NLTK's English list found here ({len(english)} words) is not the 179-word "
+            f"list the reference's list derives from; point aug.nltk_data at the shared data's nltk_data/"
+        )
+    return words
 
+
+def _nltk_english(nltk_data: str | os.PathLike | None) -> frozenset[str]:
+    """NLTK's English stop words, from `nltk_data` if given, else NLTK's search path."""
     if nltk_data is not None:
         root = Path(nltk_data).resolve()
         english = root / "corpora" / "stopwords" / "english"
@@ -88,13 +119,16 @@ def load_stopwords(nltk_data: str | os.PathLike | None = None) -> frozenset[str]
                 f"must hold corpora/stopwords/english; get it with `python -m nltk.downloader -d {root} "
                 f"stopwords`)"
             )
-        if str(root) not in nltk.data.path:
-            nltk.data.path.insert(0, str(root))
+        # Read the file itself: NLTK's corpus loader keeps the first list it loaded in a process, whatever
+        # folder is asked for later.
+        return frozenset(w.strip().lower() for w in english.read_text(encoding="utf-8").splitlines() if w.strip())
     try:
         from nltk.corpus import stopwords
 
         return frozenset(w.strip().lower() for w in stopwords.words("english") if w.strip())
     except LookupError:
+        import nltk
+
         raise DataError(
             "NLTK stop words not found on NLTK's search path "
             f"{list(nltk.data.path)}; set paths.data_dir (its nltk_data/ folder is used) or "
@@ -103,4 +137,5 @@ def load_stopwords(nltk_data: str | os.PathLike | None = None) -> frozenset[str]
 
 
 def stopwords_fingerprint(stopwords: frozenset[str] | set[str]) -> str:
+    """Short hash of a stop-word list (part of the manifest settings)."""
     return hashlib.sha256("\n".join(sorted(stopwords)).encode()).hexdigest()[:16]

@@ -155,3 +155,24 @@ def test_run_folders_of_runs_started_in_the_same_second_differ():
     second = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
     assert first != second
     datetime.strptime(first.rsplit("/", 1)[1], "%Y-%m-%d_%H-%M-%S-%f")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_faithful_reference_switches_every_reference_behaviour_on(compose_cfg, stage):
+    default = compose_cfg(f"stage={stage}")
+    ref = compose_cfg(f"stage={stage}", "faithful=reference")
+    OmegaConf.resolve(ref)
+    assert (default.data.pad_to_max_length, ref.data.pad_to_max_length) == (False, True)
+    assert (default.distill.teacher_mode, ref.distill.teacher_mode) == ("eval", "train")
+    assert ref.task.max_seq_length == 128 and ref.distill.mask_padding is False
+    if "optimizer" in default.stage:
+        assert (default.stage.optimizer, ref.stage.optimizer) == ("adamw", "bertadam")
+    if stage == "task":
+        assert (ref.stage.intermediate.schedule, ref.stage.pred.schedule) == ("none", "warmup_linear")
+        assert default.stage.pred.schedule == "linear"
+    if stage == "general":
+        assert (default.stage.instances, ref.stage.instances) == ("single", "pairs")
+        assert ref.stage.schedule == "warmup_linear"
+    # on top of an experiment, which it must override
+    demo = compose_cfg("stage=task", "experiment=demo/task", "faithful=reference")
+    assert demo.stage.optimizer == "bertadam" and demo.stage.intermediate.max_steps == 300

@@ -179,6 +179,44 @@ def test_missing_nltk_data_is_a_data_error(tmp_path):
         load_stopwords(tmp_path / "nowhere")
 
 
+WH_WORDS = {"how", "what", "when", "where", "which", "who", "whom", "why"}
+
+
+def test_reference_stopwords_are_nltk_without_the_wh_words():
+    d = find_data_dir()
+    if d is None or not (d / "nltk_data").is_dir():
+        pytest.skip("shared data folder with nltk_data/ not found")
+    nltk_list = load_stopwords(d / "nltk_data", "nltk")
+    ref = load_stopwords(d / "nltk_data", "reference")
+    # the difference found by comparing the reference's StopWordsList with NLTK's English list
+    assert nltk_list - ref == WH_WORDS and ref - nltk_list == {"'s", "'re"} and len(ref) == 173
+    for w in WH_WORDS:
+        assert is_candidate_word(w, ref) and not is_candidate_word(w, nltk_list)
+    assert not is_candidate_word("the", ref) and not is_candidate_word("his", ref)
+
+
+def test_reference_list_refuses_another_nltk_version(tmp_path):
+    other = tmp_path / "nltk_data"
+    (other / "corpora" / "stopwords").mkdir(parents=True)
+    (other / "corpora" / "stopwords" / "english").write_text("\n".join(sorted(STOP)) + "\n")
+    assert load_stopwords(other, "nltk") == STOP
+    with pytest.raises(DataError, match="aug.stopwords=reference"):
+        load_stopwords(other, "reference")
+    with pytest.raises(ConfigError, match="aug.stopwords"):
+        load_stopwords(other, "spacy")
+
+
+def test_reference_stopwords_make_wh_words_candidates(mlm):
+    from data_aug.words import reference_stopwords
+
+    sent = "Amrozi accused his brother, whom he called the witness, of distorting what he said."
+    (nltk_sc,) = Augmenter(mlm, None, STOP, top_k=5).candidates([sent])
+    (ref_sc,) = Augmenter(mlm, None, reference_stopwords(STOP), top_k=5).candidates([sent])
+    replaceable = lambda sc: {sc.words[i] for i in sc.candidates}  # noqa: E731
+    assert {"whom", "what"} <= replaceable(ref_sc) and not {"whom", "what"} & replaceable(nltk_sc)
+    assert replaceable(ref_sc) - replaceable(nltk_sc) == {"whom", "what"}  # nothing else changes
+
+
 # ------------------------------------------------------------------ candidate routing
 def test_candidates_route_single_piece_to_mlm_and_multi_piece_to_glove(tokenizer, mlm, small_kv):
     aug = Augmenter(mlm, GloveNeighbours(small_kv, top_k=3), STOP, top_k=6)
@@ -281,10 +319,13 @@ def test_manifest_settings_cover_what_changes_the_output():
     base = pipeline._settings(cfg, task, "m", "g", "s", "src")
     assert "batch_size" not in base and "mode" not in base  # float32 on CPU: batching-invariant
     for change in ({"seed": 1}, {"top_k": 5}, {"n_aug": 3}, {"p_replace": 0.3}, {"glove_vocab_size": 10},
-                   {"alphabetic_only": True}):
+                   {"alphabetic_only": True}, {"stopwords": "reference"}, {"n_aug_per_task": {"mrpc": 30}}):
         assert pipeline._settings(AugConfig(**change), task, "m", "g", "s", "src") != base
-    # off (the reference behaviour) leaves the settings of outputs made before the option existed
-    assert "alphabetic_only" not in base
+    # defaults leave the settings of outputs made before these options existed
+    assert "alphabetic_only" not in base and "stopwords" not in base and base["n_aug"] == 20
+    assert pipeline._settings(AugConfig(stopwords="reference"), task, "m", "g", "s", "src")["stopwords"] == "reference"
+    # another task's N_a changes nothing here
+    assert pipeline._settings(AugConfig(n_aug_per_task={"rte": 30}), task, "m", "g", "s", "src") == base
     bf16 = pipeline._settings(AugConfig(dtype="bfloat16"), task, "m", "g", "s", "src")
     assert bf16["batch_size"] == 64 and bf16["chunk_size"] == 128 and bf16["mode"] == "batched"
 
@@ -637,11 +678,31 @@ def test_ensure_augmented_reuses_and_regenerates(glue_dir, tmp_path, mlm, small_
     assert ensure_augmented(small_cfg(), "stsb", glue_dir, art, **kw) == stsb / "train.tsv"
 
 
+def test_stopword_list_is_part_of_the_manifest(glue_dir, tmp_path, mlm, small_kv):
+    d = find_data_dir()
+    if d is None or not (d / "nltk_data").is_dir():
+        pytest.skip("shared data folder with nltk_data/ not found")
+    kw = dict(mlm_model=mlm, glove=small_kv, progress=False)  # stop words loaded from aug.stopwords
+    art = tmp_path / "artifacts"
+    manifests, texts = {}, {}
+    for which in ("nltk", "reference", "nltk"):
+        path = ensure_augmented(small_cfg(stopwords=which, nltk_data=str(d / "nltk_data")), "mrpc", glue_dir, art, **kw)
+        manifests[which] = json.loads((path.parent / "manifest.json").read_text())["settings"]
+        texts[which] = [r[3] for r in read_glue_tsv(path, get_task("mrpc")).rows if r[1] == MRPC_ROWS[0][1]]
+    assert manifests["reference"]["stopwords"] == "reference" and "stopwords" not in manifests["nltk"]
+    assert manifests["reference"]["stopwords_fingerprint"] != manifests["nltk"]["stopwords_fingerprint"]
+    # "whom" in the first sentence: never replaced with NLTK's list, replaced in some draw with the reference's
+    assert all("whom" in t for t in texts["nltk"])
+    assert any("whom" not in t for t in texts["reference"])
+
+
 # ------------------------------------------------------------------ errors and config
 @pytest.mark.parametrize(
     "cfg,match",
     [({"bogus": 1}, "aug.bogus"), ({"p_replace": 1.5}, "aug.p_replace"), ({"mode": "fast"}, "aug.mode"),
-     ({"top_k": 0}, "aug.top_k"), ({"skip_tasks": "stsb"}, "aug.skip_tasks"), ({"dtype": "int8"}, "aug.dtype")],
+     ({"top_k": 0}, "aug.top_k"), ({"skip_tasks": "stsb"}, "aug.skip_tasks"), ({"dtype": "int8"}, "aug.dtype"),
+     ({"stopwords": "spacy"}, "aug.stopwords"), ({"n_aug_per_task": {"nosuch": 3}}, "aug.n_aug_per_task"),
+     ({"n_aug_per_task": {"mrpc": 0}}, "aug.n_aug_per_task"), ({"n_aug_per_task": [30]}, "aug.n_aug_per_task")],
 )
 def test_bad_options_raise_config_error(cfg, match):
     with pytest.raises(ConfigError, match=match):
@@ -677,9 +738,18 @@ def test_hydra_configs_compose_into_valid_aug_settings():
             off = AugConfig.from_cfg(compose("augment", overrides=["aug=off"]).aug)
             offline = AugConfig.from_cfg(compose("augment", overrides=["aug=offline", "paths.data_dir=/d"]).aug)
             task = compose("augment", overrides=["task=rte"]).task.name
+            ref = AugConfig.from_cfg(compose("augment", overrides=["aug=reference"]).aug)
     finally:
         GlobalHydra.instance().clear()
     assert on == AugConfig()  # the yaml and the dataclass defaults agree
+    assert on.stopwords == "nltk" and on.n_aug_for("mrpc") == 20
+    # the reference script's main(): its stop words, its per-task N_a, STS-B augmented
+    assert ref.stopwords == "reference" and ref.skip_tasks == ()
+    assert {t: ref.n_aug_for(t) for t in ("mrpc", "cola", "rte", "stsb", "sst2", "qnli", "mnli", "qqp", "wnli")} == {
+        "mrpc": 30, "cola": 30, "rte": 30, "stsb": 30, "sst2": 20, "qnli": 20, "mnli": 10, "qqp": 10, "wnli": 20}
+    assert AugConfig.from_cfg({"n_aug_per_task": {"MRPC": 7}}).n_aug_for("mrpc") == 7  # names are canonical
+    with pytest.raises(ConfigError, match="aug.n_aug_per_task"):
+        AugConfig(n_aug_per_task={"MRPC": 7}).validate()  # built directly: must already be canonical
     assert (on.top_k, on.n_aug, on.p_replace, on.skip_tasks) == (15, 20, 0.4, ("stsb",))
     assert off.enabled is False and offline.glove == "/d/glove/glove.6B.50d.top50k.txt"
     assert task == "rte"

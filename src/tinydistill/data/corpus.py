@@ -10,13 +10,16 @@ Sources (``CorpusSource``):
   (wikitext-style: blank rows separate documents); with ``layout="documents"`` each row is one document whose
   non-blank lines are its sentences.
 
-Packing (:func:`pack_document`), as TinyBERT's released general models (no sentence pairs, no masking):
-consecutive sentences of **one** document are concatenated while they fit in ``max_seq_length`` minus the
-tokenizer's special tokens, then wrapped as ``[CLS] ... [SEP]`` (single segment, ``token_type_ids`` all 0).
-A sentence that does not fit in the current instance starts the next one; a sentence longer than the whole
-budget is cut into budget-sized pieces. Instances never cross documents, so a document's last instance may be
-short. Tokenisation runs once; the packed instances are cached on disk with ``datasets`` under
-``<cache_dir>/corpus/<key>``, the key hashing the source's content, the tokenizer and the length.
+Instances, ``instances="single"`` (default; :func:`pack_document`): consecutive sentences of **one** document
+are concatenated while they fit in ``max_seq_length`` minus the tokenizer's special tokens, then wrapped as
+``[CLS] ... [SEP]`` (single segment, ``token_type_ids`` all 0). A sentence that does not fit in the current
+instance starts the next one; a sentence longer than the whole budget is cut into budget-sized pieces.
+Instances never cross documents, so a document's last instance may be short. ``instances="pairs"``: the
+reference's sentence pairs ``[CLS] A [SEP] B [SEP]`` with a random B about half of the time
+(:mod:`tinydistill.data.pairs`), drawn with the DataModule's seed.
+
+Tokenisation runs once; the instances are cached on disk with ``datasets`` under ``<cache_dir>/corpus/<key>``,
+the key hashing the source's content, the tokenizer and the length (pairs: also their options and seed).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 
 from tinydistill.data.loader import make_loader
 from tinydistill.data.glue import tokenizer_fingerprint
+from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import atomic_directory
 
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 # Bump when reading, packing or the cached columns change, so old caches are not reused.
 CACHE_VERSION = 1
 LAYOUTS = ("sentences", "documents")
+INSTANCES = ("single", "pairs")
 
 
 @dataclass(frozen=True)
@@ -244,20 +249,58 @@ def pack_corpus(
     )
 
 
-def packed_corpus(
-    source: CorpusSource, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, cache_dir: str | os.PathLike
+def pair_corpus(
+    documents: list[list[str]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    options: PairOptions,
+    seed: int,
+    desc: str = "corpus",
+    tokenize_batch: int = 4096,
 ) -> Dataset:
-    """The packed corpus, built once and then loaded from ``<cache_dir>/corpus/<key>``."""
-    key = hashlib.sha256(
-        "|".join(
-            [str(CACHE_VERSION), source_fingerprint(source), tokenizer_fingerprint(tokenizer), str(max_seq_length)]
-        ).encode()
-    ).hexdigest()[:16]
+    """Tokenise documents once and draw sentence pairs from them: a Dataset with columns ``input_ids``,
+    ``token_type_ids``, ``length``, ``is_random_next`` (:func:`tinydistill.data.pairs.pair_instances`)."""
+    template = pair_template(tokenizer)
+    flat = [s for doc in documents for s in doc]
+    ids: list[list[int]] = []
+    for i in range(0, len(flat), tokenize_batch):
+        ids.extend(tokenizer(flat[i : i + tokenize_batch], add_special_tokens=False)["input_ids"])
+    log.info("corpus %s: %d sentences tokenised for pair instances", desc, len(ids))
+    by_doc, i = [], 0
+    for doc in documents:
+        by_doc.append(ids[i : i + len(doc)])
+        i += len(doc)
+    return Dataset.from_dict(
+        pair_instances(TokenizedDocuments.from_ids(by_doc), template, max_seq_length, options, seed)
+    )
+
+
+def packed_corpus(
+    source: CorpusSource,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    cache_dir: str | os.PathLike,
+    instances: str = "single",
+    pairs: PairOptions | None = None,
+    seed: int = 42,
+) -> Dataset:
+    """The corpus's instances (``single`` or ``pairs``), built once and then loaded from
+    ``<cache_dir>/corpus/<key>``. ``pairs`` and ``seed`` only matter for ``instances="pairs"``."""
+    if instances not in INSTANCES:
+        raise ConfigError(f"stage.instances={instances!r} must be one of {', '.join(INSTANCES)}")
+    parts = [str(CACHE_VERSION), source_fingerprint(source), tokenizer_fingerprint(tokenizer), str(max_seq_length)]
+    if instances == "pairs":  # single keeps its old key, so existing caches stay valid
+        pairs = pairs or PairOptions()
+        parts += ["pairs", repr(pairs.short_seq_prob), repr(pairs.random_next_prob), str(seed)]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / "corpus" / key
     if cache.is_dir():
         return datasets.load_from_disk(str(cache))
     documents = read_documents(source)
-    packed = pack_corpus(documents, tokenizer, max_seq_length, desc=source.describe())
+    if instances == "pairs":
+        packed = pair_corpus(documents, tokenizer, max_seq_length, pairs, seed, desc=source.describe())
+    else:
+        packed = pack_corpus(documents, tokenizer, max_seq_length, desc=source.describe())
     if len(packed) == 0:
         raise DataError(f"{source.describe()}: no training instances (the corpus tokenises to nothing)")
     log.info("corpus %s: %d documents -> %d instances (cache %s)", source.describe(), len(documents), len(packed), cache)
@@ -269,11 +312,13 @@ def packed_corpus(
 
 
 class CorpusDataModule(L.LightningDataModule):
-    """Packed corpus instances, dynamically padded; ``val_size`` instances held out for a validation loss.
+    """Corpus instances, padded per batch; ``val_size`` instances held out for a validation loss.
 
-    ``mlm_probability > 0`` masks inputs BERT-style (80/10/10) for both teacher and student; the default 0 feeds
-    unmasked text, as TinyBERT's released general models. ``with_mlm_labels`` keeps the collator's
-    ``labels`` (original ids at masked positions, -100 elsewhere) for masked-LM training.
+    ``instances``: ``single`` segments or the reference's sentence ``pairs`` (``pairs`` options, drawn with
+    ``seed``). ``mlm_probability > 0`` masks inputs BERT-style (80/10/10) for both teacher and student; the
+    default 0 feeds unmasked text. ``with_mlm_labels`` keeps the collator's ``labels`` (original ids at masked
+    positions, -100 elsewhere) for masked-LM training. ``pad_to_max_length`` pads every batch to
+    ``max_seq_length``, as the reference (``group_by_length`` then has nothing to save and is ignored).
     """
 
     def __init__(
@@ -290,8 +335,13 @@ class CorpusDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         mlm_probability: float = 0.0,
         with_mlm_labels: bool = False,
+        pad_to_max_length: bool = False,
+        instances: str = "single",
+        pairs: PairOptions | None = None,
     ) -> None:
         super().__init__()
+        if instances not in INSTANCES:
+            raise ConfigError(f"stage.instances={instances!r} must be one of {', '.join(INSTANCES)}")
         if val_size < 0:
             raise ConfigError(f"stage.val_size must be >= 0, got {val_size}")
         if not 0.0 <= mlm_probability < 1.0:
@@ -305,18 +355,25 @@ class CorpusDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.seed = seed
         self.num_workers = num_workers
-        self.group_by_length = group_by_length
+        self.pad_to_max_length = pad_to_max_length
+        self.group_by_length = group_by_length and not pad_to_max_length
         self.mlm_probability = mlm_probability
         self.with_mlm_labels = with_mlm_labels
+        self.instances = instances
+        self.pairs = pairs or PairOptions()
         self.train: Dataset | None = None
         self.val: Dataset | None = None
-        self._pad = DataCollatorWithPadding(tokenizer)
+        # Instances never exceed max_seq_length, so rounding up to a multiple of it pads to exactly it.
+        multiple = max_seq_length if pad_to_max_length else None
+        self._pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
         self._mask = (
-            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability) if mlm_probability > 0 else None
+            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=multiple)
+            if mlm_probability > 0 else None
         )
 
     def _packed(self) -> Dataset:
-        return packed_corpus(self.source, self.tokenizer, self.max_seq_length, self.cache_dir)
+        return packed_corpus(self.source, self.tokenizer, self.max_seq_length, self.cache_dir, self.instances,
+                             self.pairs, self.seed)
 
     def prepare_data(self) -> None:
         self._packed()  # one process builds the cache that setup() then reads
@@ -332,8 +389,10 @@ class CorpusDataModule(L.LightningDataModule):
         log.info("corpus: %d training instances, %d held out", len(self.train), n_val)
 
     def collate(self, rows: list[dict]) -> dict:
-        """Pad ``input_ids`` to the batch's longest (``attention_mask`` follows); optionally mask."""
-        rows = [{"input_ids": r["input_ids"]} for r in rows]
+        """Pad ``input_ids`` (and pairs' ``token_type_ids``) to the batch's longest or to ``max_seq_length``
+        (``attention_mask`` follows); optionally mask."""
+        keys = ("input_ids", "token_type_ids") if self.instances == "pairs" else ("input_ids",)
+        rows = [{k: r[k] for k in keys} for r in rows]
         if self._mask is not None:
             batch = self._mask(rows)
             if not self.with_mlm_labels:  # distillation matches states, it has no MLM target
@@ -354,6 +413,9 @@ class CorpusDataModule(L.LightningDataModule):
         return {
             "source": asdict(self.source),
             "max_seq_length": self.max_seq_length,
+            "pad_to_max_length": self.pad_to_max_length,
+            "instances": self.instances,
+            **({"pairs": asdict(self.pairs)} if self.instances == "pairs" else {}),
             "train_instances": None if self.train is None else len(self.train),
             "val_instances": 0 if self.val is None else len(self.val),
             "mlm_probability": self.mlm_probability,

@@ -156,7 +156,8 @@ def tokenized_split(
 
 
 class GlueDataModule(L.LightningDataModule):
-    """Tokenised, dynamically padded batches of one GLUE task.
+    """Tokenised batches of one GLUE task, padded to the batch's longest example or, with `pad_to_max_length`,
+    to `max_seq_length` as the reference (`group_by_length` is then ignored: every batch has the same length).
 
     `train_file` replaces the training split's file (used for augmented training sets).
     `with_index` adds an `idx` column (example position) to training batches, so per-example
@@ -177,6 +178,7 @@ class GlueDataModule(L.LightningDataModule):
         train_file: str | None = None,
         group_by_length: bool = False,
         with_index: bool = False,
+        pad_to_max_length: bool = False,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
@@ -188,9 +190,12 @@ class GlueDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.train_file = train_file
-        self.group_by_length = group_by_length
+        self.pad_to_max_length = pad_to_max_length
+        self.group_by_length = group_by_length and not pad_to_max_length
         self.with_index = with_index
-        self.collator = DataCollatorWithPadding(tokenizer)
+        # Examples are truncated to max_seq_length, so rounding up to a multiple of it pads to exactly it.
+        multiple = max_seq_length if pad_to_max_length else None
+        self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
         self.splits: dict[str, Dataset] = {}
 
     @property

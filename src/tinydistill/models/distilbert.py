@@ -127,3 +127,13 @@ def init_from_teacher(teacher: BertForMaskedLM, layers: Sequence[int]) -> BertFo
     student.load_state_dict(state, strict=True)
     student.tie_weights()  # load_state_dict copies in place, but be explicit: decoder == word embeddings
     return student.train()
+
+
+def freeze_position_embeddings(model: BertForMaskedLM) -> None:
+    """``distill.freeze_pos_embs``: the student's position embeddings keep their initial values, the teacher's.
+
+    DistilBERT's reference gets this from its student config (``sinusoidal_pos_embds: true`` creates the position
+    embedding without gradient; the BERT values copied by ``extract_distilbert.py`` are then loaded into it).
+    Without a gradient the weight never reaches the optimiser: no update, no weight decay, no Adam state.
+    """
+    model.bert.embeddings.position_embeddings.weight.requires_grad_(False)

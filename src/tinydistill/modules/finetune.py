@@ -11,7 +11,8 @@ from tinydistill.optim import configure_from_hparams
 
 
 class FinetuneModule(GlueEvalModule):
-    """Cross-entropy (MSE for regression) on gold labels, AdamW with linear warm-up and decay."""
+    """Cross-entropy (MSE for regression) on gold labels; optimiser and schedule from `tinydistill.optim`
+    (by default AdamW with linear warm-up and decay)."""
 
     def __init__(
         self,
@@ -21,6 +22,8 @@ class FinetuneModule(GlueEvalModule):
         weight_decay: float = 0.01,
         warmup_proportion: float = 0.1,
         schedule: str = "linear",
+        optimizer: str = "adamw",
+        max_grad_norm: float | None = 1.0,
     ) -> None:
         super().__init__(classifier, task)
         self.save_hyperparameters(ignore=["classifier", "task"])

@@ -1,4 +1,5 @@
-"""A frozen teacher inside a LightningModule: always in eval mode, never in checkpoints."""
+"""A frozen teacher inside a LightningModule: no gradients, in the mode `distill.teacher_mode` picks, never in
+checkpoints."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from tinydistill.models.capture import AttentionKind, Captured, forward_with_cap
 
 TEACHER_PREFIX = "teacher."
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# eval: no dropout, the same targets for the same batch (the default). train: dropout on, as the reference code,
+# which never calls eval() on its teacher, so its targets carry dropout noise.
+TEACHER_MODES = ("eval", "train")
 
 
 def teacher_dtype(name: str) -> torch.dtype:
@@ -21,15 +25,36 @@ def teacher_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def check_teacher_mode(mode: str) -> str:
+    """`distill.teacher_mode`, checked."""
+    if mode not in TEACHER_MODES:
+        raise ConfigError(f"distill.teacher_mode={mode!r} must be one of {', '.join(TEACHER_MODES)}")
+    return mode
+
+
 class FrozenTeacherMixin:
     """For LightningModules holding a frozen ``self.teacher`` (``requires_grad=False``) as a submodule, or None
     when a phase needs no teacher.
 
     Registered as a submodule, the teacher follows the module to its device and into DDP/FSDP like the student.
-    The mixin keeps it in eval mode (no dropout) when Lightning switches the module to training, and leaves its
-    weights out of checkpoints: they come from the teacher's own files, and resuming puts them back.
+    ``self.teacher_mode`` (``eval`` unless the module sets it, see :meth:`set_teacher`): in ``eval`` the mixin keeps
+    the teacher in eval mode (no dropout) when the module is switched to training; in ``train`` the teacher follows
+    the module's mode, so it runs with dropout while the student trains. Lightning (2.2 and later) does not call
+    ``train()`` at fit start and restores each submodule's captured mode after validation, so the mode set here
+    holds for every training step. The teacher's weights stay out of checkpoints: they come from the teacher's own
+    files, and resuming puts them back.
     List it before ``L.LightningModule``: ``class M(FrozenTeacherMixin, L.LightningModule)``.
     """
+
+    teacher_mode: str = "eval"
+
+    def set_teacher(self, teacher: torch.nn.Module | None, mode: str = "eval") -> None:
+        """Register `teacher` (or None) frozen, in `mode` (``eval`` or ``train``); call after the module's
+        ``__init__`` has created the ``nn.Module`` state."""
+        self.teacher_mode = check_teacher_mode(mode)
+        if teacher is not None:
+            teacher = teacher.requires_grad_(False).train(mode == "train")
+        self.teacher = teacher
 
     def teacher_captures(self, batch: dict[str, Tensor], want_attention: AttentionKind | None) -> Captured:
         """The teacher's hidden states and attention for `batch`, without gradients, in float32 whatever dtype
@@ -40,7 +65,8 @@ class FrozenTeacherMixin:
     def train(self, mode: bool = True):
         super().train(mode)  # type: ignore[misc]
         if self.teacher is not None:
-            self.teacher.eval()  # never dropout in the teacher
+            # eval mode: never dropout in the teacher; train mode: dropout exactly while the student trains
+            self.teacher.train(mode and self.teacher_mode == "train")
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -15,11 +15,11 @@ from tinydistill.optim import configure_from_hparams
 class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
     """Trains ``student`` and the distiller's projections on ``distiller(student, teacher)["loss"]``.
 
-    The teacher is frozen (``requires_grad=False``), stays in eval mode even when Lightning switches the module
-    to training, and runs under ``torch.no_grad()``. Its weights are left out of checkpoints (they come from the
-    teacher's own files; resuming puts them back; see :class:`FrozenTeacherMixin`). The student's pooler gets no
-    loss signal, so it is frozen too (it stays at its initialisation, as in the reference, and DDP sees no unused
-    trainable parameters).
+    The teacher is frozen (``requires_grad=False``), runs under ``torch.no_grad()`` and, with ``teacher_mode="eval"``
+    (default), stays in eval mode even when the module is switched to training (``"train"``: dropout on, as the
+    reference's teacher). Its weights are left out of checkpoints (they come from the teacher's own files; resuming
+    puts them back; see :class:`FrozenTeacherMixin`). The student's pooler gets no loss signal, so it is frozen too
+    (it stays at its initialisation, as in the reference, and DDP sees no unused trainable parameters).
 
     Logged: ``train/loss`` (weighted total, progress bar) and ``train/<term>`` per active term (``emb``, ``att``,
     ``hid``; unweighted), every step; ``val/...`` the same averaged over the held-out instances.
@@ -35,10 +35,13 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
         warmup_proportion: float = 0.1,
         schedule: str = "linear",
         adam_epsilon: float = 1e-6,
+        optimizer: str = "adamw",
+        max_grad_norm: float | None = 1.0,
+        teacher_mode: str = "eval",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["teacher", "student", "distiller"])
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.set_teacher(teacher, teacher_mode)
         self.student = student.train()
         pooler = getattr(student, "pooler", None)
         if pooler is not None:

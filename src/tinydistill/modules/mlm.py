@@ -48,6 +48,8 @@ class MlmModule(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_proportion: float = 0.1,
         schedule: str = "linear",
+        optimizer: str = "adamw",
+        max_grad_norm: float | None = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])

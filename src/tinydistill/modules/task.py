@@ -2,8 +2,10 @@
 
 - phase ``intermediate``: embedding/attention/hidden losses (the same `IntermediateDistiller` as
   general distillation); the student's encoder and the projections train, its classifier does not.
-- phase ``pred``: prediction-layer loss against teacher logits computed once per training example
-  (looked up by the batch's ``idx``); the whole student trains, the projections do not.
+- phase ``pred``: prediction-layer loss against the teacher's logits; the whole student trains, the projections
+  do not. With an eval-mode teacher (``teacher_mode="eval"``, default) the logits are computed once per training
+  example and looked up by the batch's ``idx``; with a train-mode teacher (the reference's dropout noise) they are
+  computed afresh for every batch, as the reference's ``task_distill.py`` does.
 - phase ``gold`` (the ``no_pred`` ablation): cross-entropy (MSE for regression) on gold labels.
 
 Dev metrics are computed by `GlueEvalModule` on the student.
@@ -12,6 +14,7 @@ Dev metrics are computed by `GlueEvalModule` on the student.
 from __future__ import annotations
 
 
+import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
@@ -29,8 +32,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
-    """The student classifier (``self.classifier``) trained in one phase; the frozen teacher (only the
-    intermediate phase needs it; see :class:`FrozenTeacherMixin`) stays in eval mode and out of checkpoints."""
+    """The student classifier (``self.classifier``) trained in one phase; the frozen teacher (the intermediate
+    phase needs it, and the pred phase without cached logits; see :class:`FrozenTeacherMixin`) runs in
+    ``teacher_mode`` and stays out of checkpoints. ``optimizer`` and ``max_grad_norm``: see `tinydistill.optim`."""
 
     def __init__(
         self,
@@ -47,17 +51,22 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         weight_decay: float = 0.01,
         warmup_proportion: float = 0.1,
         schedule: str = "linear",
+        teacher_mode: str = "eval",
+        optimizer: str = "adamw",
+        max_grad_norm: float | None = 1.0,
     ) -> None:
         super().__init__(student, task)
         if phase not in PHASES:
             raise ConfigError(f"task distillation phase {phase!r} must be one of {PHASES}")
         if phase == "intermediate" and (teacher is None or distiller is None):
             raise ValueError("the intermediate phase needs the teacher and a distiller")
-        if phase == "pred" and teacher_logits is None:
-            raise ValueError("the pred phase needs the teacher's logits for the training set")
+        if phase == "pred" and teacher_logits is None and teacher is None:
+            raise ValueError("the pred phase needs the teacher's logits for the training set, or the teacher")
+        if teacher_mode == "train" and teacher_logits is not None:
+            raise ValueError("a train-mode teacher's logits change every batch: pass the teacher, not cached logits")
         self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits"])
         self.phase = phase
-        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.set_teacher(teacher, teacher_mode)
         self.distiller = distiller if phase == "intermediate" else None
         self.register_buffer("teacher_logits", teacher_logits, persistent=False)
         # Only the parameters that receive a loss signal in this phase train: in the intermediate
@@ -85,7 +94,7 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             logits = self.classifier(**inputs).logits
             pred = prediction_loss(
                 logits,
-                self.teacher_logits[batch["idx"]],
+                self.teacher_targets(batch, inputs),
                 batch.get("labels"),
                 self.task,
                 self.hparams.temperature,
@@ -97,6 +106,14 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             losses = {"gold": loss, "loss": loss}
         self._log(losses, n)
         return losses["loss"]
+
+    def teacher_targets(self, batch: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
+        """The teacher's logits for the batch: cached ones by ``idx``, else a forward pass without gradients
+        (float32, in the teacher's mode: with dropout for a train-mode teacher)."""
+        if self.teacher_logits is not None:
+            return self.teacher_logits[batch["idx"]]
+        with torch.no_grad():
+            return self.teacher(**inputs).logits.float()
 
     def configure_optimizers(self) -> dict:
         named = list(self.classifier.named_parameters(prefix="student"))

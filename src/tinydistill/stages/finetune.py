@@ -28,6 +28,7 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.loading import PACKAGE_SCHEME, export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
+from tinydistill.optim import optimizer_options
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
@@ -102,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         eval_batch_size=st.eval_batch_size,
         num_workers=cfg.data.num_workers,
         group_by_length=cfg.data.group_by_length,
+        pad_to_max_length=cfg.data.pad_to_max_length,
     )
     module = FinetuneModule(
         load_classifier(st.model, task),
@@ -110,6 +112,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         weight_decay=st.weight_decay,
         warmup_proportion=st.warmup_proportion,
         schedule=st.schedule,
+        **optimizer_options(st),
     )
     checkpoint = best_checkpoint_callback(cfg, task)
     trainer = build_trainer(

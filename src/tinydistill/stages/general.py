@@ -23,12 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+from tinydistill.data.pairs import PairOptions
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.student import build_student, load_encoder
 from tinydistill.modules.frozen_teacher import teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
+from tinydistill.optim import optimizer_options
 from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ def build_general(cfg: DictConfig) -> GeneralDistillModule:
         warmup_proportion=st.warmup_proportion,
         schedule=st.schedule,
         adam_epsilon=st.adam_epsilon,
+        teacher_mode=cfg.distill.get("teacher_mode", "eval"),
+        **optimizer_options(st),
     )
     return module
 
@@ -102,7 +106,8 @@ def validate_losses(
 def corpus_datamodule(
     cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, with_mlm_labels: bool = False
 ) -> CorpusDataModule:
-    """The general corpus of ``stage.corpus``, batched as ``stage`` says."""
+    """The general corpus of ``stage.corpus``, as ``stage.instances`` (single segments or pairs), batched as
+    ``stage`` and ``data`` say."""
     st = cfg.stage
     return CorpusDataModule(
         CorpusSource.from_config(st.corpus),
@@ -117,6 +122,9 @@ def corpus_datamodule(
         group_by_length=cfg.data.group_by_length,
         mlm_probability=mlm_probability,
         with_mlm_labels=with_mlm_labels,
+        pad_to_max_length=cfg.data.pad_to_max_length,
+        instances=st.instances,
+        pairs=PairOptions(**st.pairs),
     )
 
 

@@ -26,6 +26,7 @@ from tinydistill.data.corpus import CorpusDataModule, CorpusSource, pack_documen
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import export_pretrained, load_tokenizer, resolve_model_path
 from tinydistill.modules.mlm import MlmModule
+from tinydistill.optim import optimizer_options
 from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = BertForMaskedLM.from_pretrained(resolve_model_path(st.model))
     module = MlmModule(
         model, lr=st.lr, train_encoder=st.train_encoder, weight_decay=st.weight_decay,
-        warmup_proportion=st.warmup_proportion, schedule=st.schedule,
+        warmup_proportion=st.warmup_proportion, schedule=st.schedule, **optimizer_options(st),
     )
     datamodule = CorpusDataModule(
         CorpusSource.from_config(st.corpus), tokenizer, max_seq_length=st.max_seq_length,
         cache_dir=cfg.paths.cache_dir, batch_size=st.batch_size, eval_batch_size=st.eval_batch_size,
         val_size=st.val_size, seed=cfg.seed, num_workers=cfg.data.num_workers,
         group_by_length=cfg.data.group_by_length, mlm_probability=st.mlm_probability, with_mlm_labels=True,
+        pad_to_max_length=cfg.data.pad_to_max_length,
     )
     overrides: dict[str, Any] = {}
     if st.max_steps > 0:

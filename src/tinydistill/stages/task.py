@@ -47,8 +47,9 @@ from tinydistill.distill.prediction import cached_teacher_logits
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
-from tinydistill.modules.frozen_teacher import teacher_dtype
+from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
 from tinydistill.modules.task import TaskDistillModule
+from tinydistill.optim import optimizer_options
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
@@ -134,7 +135,7 @@ def datamodule(cfg: DictConfig, task: GlueTask, tokenizer, train_file: str | Non
         eval_batch_size=cfg.stage.eval_batch_size,
         num_workers=cfg.data.num_workers,
         train_file=train_file,
-        group_by_length=cfg.data.group_by_length,
+        group_by_length=cfg.data.group_by_length, pad_to_max_length=cfg.data.pad_to_max_length,
         with_index=True,
     )
 
@@ -181,6 +182,11 @@ def step_budget_validation(cfg: DictConfig, phase_cfg: DictConfig) -> dict[str, 
     return validate_every_n_steps(cfg, phase_cfg.get("val_every_n_steps") or max_steps)
 
 
+def loop_options(cfg: DictConfig) -> dict[str, Any]:
+    """The training-loop switches both phases share: teacher mode, optimiser and its clipping threshold."""
+    return {"teacher_mode": check_teacher_mode(cfg.distill.get("teacher_mode", "eval")), **optimizer_options(cfg.stage)}
+
+
 def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path) -> dict[str, Any]:
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config, projections)
@@ -194,6 +200,7 @@ def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path
     module = TaskDistillModule(
         student, task, "intermediate", lr=ph.lr, teacher=teacher, distiller=distiller,
         weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion, schedule=ph.schedule,
+        **loop_options(cfg),
     )
     # No dev evaluation: the classifier does not train in this phase.
     trainer = phase_trainer(cfg, ph, limit_val_batches=0, enable_checkpointing=False)
@@ -212,6 +219,9 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
     kwargs: dict[str, Any] = {}
     if gold:
         phase = "gold"
+    elif loop_options(cfg)["teacher_mode"] == "train":
+        phase = "pred"
+        kwargs["teacher"] = teacher  # the reference: fresh logits with dropout every batch, no cache
     else:
         phase = "pred"
         data.prepare_data()
@@ -222,7 +232,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
     module = TaskDistillModule(
         student, task, phase, lr=ph.lr, pred_weight=cfg.distill.weights.pred, temperature=cfg.distill.temperature,
         regression_target=cfg.distill.regression_target, weight_decay=cfg.stage.weight_decay,
-        warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **kwargs,
+        warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **loop_options(cfg), **kwargs,
     )
     checkpoint = best_checkpoint_callback(cfg, task)
     trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(cfg, ph))
