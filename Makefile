@@ -55,7 +55,7 @@ demo: install
 	@echo
 	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
 	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6/"
-	@echo "General-distilled student: artifacts/general/demo_3l_192/"
+	@echo "General-distilled student: artifacts/general/demo_3l_192-demo/"
 	@echo "Augmented MRPC:            artifacts/aug/mrpc/train_aug.tsv"
 	@echo "Task-distilled student:    artifacts/task/mrpc/none/seed42/  (metrics.json beside it)"
 	@echo "No-distillation baseline:  artifacts/nodistill/mrpc/demo_3l_192/seed42/"

@@ -65,10 +65,14 @@ def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
 def test_quick_experiment_is_a_short_general_distillation(compose_cfg):
     cfg = compose_cfg("stage=general", "experiment=quick")
     assert cfg.stage.max_steps > 0 and cfg.student.name == "demo_3l_192"
-    # The demo runs the same distillation, cut short to fit its time budget, into the same folder.
+    # The demo runs the same distillation, cut short to fit its time budget, into its own folder (make demo must
+    # not replace the 2,000-step student of make sst2), which the demo's task and baseline steps read.
     demo = compose_cfg("stage=general", "experiment=demo/general")
     assert 0 < demo.stage.max_steps < cfg.stage.max_steps
-    assert demo.stage.lr == cfg.stage.lr and demo.stage.output_dir == cfg.stage.output_dir
+    assert demo.stage.lr == cfg.stage.lr and demo.stage.output_dir != cfg.stage.output_dir
+    assert compose_cfg("stage=task", "experiment=demo/task").stage.general_dir == demo.stage.output_dir
+    assert compose_cfg("stage=finetune", "experiment=demo/nodistill").stage.model == demo.stage.output_dir
+    assert compose_cfg("stage=task", "experiment=sst2/task").stage.general_dir == cfg.stage.output_dir
 
 
 @pytest.mark.parametrize("ablation", sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml")))
@@ -117,7 +121,7 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.task.name == "sst2"
     if experiment.endswith("nodistill"):
         # the baseline: the general-distilled student, its own folder per seed, the distilled run's step budget
-        assert cfg.stage.model.endswith("general/demo_3l_192")
+        assert cfg.stage.model.endswith("general/demo_3l_192" + ("-demo" if experiment.startswith("demo/") else ""))
         assert cfg.stage.output_dir.endswith(f"nodistill/{cfg.task.name}/demo_3l_192/seed7")
         assert cfg.stage.match_steps_of.endswith("/seed7") and f"task/{cfg.task.name}/" in cfg.stage.match_steps_of
         assert cfg.stage.compare_to.endswith(f"teacher/{cfg.task.name}")
