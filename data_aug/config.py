@@ -44,6 +44,7 @@ class AugConfig:
     max_examples: int | None = None
     nltk_data: str | None = None
     allow_untrained_head: bool = False
+    allow_gensim_download: bool = False
 
     @classmethod
     def from_cfg(cls, cfg: "AugConfig | Mapping[str, Any] | None") -> "AugConfig":
@@ -129,6 +130,8 @@ class AugConfig:
             raise bad("alphabetic_only", "expected true or false")
         if not isinstance(self.allow_untrained_head, bool):
             raise bad("allow_untrained_head", "expected true or false")
+        if not isinstance(self.allow_gensim_download, bool):
+            raise bad("allow_gensim_download", "expected true or false")
         if self.stopwords not in STOPWORD_LISTS:
             raise bad("stopwords", f"expected one of {list(STOPWORD_LISTS)}")
         if not isinstance(self.n_aug_per_task, Mapping) or any(

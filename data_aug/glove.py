@@ -2,7 +2,8 @@
 
 `aug.glove` is either a file (GloVe text format without header, word2vec text format with a
 `<count> <dim>` header, optionally .gz, or a gensim `.kv` KeyedVectors file) or a gensim-data name
-such as `glove-wiki-gigaword-300`, fetched by `gensim.downloader` (needs internet the first time).
+such as `glove-wiki-gigaword-300`, fetched by `gensim.downloader` (needs internet the first time, and
+`aug.allow_gensim_download=true`: the downloader imports code fetched from the internet).
 
 Like the reference, only the first `aug.glove_vocab_size` words of the file (GloVe files are in
 frequency order; the reference reads 100,000) are loaded and searched. Neighbours are ranked by
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +22,8 @@ from typing import Iterable
 import numpy as np
 
 from tinydistill.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # gensim-data word-vector sets (gensim.downloader); checked before any download is attempted.
 GENSIM_VECTORS = frozenset(
@@ -39,6 +43,23 @@ GENSIM_VECTORS = frozenset(
 )
 
 
+def check_gensim_download(spec: str, allowed: bool) -> None:
+    """Refuse (ConfigError) or, when allowed, warn about loading `spec` through `gensim.downloader`.
+
+    The downloader fetches a Python module with each data set from the internet and imports it (also when
+    the data is already downloaded), and HF_HUB_OFFLINE does not stop it: it runs code nobody here has
+    checked, so it is opt-in."""
+    why = (
+        "gensim.downloader downloads and imports Python code from the internet (HF_HUB_OFFLINE does not stop it)"
+    )
+    if not allowed:
+        raise ConfigError(
+            f"aug.glove={spec!r} is a gensim-data name: {why}; set aug.allow_gensim_download=true to allow it, "
+            f"or point aug.glove at a GloVe text file (aug=offline uses <paths.data_dir>/glove/)"
+        )
+    log.warning("aug.glove=%r: loading through gensim.downloader (aug.allow_gensim_download=true): %s", spec, why)
+
+
 def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.endswith((".txt", ".gz", ".kv", ".vec", ".bin"))
 
@@ -50,12 +71,17 @@ def _has_w2v_header(path: Path) -> bool:
     return len(first) == 2 and all(p.isdigit() for p in first)
 
 
-def load_glove(spec: str, vocab_size: int | None = 100_000):
-    """Load word vectors as gensim KeyedVectors (first `vocab_size` words; None = all)."""
+def load_glove(spec: str, vocab_size: int | None = 100_000, allow_gensim_download: bool = False):
+    """Load word vectors as gensim KeyedVectors (first `vocab_size` words; None = all).
+
+    A gensim-data name is refused unless `allow_gensim_download` (`aug.allow_gensim_download`), see
+    `check_gensim_download`."""
     from gensim.models import KeyedVectors
 
     path = Path(spec).expanduser()
     if path.is_file():
+        if path.suffix not in (".kv", ".bin"):
+            check_glove_rows(path, vocab_size)
         try:
             if path.suffix == ".kv":
                 kv = KeyedVectors.load(str(path))
@@ -74,6 +100,7 @@ def load_glove(spec: str, vocab_size: int | None = 100_000):
             f"<paths.data_dir>/glove/glove.6B.50d.top50k.txt"
         )
     elif spec in GENSIM_VECTORS:
+        check_gensim_download(spec, allow_gensim_download)
         try:
             import gensim.downloader as api
 
@@ -95,6 +122,32 @@ def load_glove(spec: str, vocab_size: int | None = 100_000):
     return kv
 
 
+def check_glove_rows(path: Path, vocab_size: int | None) -> None:
+    """Raise DataError naming the line if one of the first `vocab_size` rows of a GloVe / word2vec text file is
+    not UTF-8 or has another number of values than the first row. gensim would fail without a line number, or
+    silently broadcast a row of one value to every dimension."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    header = _has_w2v_header(path)
+    want: tuple[int, int] | None = None  # (values, line) of the first row
+    with opener(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if header and number == 1:
+                continue
+            if vocab_size is not None and number > vocab_size + header:
+                break
+            try:
+                fields = line.decode("utf-8").rstrip().split(" ")  # gensim's own split
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: line {number}: not UTF-8 (aug.glove)") from None
+            if want is None:
+                want = (len(fields) - 1, number)
+            elif len(fields) - 1 != want[0]:
+                raise DataError(
+                    f"{path}: line {number}: {len(fields) - 1} values, but line {want[1]} has {want[0]} "
+                    f"(aug.glove): every row must be a word and the same number of values"
+                )
+
+
 def glove_file_fingerprint(spec: str, vocab_size: int | None) -> str | None:
     """Identity of the vectors `spec` names, without parsing them.
 
@@ -111,6 +164,7 @@ def glove_file_fingerprint(spec: str, vocab_size: int | None) -> str | None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         return f"file:{h.hexdigest()[:16]}:all"
+    check_glove_rows(path, vocab_size)  # here too: the pipeline fingerprints before it writes anything
     opener = gzip.open if path.suffix == ".gz" else open
     limit = None if vocab_size is None else vocab_size + 1
     n = 0

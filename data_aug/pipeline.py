@@ -9,7 +9,9 @@ and a resumed run writes exactly the bytes of an uninterrupted one.
 Work happens in chunks of `aug.chunk_size` examples written to `<out>/.partial/chunk_NNNNN.tsv`
 (temp file + rename) with `.partial/progress.json` recording the settings they belong to; an
 interrupted run resumes from the last finished chunk. At the end the chunks are joined into
-`train_aug.tsv.tmp`, renamed to `train_aug.tsv`, and `manifest.json` is written the same way.
+`train_aug.tsv.tmp`, renamed to `train_aug.tsv`, and `manifest.json` is written the same way. A later run
+reuses the output only while it is the file the manifest records (row count and sha256); a truncated or
+edited one is regenerated, with a warning naming it.
 
 Candidate quality: each chunk also writes `chunk_NNNNN.cands.json`, the tally of the masked-LM
 candidate lists its sentences used (stats.CandidateTally: lists and token counts, after
@@ -232,7 +234,9 @@ def _load_components(
 def _glove_neighbours(cfg: AugConfig, glove: GloveNeighbours | None, fingerprint: str) -> GloveNeighbours:
     if glove is not None:
         return glove
-    return GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size), cfg.top_k, fingerprint=fingerprint)
+    return GloveNeighbours(
+        load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k, fingerprint=fingerprint
+    )
 
 
 def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str:
@@ -240,7 +244,7 @@ def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str:
         return glove.fingerprint
     fp = glove_file_fingerprint(cfg.glove, cfg.glove_vocab_size)
     if fp is None:
-        load_glove(cfg.glove, cfg.glove_vocab_size)  # raises the DataError / ConfigError naming aug.glove
+        load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download)  # raises the error naming aug.glove
         raise AssertionError("unreachable")  # pragma: no cover
     return fp
 
@@ -451,11 +455,12 @@ def ensure_augmented(
 ) -> Path:
     """Path of the task's augmented training file, generating it only when needed.
 
-    Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of train.tsv) if it exists and
-    its manifest's settings equal the current ones (config numbers, seed, MLM weights fingerprint,
-    GloVe fingerprint, stop words, train.tsv sha256); otherwise (re)generates it, resuming an
-    interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a name, a folder, or a loaded
-    MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
+    Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of train.tsv) if it exists, is
+    the file its manifest records (row count and sha256; a truncated or edited file is regenerated
+    with a warning naming it) and the manifest's settings equal the current ones (config numbers,
+    seed, MLM weights fingerprint, GloVe fingerprint, stop words, train.tsv sha256); otherwise
+    (re)generates it, resuming an interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a
+    name, a folder, or a loaded MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
     `aug.skip_tasks` (STS-B by default), returns the original `<data_dir>/glue/<Task>/train.tsv`
     and logs why.
     """
@@ -479,13 +484,49 @@ def ensure_augmented(
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
     final = out / OUTPUT_NAME
     manifest = read_manifest(out)
-    if manifest is not None and manifest.get("settings") == settings and final.is_file():
+    if manifest is not None and manifest.get("settings") == settings and _output_matches(final, manifest, table):
         log.info("aug: up to date: %s", final)
         _log_quality(task.name, manifest)
         return final
     with _locked(out):
         manifest = read_manifest(out)  # another process may have just finished it
-        if manifest is not None and manifest.get("settings") == settings and final.is_file():
+        if manifest is not None and manifest.get("settings") == settings and _output_matches(
+            final, manifest, table, warn=False
+        ):
             return final
         log.info("aug: generating %s", final)
         return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress)
+
+
+def output_mismatch(final: Path, manifest: Mapping[str, Any], header_lines: int) -> str | None:
+    """Why `final` is not the file `manifest` describes (missing, other row count or sha256), or None if it is.
+
+    `header_lines`: lines before the data rows (1 for tasks whose files have a header); the manifest counts rows.
+    """
+    if not final.is_file():
+        return "is missing"
+    recorded = manifest.get("output")
+    if not isinstance(recorded, Mapping) or "sha256" not in recorded or "rows" not in recorded:
+        return "has no output sha256 and row count in its manifest"
+    h, lines = hashlib.sha256(), 0
+    with open(final, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            lines += block.count(b"\n")
+    rows = lines - header_lines
+    if rows != recorded["rows"]:
+        return f"has {rows} rows, its manifest records {recorded['rows']}"
+    if h.hexdigest() != recorded["sha256"]:
+        return "differs from its manifest's sha256 (same row count: edited?)"
+    return None
+
+
+def _output_matches(final: Path, manifest: Mapping[str, Any], table: GlueTable, warn: bool = True) -> bool:
+    """Whether the output exists and is the file its manifest recorded; warns (naming it) when it is not,
+    since it is then regenerated: a truncated or edited file must never pass for up to date."""
+    problem = output_mismatch(final, manifest, 0 if table.header is None else 1)
+    if problem is None:
+        return True
+    if warn and final.is_file():  # a missing file is simply generated; a changed one deserves a warning
+        log.warning("aug: %s %s; regenerating it", final, problem)
+    return False

@@ -68,7 +68,7 @@ def quality_report(
     table = read_glue_tsv(glue_file(data, task, "train"), task)
     mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords)
     if glove is None and use_glove and n_examples > 0:
-        glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size), cfg.top_k)
+        glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k)
     augmenter = Augmenter(
         mlm, glove, stopwords, top_k=cfg.top_k, n_aug=cfg.n_aug_for(task.name), p_replace=cfg.p_replace,
         mode=cfg.mode, batch_size=cfg.batch_size, alphabetic_only=cfg.alphabetic_only,

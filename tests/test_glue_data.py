@@ -171,3 +171,56 @@ def test_hub_layout_is_renamed_and_remapped(monkeypatch):
     assert sorted(ds.column_names) == ["label", "text_a", "text_b"]
     assert ds["text_a"] == ["p0", "p1"]
     assert [get_task("mnli").label_names[i] for i in ds["label"]] == ["entailment", "contradiction"]
+
+
+# ------------------------------------------------------------------ empty splits (issue #16)
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
+
+
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_header_only_split_is_a_data_error_and_is_never_cached(tmp_path, minilm_path, split):
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    f = write(tmp_path / "glue" / "RTE" / f"{split}.tsv", RTE_HEADER + "\n")
+    for _ in range(2):  # the rerun gives the same error, not a crash on a cached 0-row split
+        with pytest.raises(DataError) as e:
+            tokenized_split(get_task("rte"), split, tok, 16, tmp_path, tmp_path / "cache")
+        assert str(e.value) == f"{f}: no examples (only a header row)"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_datamodule_with_header_only_dev_names_the_file(tmp_path, minilm_path):
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    write(tmp_path / "glue" / "RTE" / "train.tsv", RTE_HEADER + "0\tA cat .\tA dog .\tentailment\n")
+    dev = write(tmp_path / "glue" / "RTE" / "dev.tsv", RTE_HEADER)
+    dm = GlueDataModule("rte", tok, 16, str(tmp_path), str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=rf"^{dev}: no examples"):
+        dm.prepare_data()
+
+
+def test_empty_headerless_file_is_a_data_error(tmp_path):
+    f = write(tmp_path / "train.tsv", "")
+    with pytest.raises(DataError, match=r"train\.tsv: no examples \(empty file\)"):
+        read_glue_tsv(f, get_task("cola"))
+
+
+def test_an_empty_or_broken_cache_is_rebuilt_not_trusted(tmp_path, minilm_path, caplog):
+    # earlier versions cached 0-row splits, which then failed every rerun with an IndexError
+    import shutil
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    task = get_task("rte")
+    write(tmp_path / "glue" / "RTE" / "train.tsv", RTE_HEADER + "0\tA cat .\tA dog .\tentailment\n")
+    good = tokenized_split(task, "train", tok, 16, tmp_path, tmp_path / "cache")
+    (cache,) = (tmp_path / "cache" / "glue" / "rte").iterdir()
+    for broken in (Dataset.from_dict({"input_ids": [], "labels": []}), None):
+        shutil.rmtree(cache)
+        if broken is None:
+            cache.mkdir()
+            (cache / "state.json").write_text("{not json")
+        else:
+            broken.save_to_disk(str(cache))
+        with caplog.at_level("WARNING", logger="tinydistill.data.glue"):
+            again = tokenized_split(task, "train", tok, 16, tmp_path, tmp_path / "cache")
+        assert again["input_ids"] == good["input_ids"]
+        assert str(cache) in caplog.text and "tokenising again" in caplog.text
+        caplog.clear()

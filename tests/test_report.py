@@ -81,3 +81,22 @@ def test_older_records_without_gap_closed_get_it_from_their_fields(tmp_path):
     write(tmp_path / "b", {**record, "run": "old"})
     rows = report_rows(load_results(tmp_path / "b"))
     assert [r["kind"] for r in rows] == ["teacher", "run"] and rows[1]["gap_closed"] == {}
+
+
+def test_corrupt_result_files_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
+    write(tmp_path / "task" / "mrpc" / "none" / "seed1", task_record(1, 0.83, 0.74))
+    truncated = tmp_path / "logs" / "a" / "result.json"
+    truncated.parent.mkdir(parents=True)
+    truncated.write_text(json.dumps(task_record(2, 0.84, 0.75))[:40])  # killed while writing
+    not_object = tmp_path / "logs" / "b" / "metrics.json"
+    not_object.parent.mkdir(parents=True)
+    not_object.write_text("[1, 2]")
+    binary = tmp_path / "logs" / "c" / "metrics.json"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with caplog.at_level("WARNING", logger="tinydistill.report"):
+        results = load_results(tmp_path)
+        report = write_report(tmp_path, tmp_path / "report")
+    assert [r["seed"] for r in results] == [1] and report is not None
+    for bad in (truncated, not_object, binary):
+        assert f"skipping {bad}:" in caplog.text

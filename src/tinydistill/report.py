@@ -46,18 +46,32 @@ STAGES = ("task", "finetune")
 def load_results(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """Classifier results below one or several folders (one per run: a run's result.json in its log folder
     and the metrics.json beside its model hold the same record and count once, as does a file reached
-    through two folders)."""
+    through two folders). A file that is not a JSON object (corrupt, truncated, unreadable) is skipped with a
+    warning naming it, so one bad file does not stop the report."""
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
     found: dict[str, dict[str, Any]] = {}
     for name in RESULT_FILES:
         for folder in folders:
             for path in sorted(Path(folder).rglob(name)):
-                data = json.loads(path.read_text())
-                if data.get("stage") not in STAGES or "dev" not in data:
+                data = _read_result(path)
+                if data is None or data.get("stage") not in STAGES or "dev" not in data:
                     continue
                 found.setdefault(_record_key(data), {**data, "_file": str(path)})
     return sorted(found.values(), key=lambda r: (r.get("task") or "", run_label(r), r.get("seed") or 0))
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None after a warning naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        log.warning("report: skipping %s: not readable JSON (%s: %s)", path, type(e).__name__, e)
+        return None
+    if not isinstance(data, dict):
+        log.warning("report: skipping %s: expected a JSON object, found %s", path, type(data).__name__)
+        return None
+    return data
 
 
 def _record_key(data: dict[str, Any]) -> str:

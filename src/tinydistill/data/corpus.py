@@ -39,11 +39,12 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from tinydistill.atomic import atomic_directory
+from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.loader import make_loader
 from tinydistill.data.glue import tokenizer_fingerprint
 from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
 from tinydistill.errors import ConfigError, DataError
-from tinydistill.models.loading import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,11 @@ def read_documents(source: CorpusSource) -> list[list[str]]:
     if source.path is not None:
         path = Path(source.path).expanduser()
         _check_file(path)
-        with open(path, encoding="utf-8") as f:
-            docs = list(documents_from_lines(f, source.layout))
+        try:
+            with open(path, encoding="utf-8") as f:
+                docs = list(documents_from_lines(f, source.layout))
+        except UnicodeDecodeError:
+            raise non_utf8_error(path, "corpus file") from None
         where = str(path)
     else:
         ds = _load_hub(source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import datasets
@@ -13,11 +14,11 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from tinydistill.atomic import atomic_directory
 from tinydistill.data.loader import make_loader
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
 from tinydistill.data.tasks import GlueTask, get_task
 from tinydistill.errors import DataError
-from tinydistill.models.loading import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,11 @@ def load_examples(
     if file is None and data_dir is not None:
         file = glue_file(data_dir, task, split)
     if file is not None:
-        return Dataset.from_dict(table_to_examples(read_glue_tsv(file, task), task))
-    return _load_hub_examples(task, split)
+        return Dataset.from_dict(table_to_examples(read_glue_tsv(file, task), task))  # raises on a file without rows
+    ds = _load_hub_examples(task, split)
+    if len(ds) == 0:
+        raise DataError(f"hub dataset {HUB_DATASET}/{task.hub_config} split {hub_split(task, split)}: no examples")
+    return ds
 
 
 def _load_hub_examples(task: GlueTask, split: str) -> Dataset:
@@ -126,7 +130,9 @@ def tokenized_split(
     ).hexdigest()[:16]
     cache = Path(cache_dir) / "glue" / task.name / f"{split}-{key}"
     if cache.is_dir():
-        return datasets.load_from_disk(str(cache))
+        cached = _load_cache(cache)
+        if cached is not None:
+            return cached
     examples = load_examples(task, split, data_dir, file)
     pair = "text_b" in examples.column_names
 
@@ -149,10 +155,27 @@ def tokenized_split(
         remove_columns=examples.column_names,
         desc=f"Tokenising {task.name}/{split}",
     )
+    if len(tokenized) == 0:  # load_examples refuses empty splits; never cache one (it would fail every rerun)
+        raise DataError(f"{task.name}/{split}: no examples to tokenise")
     if not write_cache:
         return tokenized
     atomic_directory(cache, lambda tmp: tokenized.save_to_disk(str(tmp)))
     return datasets.load_from_disk(str(cache))
+
+
+def _load_cache(cache: Path) -> Dataset | None:
+    """The cached split, or None (after removing it, with a warning) if it is empty or unreadable, e.g. the 0-row
+    caches earlier versions wrote for header-only files: rebuilt from the source instead of failing every rerun."""
+    try:
+        ds = datasets.load_from_disk(str(cache))
+        problem = "has no rows" if len(ds) == 0 else None
+    except Exception as e:  # whatever broke it, a rebuilt cache replaces it
+        ds, problem = None, f"is unreadable ({type(e).__name__}: {e})"
+    if problem is None:
+        return ds
+    log.warning("tokenised cache %s %s: removing it and tokenising again", cache, problem)
+    shutil.rmtree(cache, ignore_errors=True)
+    return None
 
 
 class GlueDataModule(L.LightningDataModule):

@@ -8,11 +8,13 @@ characters that a CSV reader would treat as quotes and silently merge rows.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import DataError
 
@@ -48,7 +50,7 @@ def read_glue_tsv(path: str | os.PathLike, task: GlueTask, require_label: bool =
     """Read one GLUE TSV file for `task`, validating every row.
 
     Raises DataError naming the file and line for a missing file, missing column, a row with
-    too few columns, or a label outside the task's label set.
+    too few columns, or a label outside the task's label set, and for a file without rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -56,8 +58,11 @@ def read_glue_tsv(path: str | os.PathLike, task: GlueTask, require_label: bool =
             f"{path}: file not found (expected the {task.folder} split in GLUE TSV layout; "
             f"set paths.data_dir / TINYDISTILL_DATA_DIR to the folder that holds glue/{task.folder}/)"
         )
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        raw = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            raw = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError:
+        raise non_utf8_error(path, "GLUE file") from None
     header: list[str] | None = None
     first_line = 1
     if task.has_header:
@@ -94,18 +99,22 @@ def read_glue_tsv(path: str | os.PathLike, task: GlueTask, require_label: bool =
             _check_label(row[label_col], task, path, line)
         rows.append(row)
         lines.append(line)
+    if not rows:  # nothing to train or evaluate on; caught here, before anything is tokenised or cached
+        raise DataError(f"{path}: no examples ({'only a header row' if header is not None else 'empty file'})")
     return GlueTable(path, header, rows, lines, text_a_col, text_b_col, label_col)
 
 
 def _check_label(value: str, task: GlueTask, path: Path, line: int) -> None:
     if task.label_names is None:
         try:
-            float(value)
+            number = float(value)
         except ValueError:
             raise DataError(
                 f"{path}: line {line}: label {value!r} is not a number (task {task.name} "
                 f"is a regression task)"
             ) from None
+        if not math.isfinite(number):  # float() takes nan and inf; they would end as NaN in metrics.json
+            raise DataError(f"{path}: line {line}: label {value!r} is not a finite number (task {task.name})")
     elif value.strip() not in task.label_names:
         raise DataError(
             f"{path}: line {line}: label {value!r} is not one of {list(task.label_names)} "

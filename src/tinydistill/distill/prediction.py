@@ -97,8 +97,14 @@ def cached_teacher_logits(
     """`compute_teacher_logits`, stored on disk so every run on the same data and teacher reuses it."""
     path = Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.pt"
     if path.is_file():
-        logits = torch.load(path, map_location="cpu")
-        if logits.shape[0] == len(dataset):
+        try:
+            # weights_only=True: a tensor needs no unpickling of code, so a tampered cache cannot run any
+            logits = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or foreign file: computed again below
+            log.warning("teacher-logit cache %s is unreadable (%s: %s): computing the logits again",
+                        path, type(e).__name__, e)
+            logits = None
+        if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == len(dataset):
             log.info("teacher logits from %s", path)
             return logits
     logits = compute_teacher_logits(teacher, dataset, tokenizer, batch_size)

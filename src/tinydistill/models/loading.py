@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tinydistill.atomic import atomic_directory
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import ConfigError
 
@@ -68,30 +67,6 @@ def load_classifier(name_or_path: str, task: GlueTask) -> PreTrainedModel:
         kwargs["id2label"] = dict(enumerate(task.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
     return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name_or_path), **kwargs)
-
-
-def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp_dir)` then move tmp_dir to `out_dir`, replacing it.
-
-    A crash during `write` leaves the previous result (or nothing) at `out_dir`, never a
-    half-written folder.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        write(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
 
 
 def export_pretrained(
