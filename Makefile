@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# The pinned CPU build first: an unpinned torch would pull gigabytes of CUDA packages.
 	$(PIP) install --quiet $(TORCH_PIN)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,export]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -51,6 +51,8 @@ demo: install
 	done
 	@echo "=== no-distillation baseline ==="
 	$(PY) train.py stage=finetune experiment=demo/nodistill
+	@echo "=== ship the student: ONNX and int8, checked and timed against the teacher on MRPC dev ==="
+	$(PY) -m tinydistill.export artifacts/task/mrpc/none/seed42 --int8 --task mrpc
 	$(PY) -m tinydistill.report artifacts/task/mrpc artifacts/nodistill/mrpc --out artifacts/report
 	@echo
 	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
@@ -59,7 +61,8 @@ demo: install
 	@echo "Augmented MRPC:            artifacts/aug/mrpc/train_aug.tsv"
 	@echo "Task-distilled student:    artifacts/task/mrpc/none/seed42/  (metrics.json beside it)"
 	@echo "No-distillation baseline:  artifacts/nodistill/mrpc/demo_3l_192/seed42/"
-	@echo "Report:                    artifacts/report/report.md, artifacts/report/report.png"
+	@echo "ONNX / int8 student:       artifacts/task/mrpc/none/seed42/onnx/  (model.onnx, model_int8.onnx, export.json)"
+	@echo "Report:                    artifacts/report/report.md, report.png, frontier.png"
 
 # The SST-2 showcase (conf/experiment/sst2/): one teacher and one general-distilled student, then for each seed
 # the task-distilled student and the no-distillation baseline with the same number of steps, then the
@@ -88,7 +91,8 @@ sst2: install
 
 bench: bench-aug bench-latency bench-train-step
 
-# Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first).
+# Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first), with the student's
+# ONNX fp32 and int8 variants when `make demo` has exported them.
 bench-latency: install
 	mkdir -p bench
 	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none/seed42 \

@@ -193,7 +193,12 @@ def test_optional_masking_masks_inputs_for_both_models(tmp_path, tok):
     dm.setup("fit")
     torch.manual_seed(0)
     batch = next(iter(dm.train_dataloader()))
-    assert "labels" not in batch
-    assert (batch["input_ids"] == tok.mask_token_id).any()
+    assert not (batch["input_ids"] == tok.mask_token_id).any()  # the loader (maybe a worker) only pads
+    state = torch.get_rng_state()
+    masked = dm.on_after_batch_transfer(dict(batch), 0)  # masked in the training process, after the transfer
+    assert not torch.equal(state, torch.get_rng_state())  # from the global random state checkpoints restore
+    assert "labels" not in masked
+    assert (masked["input_ids"] == tok.mask_token_id).any()
+    assert (masked["attention_mask"] == batch["attention_mask"]).all()
     with pytest.raises(ConfigError, match="mlm_probability"):
         CorpusDataModule(CorpusSource(path=str(f)), tok, mlm_probability=1.5)

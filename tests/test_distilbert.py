@@ -524,18 +524,40 @@ def test_corrupt_replaces_80_10_10_and_labels_the_targets():
     assert 1 - masked - kept == pytest.approx(0.1, abs=0.02)  # random tokens
 
 
-def test_module_masks_unmasked_batches_after_transfer(teacher, minilm_path):
+def test_uniform_masking_targets_real_non_special_tokens_at_the_rate():
+    from tinydistill.distill.mlm_masking import UniformMasking
+
+    ids = torch.randint(5, 1000, (64, 40))
+    ids[:, 0], ids[:, 30] = 101, 102  # [CLS] ... [SEP], then padding
+    ids[:, 31:] = 0
+    mask = (ids != 0).long()
+    masking = UniformMasking(special_ids=[0, 101, 102, 103], mlm_probability=0.3, mask_token_id=103, vocab_size=1000)
+    torch.manual_seed(0)
+    out = masking({"input_ids": ids, "attention_mask": mask})
+    targets = out["labels"] != -100
+    assert not targets[:, [0, 30]].any() and not targets[:, 31:].any()  # never special tokens or padding
+    assert targets[:, 1:30].float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert torch.equal(out["labels"][targets], ids[targets]) and torch.equal(out["input_ids"][~targets], ids[~targets])
+    assert (out["input_ids"][targets] == 103).float().mean().item() == pytest.approx(0.8, abs=0.05)
+
+
+def test_datamodule_masks_batches_after_transfer(teacher, minilm_path, corpus):
+    from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+
     tok = AutoTokenizer.from_pretrained(minilm_path)
     batch = dict(tok(["the cat sat on the mat by the door .", "birds sang ."], padding=True, return_tensors="pt"))
-    masking = SmoothedMasking.from_instances([batch["input_ids"][0].tolist()], tok, 0.7, 0.15)
-    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]), masking=masking)
-    masked = module.on_after_batch_transfer(dict(batch), 0)
+    dm = CorpusDataModule(CorpusSource(path=str(corpus)), tok, mlm_probability=0.5, with_mlm_labels=True)
+    torch.manual_seed(0)
+    uniform = dm.on_after_batch_transfer(dict(batch), 0)  # BERT's masking by default, with the MLM labels
+    targets = uniform["labels"] != -100
+    assert targets.any() and torch.equal(uniform["labels"][targets], batch["input_ids"][targets])
+    dm.masking = SmoothedMasking.from_instances([batch["input_ids"][0].tolist()], tok, 0.7, 0.15)
+    masked = dm.on_after_batch_transfer(dict(batch), 0)
     assert int((masked["labels"] != -100).sum()) == math.ceil(0.15 * int(batch["attention_mask"].sum()))
+    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]))
     losses, _, _ = module.triple_loss(masked)
     assert all(torch.isfinite(v) for v in losses.values())
-    already = {**batch, "labels": torch.full_like(batch["input_ids"], -100)}
-    assert module.on_after_batch_transfer(already, 0) is already  # masked by the collator: left alone
-    assert "masking" not in module.hparams and not any(k.startswith("masking") for k in module.state_dict())
+    assert not any(k.startswith("masking") for k in module.state_dict())
 
 
 def test_reference_experiment_reaches_the_optimiser_and_trainer(compose_cfg, tiny_mlm, corpus):

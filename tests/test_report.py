@@ -100,3 +100,61 @@ def test_corrupt_result_files_are_skipped_with_a_warning_naming_them(tmp_path, c
     assert [r["seed"] for r in results] == [1] and report is not None
     for bad in (truncated, not_object, binary):
         assert f"skipping {bad}:" in caplog.text
+
+
+def export_record(source, teacher, acc, int8_acc, speedups):
+    """An export.json as `python -m tinydistill.export --task mrpc --int8` writes it (check rows: the teacher timed
+    as the reference, then the model's three variants)."""
+    def row(model, variant, dev, sp, size):
+        return {"model": str(model), "variant": variant, "size_mb": size, "dev": dev,
+                "vs": {} if variant == "pytorch fp32" else {"pytorch fp32": {"agreement": 0.99,
+                                                                             "max_logit_diff": 0.1}},
+                "latency": {"32": {"ms_per_example": 10 / sp[0]}, "1": {"ms_per_example": 20 / sp[1]}},
+                "speedup": {"32": sp[0], "1": sp[1]}}
+    dev = {"f1": 0.82, "accuracy": acc}
+    return {"source": str(source), "record": {"task": "mrpc", "stage": "task", "run": "none", "seed": 1},
+            "check": {"task": "mrpc", "batch_sizes": [32, 1], "reference_role": "teacher", "rows": [
+                row(teacher, "pytorch fp32", TEACHER["dev"], (1.0, 1.0), 90.0),
+                row(source, "pytorch fp32", dev, speedups[0], 29.0),
+                row(source, "onnx fp32", dev, speedups[1], 29.5),
+                row(source, "onnx int8", {"f1": 0.81, "accuracy": int8_acc}, speedups[2], 7.5)]}}
+
+
+def test_a_report_without_exports_has_no_variants_table_but_a_frontier(tmp_path):
+    write(tmp_path / "task" / "mrpc" / "none" / "seed1", task_record(1, 0.83, 0.74, speedup=6.0, speedup1=3.0))
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    assert "Exported variants" not in text and "![frontier](frontier.png)" in text
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["variants"] == [] and saved["exports"] == []
+    points = {(p["label"], p["variant"]): p for p in saved["frontier"]}
+    assert points["teacher", "pytorch fp32"]["speedup"] == 1.0 and points["teacher", "pytorch fp32"]["value"] == 0.86
+    assert points["none", "pytorch fp32"]["speedup"] == 6.0 and points["none", "pytorch fp32"]["speedup_batch1"] == 3.0
+    assert (tmp_path / "report" / "frontier.png").stat().st_size > 10_000
+
+
+def test_exported_variants_are_aggregated_over_seeds_and_replace_the_run_point(tmp_path):
+    teacher = tmp_path / "teacher" / "mrpc"
+    runs = ((1, 0.74, 0.73, ((5, 4), (8, 9), (12, 14))), (2, 0.76, 0.74, ((7, 6), (10, 11), (14, 16))))
+    for seed, acc, int8_acc, sp in runs:
+        run = tmp_path / "task" / "mrpc" / "none" / f"seed{seed}"
+        write(run, {**task_record(seed, 0.83, acc), "teacher_dir": str(teacher)})
+        record = export_record(run, teacher, acc, int8_acc, sp)
+        record["record"]["seed"] = seed
+        write(run / "onnx", record, "export.json")
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    section = text.split("## Exported variants")[1]
+    lines = {line.split(" | ")[2]: line for line in section.splitlines() if line.startswith("| mrpc | ")}
+    assert set(lines) == {"pytorch fp32", "onnx fp32", "onnx int8"}
+    int8 = lines["onnx int8"]
+    assert "| 2 | 0.7350 ± 0.0071 |" in int8 and "| 99.0 ± 0.0% | 7.5 ± 0.0 |" in int8
+    assert "| 13.0 ± 1.4x | 15.0 ± 1.4x |" in int8
+    teacher_line = next(line for line in section.splitlines() if "teacher (" in line)
+    assert "| pytorch fp32 | 2 |" in teacher_line and "| 1.0 ± 0.0x | 1.0 ± 0.0x |" in teacher_line
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    points = {(p["label"], p["variant"]): p for p in saved["frontier"]}
+    # the run's point is its exports' PyTorch fp32 timing (mean 6x), not the stage's own (6x by task_record's default
+    # and 3x at batch 1): compare at batch 1, where they differ
+    assert points["none", "pytorch fp32"]["speedup_batch1"] == pytest.approx(5.0)
+    assert points["none", "onnx int8"]["value"] == pytest.approx(0.81)  # the main metric of MRPC: F1
+    assert points["teacher", "pytorch fp32"]["speedup"] == 1.0
+    assert len([p for p in saved["frontier"] if p["label"] == "teacher"]) == 1

@@ -6,7 +6,8 @@
 
 Reads every `result.json` (written by stage=task and stage=finetune into their run's log folder) or
 `metrics.json` (beside each exported classifier) below each folder, e.g. a Hydra sweep folder, and
-writes `report.md`, `report.png` and `report.json` into the folder (`--out`, required with several folders).
+writes `report.md`, `report.png`, `report.json` and `frontier.png` into the folder (`--out`, required with several
+folders).
 
 Rows, per task:
 - the **constant predictor** (majority training label; mean score for regression) and each **teacher** the
@@ -15,6 +16,12 @@ Rows, per task:
   mean ± sample standard deviation over the n seeds of the dev metrics, retention (student / teacher),
   **gap closed** ((student - constant) / (teacher - constant)), parameters, and speed-up over the teacher at
   batch 32 and at batch 1 (each run times itself and its teacher on the same batches).
+
+Exported variants: every `export.json` below the folders with a dev check (`python -m tinydistill.export --task`)
+adds rows for its model as PyTorch fp32, ONNX fp32 and ONNX int8 (dev metrics, agreement with PyTorch, size in MB,
+latency and speed-up over the teacher timed in the same export), aggregated over seeds like the runs.
+`frontier.png` (module `frontier`) plots the dev main metric against the speed-up over the teacher for every
+model and variant.
 
 Partial sweeps work: runs that have not finished have no result file yet and are listed as missing. Hydra
 multiruns write the report at the end through `ReportCallback` (conf/config.yaml, hydra.callbacks).
@@ -35,6 +42,8 @@ from hydra.experimental.callback import Callback
 
 from tinydistill.baselines import gap_closed
 from tinydistill.data.tasks import get_task
+from tinydistill.frontier import frontier_points, plot_frontier
+from tinydistill.inference import EXPORT_JSON
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +199,96 @@ def report_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         groups.setdefault((r.get("task") or "", r.get("stage") or "", run_label(r)), []).append(r)
     runs = [aggregate_run(g) for _, g in sorted(groups.items())]
+    teachers = teacher_dirs(results)
+    for row in runs:  # a teacher's own fine-tuning record: speed-up 1 on the frontier
+        row["is_teacher"] = any(_resolved(Path(f).parent) in teachers for f in row["files"])
     yard = yardstick_rows(results, runs)
     order = {"constant": 0, "teacher": 1, "run": 2}
     return sorted(yard + runs, key=lambda row: (row["task"] or "", order[row["kind"]]))
+
+
+def _resolved(path: str | os.PathLike) -> str:
+    return str(Path(path).resolve())
+
+
+def teacher_dirs(results: list[dict[str, Any]]) -> set[str]:
+    """The teacher folders the records name (relative ones from the working directory, as the stages wrote them)."""
+    return {_resolved(r["teacher_dir"]) for r in results if r.get("teacher_dir")}
+
+
+# --- exported variants (python -m tinydistill.export --task) -----------------------------------------------
+
+#: Row order of the variants of one model.
+VARIANTS = ("pytorch fp32", "onnx fp32", "onnx int8")
+
+
+def load_exports(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The export.json files below `folders` that hold a dev check (`export --task`), each once."""
+    found: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(EXPORT_JSON)):
+            data = _read_result(path)
+            check = data.get("check") if data else None
+            if not isinstance(check, dict) or not check.get("rows") or not check.get("task"):
+                continue
+            found.setdefault(_resolved(path), {**data, "_file": str(path)})
+    return list(found.values())
+
+
+def variant_records(exports: list[dict[str, Any]], teachers: set[str]) -> list[dict[str, Any]]:
+    """One record per variant row of each export: the exported model's variants (as the run its metrics.json
+    names), and the teacher it was timed against. Speed-ups are kept only when they are over the teacher: the
+    export timed a teacher, or the exported model is a teacher the report's runs name."""
+    out = []
+    for e in exports:
+        check, record, source = e["check"], e.get("record") or {}, str(e.get("source"))
+        main_bs = str(check.get("batch_sizes", [32])[0])
+        source_is_teacher = _resolved(source) in teachers
+        for row in check["rows"]:
+            own = row.get("model") == source
+            is_teacher = source_is_teacher if own else True
+            timed = is_teacher or check.get("reference_role") == "teacher"
+            if own:
+                stage, run = record.get("stage", "export"), record.get("run") or Path(source).name
+                seed = record.get("seed")
+            else:
+                stage, run, seed = "teacher", str(row.get("model")), None
+            latency, speedup = row.get("latency") or {}, row.get("speedup") or {}
+            vs = (row.get("vs") or {}).get("pytorch fp32", {})
+            out.append({
+                "task": check["task"], "stage": stage, "run": run, "seed": seed, "variant": row.get("variant"),
+                "is_teacher": is_teacher, "model_key": "teacher" if is_teacher else f"{stage}/{run}",
+                "dev": row.get("dev") or {}, "size_mb": row.get("size_mb"), "agreement": vs.get("agreement"),
+                "max_logit_diff": vs.get("max_logit_diff"),
+                "ms_per_example": (latency.get(main_bs) or {}).get("ms_per_example"),
+                "ms_per_example_batch1": (latency.get("1") or {}).get("ms_per_example"),
+                "speedup": speedup.get(main_bs) if timed else None,
+                "speedup_batch1": speedup.get("1") if timed else None,
+                "_file": e["_file"],
+            })
+    return out
+
+
+def variant_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of the same task, model and variant aggregated (seeds, or the teacher timed by several exports)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        order = VARIANTS.index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS)
+        groups.setdefault((r["task"], not r["is_teacher"], r["stage"], r["run"], order, r["variant"]), []).append(r)
+    rows = []
+    for _, g in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        first = g[0]
+        row: dict[str, Any] = {
+            "kind": "variant", **{k: first[k] for k in ("task", "stage", "run", "variant", "is_teacher", "model_key")},
+            "n": len(g), "seeds": [r["seed"] for r in g], "files": [r["_file"] for r in g],
+            "dev": _summaries([r["dev"] for r in g]),
+        }
+        for key in ("size_mb", "agreement", "max_logit_diff", "ms_per_example", "ms_per_example_batch1", "speedup",
+                    "speedup_batch1"):
+            values = [r[key] for r in g if isinstance(r.get(key), (int, float))]
+            row[key] = summary(values) if values else None
+        rows.append(row)
+    return rows
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -226,6 +322,24 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells += [f"{params / 1e6:.1f}M" if params else "",
                   _pm(r.get("speedup"), 1, unit="x"), _pm(r.get("speedup_batch1"), 1, unit="x"),
                   _pm(r.get("ms_per_example"), 2)]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def variants_table(rows: list[dict[str, Any]]) -> str:
+    """The exported variants: dev metrics, agreement with PyTorch, size and latency of each."""
+    metrics = sorted({m for r in rows for m in r.get("dev", {})})
+    head = (["task", "model", "variant", "n"] + [f"dev {m}" for m in metrics]
+            + ["agreement with PyTorch", "size (MB)", "ms/example (batch 32)", "ms/example (batch 1)",
+               "speed-up (batch 32)", "speed-up (batch 1)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        name = f"teacher ({r['run']})" if r["is_teacher"] else r["run"]
+        cells = [r["task"], name, r["variant"], _fmt(r["n"])]
+        cells += [_pm(r["dev"].get(m)) for m in metrics]
+        cells += [_pm(r.get("agreement"), 1, 100, "%"), _pm(r.get("size_mb"), 1), _pm(r.get("ms_per_example"), 2),
+                  _pm(r.get("ms_per_example_batch1"), 2), _pm(r.get("speedup"), 1, unit="x"),
+                  _pm(r.get("speedup_batch1"), 1, unit="x")]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -302,11 +416,31 @@ def write_report(
     if missing:
         md += ["Sweep jobs without a result yet (running, failed or not started):", ""]
         md += [f"- `{job}`: {overrides}" for job, overrides in missing] + [""]
+    exports = load_exports(folders)
+    variants = variant_rows(variant_records(exports, teacher_dirs(results)))
+    if variants:
+        md += ["## Exported variants", "", variants_table(variants)]
+        md += ["- `python -m tinydistill.export --task` timed each model as PyTorch fp32, ONNX fp32 and ONNX int8 "
+               "beside its PyTorch fp32 teacher, in one process on the same dev batches and threads; `speed-up` is "
+               "that teacher's time over the variant's. `n`: exports aggregated (seeds; for a teacher, the exports "
+               "that timed it).",
+               "- `agreement with PyTorch`: share of dev predictions equal to the same model's in PyTorch fp32. "
+               "`size`: the weights file (model.safetensors, model.onnx, model_int8.onnx).", ""]
+    points = frontier_points(rows, variants)
+    constants = {r["task"]: r["dev"][get_task(r["task"]).metric]["mean"] for r in rows
+                 if r["kind"] == "constant" and get_task(r["task"]).metric in r.get("dev", {})}
+    frontier = plot_frontier(points, constants, out / "frontier.png")
+    if frontier is not None:
+        md += ["## Speed and accuracy frontier", "", "![frontier](frontier.png)", "",
+               "Dev main metric against speed-up over the PyTorch fp32 teacher, one point per model and variant "
+               "(exported variants with their export's timings); the dotted line is the constant predictor, the "
+               "dashed line the points nothing beats on both axes.", ""]
     report = out / "report.md"
     _write_atomic(report, "\n".join(md))
     _write_atomic(out / "report.json", json.dumps(
         {"folders": [str(f) for f in folders], "rows": rows, "runs": results,
-         "missing": [{"job": j, "overrides": o} for j, o in missing]}, indent=2, default=str) + "\n")
+         "missing": [{"job": j, "overrides": o} for j, o in missing], "variants": variants,
+         "exports": [e["_file"] for e in exports], "frontier": points}, indent=2, default=str) + "\n")
     bar_chart(rows, out / "report.png")
     return report
 

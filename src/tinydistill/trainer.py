@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.errors import ConfigError
+from tinydistill.resume import ExactResume
 
 
 def build_logger(cfg: DictConfig) -> Logger | bool:
@@ -38,7 +39,8 @@ def validate_n_times_per_epoch(cfg: DictConfig, n: object, option: str) -> dict:
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrides) -> L.Trainer:
-    """A Trainer from `cfg.trainer` (hardware), with epochs/steps/clipping from `cfg.stage`."""
+    """A Trainer from `cfg.trainer` (hardware), with epochs/steps/clipping from `cfg.stage`; its checkpoints resume
+    exactly (`tinydistill.resume.ExactResume`)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     stage = cfg.stage
     kwargs.setdefault("max_epochs", stage.get("epochs"))
@@ -47,7 +49,7 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     own_clipping = stage.get("optimizer", "adamw") == "bertadam"
     kwargs.setdefault("gradient_clip_val", None if own_clipping else stage.get("max_grad_norm"))
     logger = build_logger(cfg)
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, ExactResume(cfg.seed)]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs.update(overrides)

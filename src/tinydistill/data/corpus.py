@@ -36,14 +36,16 @@ import datasets
 import lightning as L
 import numpy as np
 from datasets import Dataset
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tinydistill.atomic import atomic_directory
 from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.loader import make_loader
 from tinydistill.data.glue import tokenizer_fingerprint
 from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
+from tinydistill.distill.mlm_masking import UniformMasking
 from tinydistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -320,9 +322,13 @@ class CorpusDataModule(L.LightningDataModule):
 
     ``instances``: ``single`` segments or the reference's sentence ``pairs`` (``pairs`` options, drawn with
     ``seed``). ``mlm_probability > 0`` masks inputs BERT-style (80/10/10) for both teacher and student; the
-    default 0 feeds unmasked text. ``with_mlm_labels`` keeps the collator's ``labels`` (original ids at masked
-    positions, -100 elsewhere) for masked-LM training. ``pad_to_max_length`` pads every batch to
-    ``max_seq_length``, as the reference (``group_by_length`` then has nothing to save and is ignored).
+    default 0 feeds unmasked text. ``with_mlm_labels`` keeps the masking's ``labels`` (original ids at masked
+    positions, -100 elsewhere) for masked-LM training. Setting the ``masking`` attribute replaces the uniform
+    masking by another module with the same interface (DistilBERT's smoothed masking, ``SmoothedMasking``).
+    Masking runs in :meth:`on_after_batch_transfer`, in the training process and in step order, not in the collator:
+    loader workers draw no random numbers, and the global random state a checkpoint saves is the one the next
+    batch's masks come from. ``pad_to_max_length`` pads every batch to ``max_seq_length``, as the reference
+    (``group_by_length`` then has nothing to save and is ignored). ``seed`` also draws each epoch's training order.
     """
 
     def __init__(
@@ -370,9 +376,8 @@ class CorpusDataModule(L.LightningDataModule):
         # Instances never exceed max_seq_length, so rounding up to a multiple of it pads to exactly it.
         multiple = max_seq_length if pad_to_max_length else None
         self._pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
-        self._mask = (
-            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=multiple)
-            if mlm_probability > 0 else None
+        self.masking: nn.Module | None = (
+            UniformMasking.from_tokenizer(tokenizer, mlm_probability) if mlm_probability > 0 else None
         )
 
     def _packed(self) -> Dataset:
@@ -394,18 +399,22 @@ class CorpusDataModule(L.LightningDataModule):
 
     def collate(self, rows: list[dict]) -> dict:
         """Pad ``input_ids`` (and pairs' ``token_type_ids``) to the batch's longest or to ``max_seq_length``
-        (``attention_mask`` follows); optionally mask."""
+        (``attention_mask`` follows). No random numbers here: masking comes after the transfer."""
         keys = ("input_ids", "token_type_ids") if self.instances == "pairs" else ("input_ids",)
         rows = [{k: r[k] for k in keys} for r in rows]
-        if self._mask is not None:
-            batch = self._mask(rows)
-            if not self.with_mlm_labels:  # distillation matches states, it has no MLM target
-                batch.pop("labels", None)
-            return dict(batch)
         return dict(self._pad(rows))
 
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """Mask the batch (training and held-out) if this corpus is masked, on the batch's device."""
+        if self.masking is None:
+            return batch
+        batch = self.masking.to(batch["input_ids"].device)(batch)
+        if not self.with_mlm_labels:  # distillation matches states, it has no MLM target
+            batch.pop("labels", None)
+        return batch
+
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(ds, batch_size, shuffle, self.collate, self.num_workers, self.group_by_length)
+        return make_loader(ds, batch_size, shuffle, self.collate, self.num_workers, self.group_by_length, self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, shuffle=True)

@@ -185,6 +185,7 @@ class GlueDataModule(L.LightningDataModule):
     `train_file` replaces the training split's file (used for augmented training sets).
     `with_index` adds an `idx` column (example position) to training batches, so per-example
     values computed once (cached teacher logits) can be looked up.
+    `seed` draws the training order of every epoch (`tinydistill.data.sampler.SeededSampler`).
     Validation uses every dev split of the task (MNLI: matched, then mismatched).
     """
 
@@ -202,9 +203,11 @@ class GlueDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         with_index: bool = False,
         pad_to_max_length: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
+        self.seed = seed
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.data_dir = data_dir
@@ -247,7 +250,7 @@ class GlueDataModule(L.LightningDataModule):
             raise DataError(f"task {self.task.name}: the training split is empty")
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(ds, batch_size, shuffle, self.collator, self.num_workers, self.group_by_length)
+        return make_loader(ds, batch_size, shuffle, self.collator, self.num_workers, self.group_by_length, self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], self.batch_size, shuffle=True)

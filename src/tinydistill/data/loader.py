@@ -1,12 +1,23 @@
-"""The DataLoader every DataModule builds: dynamic padding, optional length-grouped batches."""
+"""The DataLoader every DataModule builds: dynamic padding, optional length-grouped batches, resumable mid-epoch.
+
+A `torchdata` `StatefulDataLoader`: Lightning saves its position (and the `SeededSampler`'s epoch) in every
+checkpoint and restores it on resume, so a run killed mid-epoch continues with the next batch of the same order.
+Loaders draw no number from the global random state: the order comes from `(seed, epoch)` and the workers' seeds
+from the loader's own generator. Collate functions must not draw random numbers either (a worker's random state is
+not in checkpoints); random masking runs in the training process after the batch transfer
+(`CorpusDataModule.on_after_batch_transfer`).
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
+import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from tinydistill.data.sampler import SeededSampler
 
 
 def make_loader(
@@ -16,19 +27,26 @@ def make_loader(
     collate_fn: Callable,
     num_workers: int = 0,
     group_by_length: bool = False,
-) -> DataLoader:
-    """`group_by_length` (training only): shuffled mega-batches sorted by length, as transformers'
-    `group_by_length`: little padding, still random batches."""
+    seed: int = 0,
+) -> StatefulDataLoader:
+    """`shuffle` (training): a new order every epoch, drawn from `seed` and the epoch; `group_by_length`:
+    shuffled mega-batches sorted by length, as transformers' `group_by_length`: little padding, still random
+    batches."""
     sampler = None
-    if shuffle and group_by_length:
-        lengths = [len(ids) for ids in ds["input_ids"]]
-        sampler, shuffle = LengthGroupedSampler(batch_size, lengths=lengths), False
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
-        collate_fn=collate_fn,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-    )
+    if shuffle:
+        lengths = [len(ids) for ids in ds["input_ids"]] if group_by_length else [0] * len(ds)
+        sampler = SeededSampler(lengths, batch_size, seed, group_by_length=group_by_length)
+    with warnings.catch_warnings():
+        # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13: a warning about torchdata, not about the run
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+        return StatefulDataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            # Creating an iterator draws the workers' base seed: from this generator, not the global random state
+            # (which holds dropout's and masking's numbers and is what checkpoints restore).
+            generator=torch.Generator().manual_seed(seed),
+        )

@@ -8,9 +8,13 @@ with probabilities proportional to the weights of the tokens standing there. Rar
 often, frequent ones ("the", ",") less. The chosen tokens are then corrupted as BERT does: 80% [MASK], 10% a
 random token, 10% unchanged.
 
-Pure pieces: :func:`token_counts`, :func:`token_weights`, :func:`smoothed_positions`, :func:`corrupt`.
-:class:`SmoothedMasking` applies them to a padded batch; with ``distill.mlm_smoothing: null`` none of this runs and
-``DataCollatorForLanguageModeling`` masks uniformly, as before.
+Pure pieces: :func:`token_counts`, :func:`token_weights`, :func:`smoothed_positions`, :func:`uniform_positions`,
+:func:`corrupt`. :class:`SmoothedMasking` applies them to a padded batch; :class:`UniformMasking` is BERT's masking
+(``DataCollatorForLanguageModeling``'s: each token a target with the same probability), used with
+``distill.mlm_smoothing: null`` and by ``stage.mlm_probability``. Both draw from the global random state, in the
+training process after the batch transfer (``CorpusDataModule.on_after_batch_transfer``), never in a DataLoader
+worker: so checkpoints hold the state the next batch's masks come from, and a resumed run masks as the uninterrupted
+one.
 """
 
 from __future__ import annotations
@@ -78,6 +82,21 @@ def smoothed_positions(
     return chosen.view_as(input_ids)
 
 
+def uniform_positions(
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    special: Tensor,
+    mlm_probability: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Boolean ``input_ids``-shaped mask of BERT's masked-LM targets: every real token that is not a special token
+    (``special[input_ids]``), each with probability ``mlm_probability`` on its own, as
+    ``DataCollatorForLanguageModeling``; padding is never drawn."""
+    candidates = (attention_mask.bool() & ~special[input_ids]).cpu()
+    probability = torch.full(input_ids.shape, float(mlm_probability)).masked_fill(~candidates, 0.0)
+    return torch.bernoulli(probability, generator=generator).bool().to(input_ids.device)
+
+
 def corrupt(
     input_ids: Tensor,
     positions: Tensor,
@@ -126,5 +145,31 @@ class SmoothedMasking(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         positions = smoothed_positions(batch["input_ids"], batch["attention_mask"], self.weights, self.mlm_probability)
+        inputs, labels = corrupt(batch["input_ids"], positions, self.mask_token_id, self.vocab_size)
+        return {**batch, "input_ids": inputs, "labels": labels}
+
+
+class UniformMasking(nn.Module):
+    """Masks a padded batch (``input_ids``, ``attention_mask``) as BERT: :func:`uniform_positions`, then
+    :func:`corrupt` (80% [MASK], 10% a random token id below the tokenizer's length, 10% unchanged); adds
+    ``labels``. The special-token table is a non-persistent buffer (it follows the batch's device)."""
+
+    def __init__(self, special_ids: Iterable[int], mlm_probability: float, mask_token_id: int, vocab_size: int) -> None:
+        super().__init__()
+        if not 0.0 < mlm_probability < 1.0:
+            raise ConfigError(f"mlm_probability={mlm_probability} must be in (0, 1)")
+        special = torch.zeros(vocab_size, dtype=torch.bool)
+        special[list(special_ids)] = True
+        self.register_buffer("special", special, persistent=False)
+        self.mlm_probability = mlm_probability
+        self.mask_token_id = mask_token_id
+        self.vocab_size = vocab_size
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, mlm_probability: float) -> UniformMasking:
+        return cls(tokenizer.all_special_ids, mlm_probability, tokenizer.mask_token_id, len(tokenizer))
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        positions = uniform_positions(batch["input_ids"], batch["attention_mask"], self.special, self.mlm_probability)
         inputs, labels = corrupt(batch["input_ids"], positions, self.mask_token_id, self.vocab_size)
         return {**batch, "input_ids": inputs, "labels": labels}

@@ -1,8 +1,8 @@
 """DistilBERT's pre-training distillation: a frozen masked-LM teacher, a masked-LM student, the triple loss.
 
 One training step, as HF's ``examples/research_projects/distillation/distiller.py``: both models read the same
-masked batch (15% of tokens, 80/10/10: ``DataCollatorForLanguageModeling``, or the reference's frequency-smoothed
-selection, :mod:`tinydistill.distill.mlm_masking`, applied here when ``masking`` is given), then
+masked batch (15% of tokens, 80/10/10, BERT's uniform selection or the reference's frequency-smoothed one:
+:mod:`tinydistill.distill.mlm_masking`, applied by ``CorpusDataModule`` after the batch transfer), then
 
     loss = alpha_ce  * T^2 KL(softmax(z_T/T) || softmax(z_S/T))   at real tokens (or masked ones only)
          + alpha_mlm * CE(z_S, original token)                     at masked tokens
@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 from transformers import BertForMaskedLM
 
-from tinydistill.distill.mlm_masking import SmoothedMasking
 from tinydistill.errors import ConfigError
 from tinydistill.losses import IGNORE_INDEX, cosine_hidden_loss, distillation_kl, masked_lm_cross_entropy
 from tinydistill.models.distilbert import check_compatible
@@ -32,9 +31,8 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
 
     The teacher is frozen, in eval mode, runs under ``torch.no_grad()`` and is not saved in checkpoints
     (:class:`FrozenTeacherMixin`). Batches need ``input_ids``, ``attention_mask`` and MLM ``labels`` (``-100``
-    where a token was not selected for masking); with ``masking`` (``distill.mlm_smoothing``) they arrive unmasked,
-    without labels, and are masked on the module's device after the transfer, as the reference's distiller does.
-    ``adam_betas`` (``distill.adam_betas``; None: the optimiser's default) reach the optimiser.
+    where a token was not selected for masking). ``adam_betas`` (``distill.adam_betas``; None: the optimiser's
+    default) reach the optimiser.
 
     Logged: ``train/loss`` (weighted total, progress bar) and the unweighted ``train/ce``, ``train/mlm``,
     ``train/cos`` every step; ``val/...`` the same averaged over the held-out instances, plus
@@ -58,7 +56,6 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
         optimizer: str = "adamw",
         max_grad_norm: float | None = 1.0,
         adam_betas: tuple[float, float] | None = None,
-        masking: SmoothedMasking | None = None,
     ) -> None:
         super().__init__()
         if kd_positions not in KD_POSITIONS:
@@ -73,17 +70,9 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
             if len(adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in adam_betas):
                 raise ConfigError(f"distill.adam_betas={list(adam_betas)}: expected null or two numbers in [0, 1)")
         check_compatible(student.config, teacher.config)
-        self.save_hyperparameters(ignore=["teacher", "student", "masking"])
-        self.masking = masking
+        self.save_hyperparameters(ignore=["teacher", "student"])
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student.train()
-
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        # Smoothed masking needs the corpus's token weights, so it runs here rather than in the collator; a batch
-        # that already has labels was masked by the collator.
-        if self.masking is not None and "labels" not in batch:
-            batch = self.masking(batch)
-        return batch
 
     def triple_loss(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """``{"ce", "mlm", "cos", "loss"}`` for one batch, and the student's logits and labels at the KD rows."""

@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -19,22 +18,25 @@ from tinydistill.data.glue import GlueDataModule, tokenized_split
 from tinydistill.data.loader import make_loader
 from tinydistill.data.tasks import GlueTask
 from tinydistill.modules.glue_eval import GlueEvalModule, metric_prefix
+from tinydistill.resume import ResumableCheckpoint
 
 
-def best_checkpoint_callback(cfg: DictConfig, task: GlueTask) -> ModelCheckpoint:
-    """Keep the best epoch by the task's main dev metric (and the last, for resuming)."""
-    return ModelCheckpoint(
+def best_checkpoint_callback(cfg: DictConfig, task: GlueTask) -> ResumableCheckpoint:
+    """Keep the best evaluation by the task's main dev metric, and `last.ckpt` (the latest, for resuming)."""
+    return ResumableCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints",
         monitor=f"val/{task.metric}",
         mode="max",
         save_top_k=1,
         save_last=True,
         filename="best-{epoch}-{step}",
+        # stage=task: overwrite the intermediate phase's last.ckpt rather than write last-v1.ckpt beside it
+        enable_version_counter=False,
     )
 
 
 def validate_best(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, checkpoint: ModelCheckpoint
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, checkpoint: ResumableCheckpoint
 ) -> dict[str, float]:
     """Load the best checkpoint into `module` (if one was saved) and return its dev metrics."""
     best = checkpoint.best_model_path or None

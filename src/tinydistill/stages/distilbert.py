@@ -90,8 +90,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     d, st = cfg.distill, cfg.stage
     # The frozen teacher is in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    # Smoothed masking runs in the module's on_after_batch_transfer, meant to take precedence over the datamodule's.
-    warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
     module = build_distilbert(cfg)
     teacher, student = module.teacher, module.student
     tokenizer = load_tokenizer(d.teacher)
@@ -104,13 +102,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("DistilBERT student: teacher layers %s of %d, hidden %d (the student config group is not used)",
              layers, teacher.config.num_hidden_layers, student.config.hidden_size)
     smoothing = d.get("mlm_smoothing")
-    if smoothing is None:  # BERT's uniform masking, in the collator
-        datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=d.mlm_probability, with_mlm_labels=True)
-    else:  # unmasked batches; the module masks them with weights from the training instances' token counts
-        datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=0.0)
+    # BERT's uniform masking, after each batch's transfer (CorpusDataModule.on_after_batch_transfer)
+    datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=d.mlm_probability, with_mlm_labels=True)
+    if smoothing is not None:  # the reference's masking instead, weighted by the training instances' token counts
         datamodule.prepare_data()
         datamodule.setup("fit")
-        module.masking = SmoothedMasking.from_instances(
+        datamodule.masking = SmoothedMasking.from_instances(
             (ids for rows in datamodule.train.iter(batch_size=1024) for ids in rows["input_ids"]),
             tokenizer, smoothing, d.mlm_probability,
         )
@@ -118,8 +115,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  smoothing, len(datamodule.train))
     trainer, checkpoint, history = step_trainer(cfg)
     validate = st.val_size > 0 and not trainer.fast_dev_run
-    # Held-out losses of the freshly copied student (skipped when resuming): the baseline for the final ones.
-    val_start = validate_losses(trainer, module, datamodule) if validate and cfg.ckpt_path is None else {}
+    if validate and cfg.ckpt_path is None:
+        # Held-out losses of the freshly copied student, the baseline for the final ones (a resumed run reads them
+        # from its checkpoint).
+        history.val_start = validate_losses(trainer, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     val = validate_losses(trainer, module, datamodule) if validate else {}
     distill = OmegaConf.to_container(d, resolve=True)
@@ -132,13 +131,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
         "parameters": {"student": count_parameters(student), "teacher": count_parameters(teacher)},
         "distill": distill,
-        **run_summary(cfg, datamodule, trainer, checkpoint, history, val_start, val),
+        **run_summary(cfg, datamodule, trainer, checkpoint, history, val),
     }
     if trainer.is_global_zero:
         out = export_pretrained(d.output_dir, student, tokenizer, json_files={RESULT_JSON: result})
         log.info("DistilBERT student: %s (%.1fM parameters, teacher %.1fM)", out,
                  result["parameters"]["student"] / 1e6, result["parameters"]["teacher"] / 1e6)
         log.info("train losses: first %s, last %s", history.first, history.last)
-        log.info("held-out losses: before %s, after %s", val_start, val)
+        log.info("held-out losses: before %s, after %s", history.val_start, val)
         result["output_dir"] = str(out)
     return result

@@ -104,6 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.data.num_workers,
         group_by_length=cfg.data.group_by_length,
         pad_to_max_length=cfg.data.pad_to_max_length,
+        seed=cfg.seed,
     )
     module = FinetuneModule(
         load_classifier(st.model, task),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
@@ -31,6 +31,7 @@ from tinydistill.models.student import build_student, load_encoder
 from tinydistill.modules.frozen_teacher import teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
 from tinydistill.optim import optimizer_options
+from tinydistill.resume import ResumableCheckpoint
 from tinydistill.trainer import build_trainer, validate_every_n_steps
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,13 @@ RESULT_JSON = "general_distill.json"
 
 
 class FirstAndLastLosses(Callback):
-    """Remembers the first and the latest logged ``train/*`` values (kept in checkpoints across resumes)."""
+    """Remembers the first and the latest logged ``train/*`` values, and ``val_start``, the held-out losses before
+    training (set by the stage); all kept in checkpoints, so a resumed run reports what the uninterrupted one would."""
 
     def __init__(self) -> None:
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        self.val_start: dict[str, float] = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
@@ -52,11 +55,12 @@ class FirstAndLastLosses(Callback):
         self.last.update(values)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"first": dict(self.first), "last": dict(self.last)}
+        return {"first": dict(self.first), "last": dict(self.last), "val_start": dict(self.val_start)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first = dict(state_dict.get("first", {}))
         self.last = dict(state_dict.get("last", {}))
+        self.val_start = dict(state_dict.get("val_start", {}))
 
 
 def build_general(cfg: DictConfig) -> GeneralDistillModule:
@@ -128,11 +132,11 @@ def corpus_datamodule(
     )
 
 
-def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint, FirstAndLastLosses]:
+def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ResumableCheckpoint, FirstAndLastLosses]:
     """A Trainer for a step budget on the corpus: step checkpoints, validation every ``stage.val_every_n_steps``
     optimiser steps, and a record of the first and last logged training losses."""
     st = cfg.stage
-    checkpoint = ModelCheckpoint(
+    checkpoint = ResumableCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints",
         filename="step-{step}",
         auto_insert_metric_name=False,
@@ -155,9 +159,8 @@ def run_summary(
     cfg: DictConfig,
     datamodule: CorpusDataModule,
     trainer: L.Trainer,
-    checkpoint: ModelCheckpoint,
+    checkpoint: ResumableCheckpoint,
     history: FirstAndLastLosses,
-    val_start: dict[str, float],
     val: dict[str, float],
 ) -> dict[str, Any]:
     """The result-file fields every corpus-distillation run shares: data, budget, and losses before/after."""
@@ -169,7 +172,7 @@ def run_summary(
         "lr": cfg.stage.lr,
         "train_first": history.first,
         "train_last": history.last,
-        "val_start": val_start,
+        "val_start": history.val_start,
         "val": val,
         "last_checkpoint": checkpoint.last_model_path or None,
     }
@@ -190,8 +193,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=st.mlm_probability)
     trainer, checkpoint, history = step_trainer(cfg)
     validate = st.val_size > 0 and not trainer.fast_dev_run
-    # Held-out losses of the untrained student (skipped when resuming): the baseline for the final ones.
-    val_start = validate_losses(trainer, module, datamodule) if validate and cfg.ckpt_path is None else {}
+    if validate and cfg.ckpt_path is None:
+        # Held-out losses of the untrained student, the baseline for the final ones (a resumed run reads them from
+        # its checkpoint).
+        history.val_start = validate_losses(trainer, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     val = validate_losses(trainer, module, datamodule) if validate else {}
     student = module.student
@@ -203,7 +208,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
         "parameters": sum(p.numel() for p in student.parameters()),
         "distill": module.distiller.describe(),
-        **run_summary(cfg, datamodule, trainer, checkpoint, history, val_start, val),
+        **run_summary(cfg, datamodule, trainer, checkpoint, history, val),
     }
     if trainer.is_global_zero:
         projections = module.distiller.projections
@@ -212,6 +217,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         log.info("general-distilled student: %s", out)
         log.info("train losses: first %s, last %s", history.first, history.last)
-        log.info("held-out losses: before %s, after %s", val_start, val)
+        log.info("held-out losses: before %s, after %s", history.val_start, val)
         result["output_dir"] = str(out)
     return result

@@ -9,6 +9,12 @@ learning rates and schedules, as the reference runs task_distill.py twice. `stag
 `intermediate/` (phase-1 student + projections, the start of phase 2) and the final student
 (`BertForSequenceClassification`, projections dropped) with `metrics.json`.
 
+Both phases write checkpoints into the run's `checkpoints/` folder (phase 1 every
+`stage.intermediate.checkpoint_every_n_steps` steps, phase 2 at each dev evaluation); `last.ckpt` is the latest of
+either. `ckpt_path=<run dir>/checkpoints/last.ckpt` resumes the phase the checkpoint belongs to: a phase-1
+checkpoint continues phase 1 and then runs phase 2; a phase-2 checkpoint skips the finished phase 1 (its summary is
+read back from `intermediate/phase.json`) and continues phase 2.
+
 Before any compute (augmentation, teacher logits, training) the run checks, and stops with a one-line ConfigError
 naming the folder (tinydistill/checks.py): a teacher whose classifier or pooler would be initialised at random (not
 fine-tuned: run stage=finetune first), a teacher of another task (labels, problem type, label names), a student
@@ -48,8 +54,9 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
 from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
-from tinydistill.modules.task import TaskDistillModule
+from tinydistill.modules.task import PHASES, TaskDistillModule
 from tinydistill.optim import optimizer_options
+from tinydistill.resume import ResumableCheckpoint
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
@@ -58,11 +65,14 @@ from tinydistill.stages.common import (
     evaluate_teacher,
     validate_best,
 )
+from tinydistill.stages.general import FirstAndLastLosses
 from tinydistill.trainer import build_trainer, validate_every_n_steps
+from tinydistill.validate import LIGHTNING_CKPT_NAMES
 
 log = logging.getLogger(__name__)
 
 INTERMEDIATE_DIR = "intermediate"
+PHASE_JSON = "phase.json"
 RESULT_JSON = "metrics.json"
 
 
@@ -137,6 +147,7 @@ def datamodule(cfg: DictConfig, task: GlueTask, tokenizer, train_file: str | Non
         train_file=train_file,
         group_by_length=cfg.data.group_by_length, pad_to_max_length=cfg.data.pad_to_max_length,
         with_index=True,
+        seed=cfg.seed,
     )
 
 
@@ -187,7 +198,53 @@ def loop_options(cfg: DictConfig) -> dict[str, Any]:
     return {"teacher_mode": check_teacher_mode(cfg.distill.get("teacher_mode", "eval")), **optimizer_options(cfg.stage)}
 
 
-def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path) -> dict[str, Any]:
+def checkpoint_phase(ckpt_path: str | None) -> str | None:
+    """Which training phase wrote `ckpt_path` (`intermediate`, `pred` or `gold`), from its saved hyperparameters;
+    None without a checkpoint. Loaded with weights_only=True (tensors and plain values only) and memory-mapped."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) in LIGHTNING_CKPT_NAMES:
+        raise ConfigError(f"ckpt_path={ckpt_path}: stage=task resumes from a checkpoint file, the phase it belongs to; "
+                          f"give <run dir>/checkpoints/last.ckpt")
+    checkpoint = torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True)
+    phase = checkpoint.get("hyper_parameters", {}).get("phase")
+    if phase not in PHASES:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a checkpoint of stage=task (no training phase in it); resume "
+                          f"from a stage=task run's <run dir>/checkpoints/last.ckpt")
+    return phase
+
+
+def intermediate_checkpoint(cfg: DictConfig) -> ResumableCheckpoint:
+    """Phase 1 has no dev evaluation: a checkpoint every `stage.intermediate.checkpoint_every_n_steps` steps (null:
+    at the end of each epoch), plus `last.ckpt`."""
+    every = cfg.stage.intermediate.get("checkpoint_every_n_steps")
+    return ResumableCheckpoint(
+        dirpath=Path(cfg.paths.output_dir) / "checkpoints",
+        filename="intermediate-step-{step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=every or None,
+        save_top_k=1,  # no monitor: the most recent one
+        save_last=True,
+    )
+
+
+def finished_intermediate(cfg: DictConfig, teacher, student, inter_dir: Path) -> dict[str, Any]:
+    """What `run_intermediate` returned in the run a phase-2 checkpoint belongs to: the summary its phase 1 left in
+    `intermediate/phase.json`, or `{"skipped": True}` when the ablation has no intermediate loss."""
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    if not IntermediateDistiller.from_config(distill, student.config, teacher.config).active_terms:
+        return {"skipped": True}
+    path = inter_dir / PHASE_JSON
+    if not path.is_file():
+        raise ConfigError(f"{inter_dir}: no finished phase 1 ({PHASE_JSON}) for the phase-2 checkpoint to continue; "
+                          f"resume from a checkpoint of this run's output folder")
+    saved = json.loads(path.read_text())
+    saved.pop("losses", None)  # older phase.json files: the same values as last_losses
+    return saved
+
+
+def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path,
+                     ckpt_path: str | None = None) -> dict[str, Any]:
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config, projections)
     if not distiller.active_terms:
@@ -203,16 +260,20 @@ def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path
         **loop_options(cfg),
     )
     # No dev evaluation: the classifier does not train in this phase.
-    trainer = phase_trainer(cfg, ph, limit_val_batches=0, enable_checkpointing=False)
-    trainer.fit(module, datamodule=dm)
-    losses = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    history = FirstAndLastLosses()  # in checkpoints: a resumed phase reports the last losses of the whole phase
+    trainer = phase_trainer(cfg, ph, callbacks=[intermediate_checkpoint(cfg), history], limit_val_batches=0)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    losses = dict(history.last)
+    summary = {"steps": trainer.global_step, "last_losses": losses, **distiller.describe()}
     if trainer.is_global_zero:
-        export_pretrained(out_dir, student, dm.tokenizer, json_files={"phase.json": {"losses": losses, **distiller.describe()}},
+        # "losses": the key earlier versions wrote
+        export_pretrained(out_dir, student, dm.tokenizer, json_files={PHASE_JSON: {**summary, "losses": losses}},
                           extra=distiller.projections.save)
-    return {"steps": trainer.global_step, "last_losses": losses, **distiller.describe()}
+    return summary
 
 
-def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[TaskDistillModule, Any, dict]:
+def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
+                   ckpt_path: str | None = None) -> tuple[TaskDistillModule, Any, dict]:
     ph = cfg.stage.pred
     gold = cfg.ablation.pred == "gold"
     data = dm_gold if gold else dm
@@ -236,13 +297,15 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold) -> tuple[Tas
     )
     checkpoint = best_checkpoint_callback(cfg, task)
     trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(cfg, ph))
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Phase 2 checkpoints into the folder of phase 1's on purpose (one last.ckpt for the run).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     task = get_task(cfg.task.name)
     st = cfg.stage
     if cfg.distill.name != "tinybert":
@@ -252,6 +315,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"stage.phase={st.phase!r} must be intermediate, pred or both")
     if cfg.ablation.pred not in ("distill", "gold"):
         raise ConfigError(f"ablation.pred={cfg.ablation.pred!r} must be distill or gold")
+    resumed = checkpoint_phase(cfg.ckpt_path)
+    if resumed == "intermediate" and st.phase == "pred":
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is a phase-1 (intermediate) checkpoint, but stage.phase=pred; "
+                          f"resume it with stage.phase=both or intermediate")
+    if resumed in ("pred", "gold") and st.phase == "intermediate":
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is a phase-2 ({resumed}) checkpoint, but "
+                          f"stage.phase=intermediate; resume it with stage.phase=both or pred")
     t_dir = teacher_dir(cfg, task)
     # Checks before any compute (tinydistill/checks.py): untrained head or wrong task, then vocabularies, then
     # the teacher's dev score against the constant predictor's. Nothing is written before they pass.
@@ -294,11 +364,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "teacher_check": teacher_check,
     }
     if st.phase in ("intermediate", "both"):
-        result["intermediate"] = run_intermediate(cfg, task, teacher, student, projections, dm, inter_dir)
+        if resumed in ("pred", "gold"):  # phase 1 finished before the checkpoint; its weights are in it
+            result["intermediate"] = finished_intermediate(cfg, teacher, student, inter_dir)
+        else:
+            result["intermediate"] = run_intermediate(cfg, task, teacher, student, projections, dm, inter_dir,
+                                                      ckpt_path=cfg.ckpt_path if resumed else None)
     if st.phase == "intermediate":
         return result
 
-    module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold)
+    module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
+                                           ckpt_path=cfg.ckpt_path if resumed in ("pred", "gold") else None)
     result["pred"] = pred
     result.update({k: pred[k] for k in task.dev_splits})
     # The teacher's figures are those measured at the start, never a (possibly stale) metrics.json beside it.

@@ -1,0 +1,73 @@
+"""The training order: shuffled (optionally length-grouped) from the seed and the epoch alone, resumable mid-epoch.
+
+`torch`'s `RandomSampler` and transformers' `LengthGroupedSampler` draw each epoch's order from the global random
+state at the moment the epoch's iterator starts, so a resumed run (whose global state has been restored to the
+checkpoint's, not to the epoch start's) would draw another order. Here the order of epoch `e` is a pure function of
+`(seed, e)`: Lightning calls `set_epoch` before every epoch (its `DistributedSamplerWrapper` forwards it under
+DDP), and the sampler is `Stateful` (`state_dict`/`load_state_dict`), so a `StatefulDataLoader` puts its epoch and
+position into Lightning's checkpoints and a resumed run continues with the next example of the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
+
+
+class SeededSampler(Sampler[int]):
+    """Indices `0..len(lengths)-1` in an order drawn from `(seed, epoch)`.
+
+    `group_by_length`: transformers' length grouping (random mega-batches of up to 50 batches, each sorted by
+    length, the longest batch first), with this sampler's generator instead of the global one. Otherwise a plain
+    random permutation.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = False) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.group_by_length = group_by_length
+        self.epoch = 0
+        self.yielded = 0  # indices of the current epoch handed out so far
+        self._resume: tuple[int, int] | None = None  # (epoch, position) loaded from a checkpoint
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """Epoch `epoch`'s order: the same for the same seed, whatever ran before."""
+        # SeedSequence mixes both numbers: (seed 1, epoch 2) and (seed 2, epoch 1) get unrelated orders.
+        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        if self.group_by_length:
+            return [int(i) for i in get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)]
+        return torch.randperm(len(self.lengths), generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        # A generator: nothing runs before the first index is asked for, i.e. after Lightning's set_epoch (Lightning
+        # and StatefulDataLoader create iterators before that and throw some away unused).
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None
+        order = self.order(self.epoch)
+        self.yielded = start
+        for index in order[start:]:
+            self.yielded += 1
+            yield index
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch = int(state_dict["epoch"])
+        self.yielded = int(state_dict["yielded"])
+        self._resume = (self.epoch, self.yielded)

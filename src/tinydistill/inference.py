@@ -1,0 +1,273 @@
+"""An exported classifier behind one interface, run by PyTorch or by ONNX Runtime.
+
+    clf = load_classifier("artifacts/task/sst2/none-noaug/seed42")                 # PyTorch (model.safetensors)
+    clf = load_classifier("artifacts/task/sst2/none-noaug/seed42/onnx")            # ONNX Runtime (model.onnx)
+    clf = load_classifier("artifacts/task/sst2/none-noaug/seed42/onnx/model_int8.onnx")
+    logits = clf.logits(clf.tokenizer(texts, padding=True, return_tensors="pt"))
+
+A model folder is what `save_pretrained` writes (config.json, model.safetensors, tokenizer); an ONNX folder is
+what `python -m tinydistill.export` writes (model.onnx, model_int8.onnx, config.json with the label names,
+tokenizer). `predict` turns the logits into labels, `export` checks its ONNX files with them and `bench` times
+every variant on the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from tinydistill.errors import ConfigError
+
+#: The files `python -m tinydistill.export` writes, and the folder it writes them to by default.
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_int8.onnx"
+EXPORT_DIR = "onnx"
+EXPORT_JSON = "export.json"
+EXPORT_EXTRA = "pip install -e '.[export]'"
+#: Operators only a quantised graph holds (quantize_dynamic's MatMulInteger and DynamicQuantizeLinear, ...).
+QUANTISED_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat",
+                           "DynamicQuantizeMatMul", "QuantizeLinear", "QGemm"})
+#: Weight files of a PyTorch model folder (`save_pretrained` writes safetensors).
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def megabytes(*files: str | os.PathLike) -> float:
+    """Size of the files in MB (10^6 bytes), missing ones ignored."""
+    return sum(Path(f).stat().st_size for f in files if Path(f).is_file()) / 1e6
+
+
+def require_onnxruntime() -> Any:
+    """The onnxruntime module, or a one-line error saying how to install the optional extra."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(f"ONNX models need onnxruntime, which is not installed: {EXPORT_EXTRA}") from None
+    return onnxruntime
+
+
+class Classifier:
+    """A sequence classifier (or regressor) with its tokenizer and label names."""
+
+    backend = ""
+
+    def __init__(self, path: Path, folder: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig,
+                 precision: str = "fp32") -> None:
+        self.path = path  # the file (ONNX) or folder (PyTorch) the weights come from
+        self.folder = folder  # where config.json and the tokenizer are
+        self.tokenizer = tokenizer
+        self.config = config
+        self.precision = precision
+
+    @property
+    def source(self) -> Path:
+        """The model folder this classifier was made from: its own folder, or for an export the folder
+        `export.json` names (the folder above `onnx/` when there is no export.json)."""
+        if self.backend == "pytorch":
+            return self.path
+        record = self.folder / EXPORT_JSON
+        if record.is_file():
+            try:
+                return Path(json.loads(record.read_text())["source"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return self.folder.parent if self.folder.name == EXPORT_DIR else self.folder
+
+    @property
+    def variant(self) -> str:
+        """`pytorch fp32`, `onnx fp32` or `onnx int8`."""
+        return f"{self.backend} {self.precision}"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.problem_type == "regression" or self.config.num_labels == 1
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names in id order, from the config's id2label."""
+        id2label = {int(k): str(v) for k, v in (self.config.id2label or {}).items()}
+        return [id2label.get(i, f"LABEL_{i}") for i in range(self.config.num_labels)]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.tokenizer.model_input_names)
+
+    def size_mb(self) -> float:
+        raise NotImplementedError
+
+    def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """Logits (batch, num_labels) as float32 for a tokenised batch (torch tensors or numpy arrays)."""
+        raise NotImplementedError
+
+
+class TorchClassifier(Classifier):
+    backend = "pytorch"
+
+    def __init__(self, model: PreTrainedModel, path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__(path, path, tokenizer, model.config)
+        self.model = model.eval()
+
+    def size_mb(self) -> float:
+        return megabytes(*(f for p in WEIGHT_PATTERNS for f in self.path.glob(p)))
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @torch.inference_mode()
+    def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
+        inputs = {k: torch.as_tensor(v) for k, v in batch.items() if k in self.input_names}
+        return self.model(**inputs).logits.float().numpy()
+
+
+class OnnxClassifier(Classifier):
+    backend = "onnx"
+
+    def __init__(self, path: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig,
+                 threads: int | None = None) -> None:
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        # The same thread count as PyTorch's, so latencies compare like with like.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: ORT warns about every initializer it folds
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - InvalidProtobuf, Fail, ...: one line naming the file
+            raise ConfigError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
+        outputs = self.session.get_outputs()
+        out = next((o for o in outputs if o.name == "logits"), outputs[0])
+        if len(out.shape) != 2:
+            raise ConfigError(f"{path}: its output {out.name!r} has shape {out.shape}, not (batch, labels): "
+                              f"not a sequence classifier")
+        self.output = out.name
+        self.graph_inputs = [i.name for i in self.session.get_inputs()]
+        super().__init__(path, path.parent, tokenizer, config, _onnx_precision(path))
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.graph_inputs
+
+    def size_mb(self) -> float:
+        return megabytes(self.path, f"{self.path}.data")  # .data: weights stored beside the graph, if any
+
+    def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
+        feeds = {}
+        for name in self.graph_inputs:
+            value = batch.get(name)
+            if value is None:  # e.g. token_type_ids a tokenizer did not return: all segment 0
+                value = np.zeros_like(_numpy(batch["input_ids"]))
+            feeds[name] = _numpy(value).astype(np.int64, copy=False)
+        return self.session.run([self.output], feeds)[0].astype(np.float32, copy=False)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _onnx_precision(path: Path) -> str:
+    """`int8` when the graph holds quantised operators, else `fp32` (read from the graph, not the file name)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError(f"ONNX models need the onnx package, which is not installed: {EXPORT_EXTRA}") from None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "int8" if any(n.op_type in QUANTISED_OPS for n in graph.node) else "fp32"
+
+
+def _architecture_error(path: Path, config: PretrainedConfig) -> str | None:
+    """Why the folder's config names no sequence classifier (None if it names one, or names nothing)."""
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        return (f"{path} holds a {archs[0]}, not a sequence classifier: give a fine-tuned classifier folder "
+                f"(what stage=finetune or stage=task writes)")
+    return None
+
+
+def _tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - missing or unreadable tokenizer files: one line
+        raise ConfigError(f"{folder}: cannot load the tokenizer ({_first_line(e)}); a model folder needs its "
+                          f"tokenizer files beside config.json") from None
+
+
+def _config(folder: Path) -> PretrainedConfig:
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{folder} has no config.json: not a Hugging Face model folder or an export of "
+                          f"`python -m tinydistill.export`")
+    try:
+        return AutoConfig.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - bad JSON, unknown model type: one line
+        raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({_first_line(e)})") from None
+
+
+def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
+    """The PyTorch classifier saved in `folder`, after checking it is one: a masked LM or a bare encoder would
+    load with a randomly initialised classification head, and its labels would be noise."""
+    from tinydistill.checks import head_first, newly_initialised, quiet_from_pretrained
+    from tinydistill.validate import check_weight_files
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"model folder {folder} does not exist")
+    config = _config(folder)
+    reason = _architecture_error(folder, config)
+    if reason:
+        raise ConfigError(reason)
+    if not any(f for p in WEIGHT_PATTERNS for f in folder.glob(p)):
+        raise ConfigError(f"{folder} has no model weights (model.safetensors) and no {ONNX_FILE}")
+    check_weight_files(folder)
+    model, info = quiet_from_pretrained(AutoModelForSequenceClassification, str(folder))
+    fresh = head_first(newly_initialised(model, info), getattr(model, "base_model_prefix", ""))
+    if fresh:
+        raise ConfigError(f"{folder} is not a trained sequence classifier: loading it as one initialises "
+                          f"{', '.join(fresh[:4])} at random")
+    return TorchClassifier(model, folder, _tokenizer(folder))
+
+
+def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None) -> OnnxClassifier:
+    """The ONNX model `file` with the config (label names) and tokenizer beside it."""
+    file = Path(file)
+    if not file.is_file():
+        raise ConfigError(f"ONNX model {file} does not exist")
+    config = _config(file.parent)
+    return OnnxClassifier(file, _tokenizer(file.parent), config, threads)
+
+
+def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
+    """A classifier from a model folder (PyTorch), an ONNX folder (its model.onnx) or an .onnx file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model {path} does not exist (give a model folder, an ONNX folder or an .onnx file)")
+    if path.is_file():
+        if path.suffix != ".onnx":
+            raise ConfigError(f"model {path} is a file but not an .onnx model; give a model folder or an .onnx file")
+        return load_onnx_classifier(path, threads)
+    if (path / ONNX_FILE).is_file() and not any(f for p in WEIGHT_PATTERNS for f in path.glob(p)):
+        return load_onnx_classifier(path / ONNX_FILE, threads)
+    return load_torch_classifier(path)
+
+
+def onnx_variants(model_dir: str | os.PathLike, threads: int | None = None) -> list[OnnxClassifier]:
+    """The ONNX files exported for `model_dir` (in its `onnx/` folder), fp32 first; [] when there are none."""
+    folder = Path(model_dir) / EXPORT_DIR
+    return [load_onnx_classifier(folder / name, threads) for name in (ONNX_FILE, INT8_FILE)
+            if (folder / name).is_file()]
