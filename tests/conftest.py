@@ -99,3 +99,17 @@ def corpus(tmp_path):
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(docs) + "\n")
     return f
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny_bert, data_dir) -> str:
+    """A tiny BERT briefly fine-tuned on RTE by stage=finetune: the task stage's teacher (stage=task checks that its
+    head was trained on the task, so a bare tiny BERT will not do). Shared, read-only, by every test that needs it."""
+    from tinydistill.stages import run
+
+    cfg = compose_config(
+        tmp_path_factory.mktemp("teacher"), "stage=finetune", "task=rte", f"teacher.name_or_path={tiny_bert}",
+        f"paths.data_dir={data_dir}", "logger=none", "stage.epochs=1", "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1", "stage.measure_latency=false",
+    )
+    return run(cfg)["output_dir"]

@@ -240,16 +240,6 @@ def test_distilbert_resumes_exactly(compose_cfg, reference, monkeypatch, tmp_pat
 # ------------------------------------------------------------------ stage=task
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory, tiny_bert, data_dir):
-    """A tiny BERT briefly fine-tuned on RTE: the task stage's teacher."""
-    cfg = compose_config(
-        tmp_path_factory.mktemp("teacher"), "stage=finetune", "task=rte", f"teacher.name_or_path={tiny_bert}",
-        f"paths.data_dir={data_dir}", "logger=none", "stage.epochs=1", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "stage.measure_latency=false",
-    )
-    return run(cfg)["output_dir"]
-
 
 def task_overrides(teacher, data_dir) -> list[str]:
     return [

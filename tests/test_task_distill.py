@@ -26,16 +26,6 @@ TINY_STUDENT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory, tiny_bert, data_dir):
-    """A tiny BERT briefly fine-tuned on RTE by stage=finetune: the task stage's teacher."""
-    root = tmp_path_factory.mktemp("teacher")
-    cfg = compose_config(
-        root, "stage=finetune", "task=rte", f"teacher.name_or_path={tiny_bert}", f"paths.data_dir={data_dir}",
-        "logger=none", "stage.epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-    )
-    return run(cfg)["output_dir"]
-
 
 def task_overrides(tiny_teacher, data_dir, *extra):
     return [
@@ -227,7 +217,6 @@ def test_report_on_a_partial_sweep(tmp_path):
 def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(tmp_path, tiny_teacher, tiny_bert, data_dir):
     """Two seeds of one run write seed<N>/ folders; experiment=nodistill fine-tunes on gold labels for as many
     steps as the distilled run of its seed took; the report aggregates each pair of seeds into one row."""
-    from tests.conftest import compose_config
 
     results = {}
     for seed in (1, 2):

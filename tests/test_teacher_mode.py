@@ -157,20 +157,10 @@ def test_lightning_keeps_the_teacher_mode_through_fit_and_validation(teacher_dir
     assert m.classifier.training
 
 
-@pytest.fixture(scope="module")
-def finetuned_teacher(tmp_path_factory, tiny_bert, data_dir):
-    """A tiny BERT briefly fine-tuned on RTE by stage=finetune (the task stage checks its teacher's head)."""
-    root = tmp_path_factory.mktemp("teacher")
-    cfg = compose_config(
-        root, "stage=finetune", "task=rte", f"teacher.name_or_path={tiny_bert}", f"paths.data_dir={data_dir}",
-        "logger=none", "stage.epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-    )
-    return run(cfg)["output_dir"]
-
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_stage_task_builds_the_logit_cache_only_for_an_eval_mode_teacher(
-    tmp_path, monkeypatch, finetuned_teacher, data_dir, mode
+    tmp_path, monkeypatch, tiny_teacher, data_dir, mode
 ):
     import tinydistill.stages.task as stage_task
 
@@ -183,7 +173,7 @@ def test_stage_task_builds_the_logit_cache_only_for_an_eval_mode_teacher(
 
     monkeypatch.setattr(stage_task, "cached_teacher_logits", spy)
     cfg = compose_config(
-        tmp_path, "stage=task", "task=rte", f"stage.teacher={finetuned_teacher}", f"paths.data_dir={data_dir}",
+        tmp_path, "stage=task", "task=rte", f"stage.teacher={tiny_teacher}", f"paths.data_dir={data_dir}",
         "logger=none", "student.init=random", "student.num_hidden_layers=2", "student.hidden_size=16",
         "student.num_attention_heads=4", "student.intermediate_size=32", "stage.batch_size=8",
         "stage.phase=pred", "stage.pred.max_steps=2", "trainer.limit_val_batches=1", "stage.measure_latency=false",
