@@ -3,7 +3,7 @@ optimiser state and results as the same run left alone (tiny random BERTs on CPU
 
 The kill is an exception raised the moment `last.ckpt` has been written, so the run folder holds what a `kill -9` at
 that moment leaves. Kill points: mid-epoch and at the end of an epoch (stage=finetune), between step checkpoints
-with dev evaluations in between (stage=general, distill=distilbert), and in each phase of stage=task.
+with dev evaluations in between (stage=general, distill=distilbert, stage=mlm), and in each phase of stage=task.
 """
 
 from __future__ import annotations
@@ -235,6 +235,44 @@ def test_distilbert_resumes_exactly(compose_cfg, reference, monkeypatch, tmp_pat
     for key in ("steps", "train_first", "train_last", "val"):
         assert result[key] == expected[key], key
     assert_same_export(expected["output_dir"], result["output_dir"])
+
+
+# ------------------------------------------------------------------ stage=mlm
+
+
+def mlm_overrides(model, corpus) -> list[str]:
+    # tiny_bert has no masked-LM head: stage=mlm's case. 5 batches per epoch, as for stage=general.
+    return [
+        "stage=mlm", f"teacher.name_or_path={model}", f"stage.corpus.path={corpus}", "stage.max_seq_length=24",
+        "stage.batch_size=4", "stage.eval_batch_size=8", "stage.val_size=4", "stage.max_steps=8",
+        "stage.checkpoint_every_n_steps=2", "stage.val_every_n_steps=3", "stage.lr=1e-3",
+        "stage.candidate_sentences=20", "logger=csv",
+    ]
+
+
+@pytest.mark.parametrize(("kill_step", "train_encoder"), [
+    (4, "false"),  # mid-epoch 0, after a dev evaluation; the head alone trains
+    (6, "true"),  # epoch 1's first step; the encoder trains too (its dropout draws from the resumed state)
+])
+def test_mlm_resumes_exactly_and_keeps_its_summary(compose_cfg, reference, monkeypatch, tmp_path, tiny_bert,
+                                                   corpus_file, kill_step, train_encoder):
+    overrides = [*mlm_overrides(tiny_bert, corpus_file), f"stage.train_encoder={train_encoder}"]
+    expected, expected_last = reference(*overrides)
+    assert expected["corpus"]["train_instances"] == 20
+    last = run_until_killed(compose_cfg(*overrides), monkeypatch, at_step(kill_step))
+    assert load(last)["global_step"] == kill_step
+    result, resumed_last = resume(compose_cfg, overrides, last, tmp_path)
+    assert_same_training_state(expected_last, resumed_last)
+    # the held-out accuracy before training comes from the checkpoint (the resumed model is no longer untrained)
+    assert expected["held_out_start"] and result["held_out_start"] == expected["held_out_start"]
+    assert "skipped" not in expected["candidate_quality"]
+    for key in ("steps", "held_out", "train_first", "train_last", "candidate_quality"):
+        assert result[key] == expected[key], key
+    assert_same_export(expected["output_dir"], result["output_dir"])
+    saved, saved_expected = (json.loads((Path(r["output_dir"]) / "mlm.json").read_text()) for r in (result, expected))
+    for summary in (saved, saved_expected):  # each run its own run folder
+        del summary["last_checkpoint"]
+    assert saved == saved_expected
 
 
 # ------------------------------------------------------------------ stage=task

@@ -118,6 +118,42 @@ def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir
     assert torch.allclose(compute_teacher_logits(teacher, ds, tok, batch_size=7), logits, atol=1e-5)
 
 
+def test_teacher_logit_cache_removes_stale_temporaries_of_its_key(tmp_path, tiny_teacher, data_dir):
+    from tinydistill.atomic import host_tag
+
+    tok = AutoTokenizer.from_pretrained(tiny_teacher)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
+    dm = GlueDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
+    dm.setup()
+    ds = dm.splits["train"].select(range(8))
+    cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=8)
+    folder = tmp_path / "cache" / "teacher_logits"
+    (cached,) = folder.iterdir()
+    cached.unlink()  # the next call writes again
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed mid-write: its pid is gone
+    exited.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a concurrent writer
+    host, gone, key = host_tag(), exited.pid, cached.name
+    try:
+        names = {
+            f"{key}.tmp-{gone}": False,  # what a killed writer of the previous version leaves
+            f"{key}.tmp-{host}-{gone}-0a1b2c3d": False,  # ... and of this one
+            f"{key}.tmp-{live.pid}": True,
+            f"{key}.tmp-{host}-{live.pid}-0a1b2c3d": True,
+            f"{key}.tmp-otherhost-{gone}-0a1b2c3d": True,  # another machine's writer may be alive
+            f"0123456789abcdef.pt.tmp-{gone}": True,  # another key: not this write's business
+        }
+        for name in names:
+            (folder / name).write_bytes(b"partial")
+        logits = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=8)
+        assert logits.shape[0] == 8 and cached.is_file()
+        kept = {p.name for p in folder.iterdir()}
+        assert kept == {key} | {name for name, keep in names.items() if keep}
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_prediction_loss_soft_ce_and_regression_targets():
     s = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     t = torch.tensor([[0.0, 0.0], [3.0, 0.0]])

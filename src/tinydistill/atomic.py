@@ -19,7 +19,9 @@ target removes those that are **stale**, by this rule:
   last change is older than `LEGACY_STALE_SECONDS` (a day; a write takes seconds to minutes);
   `.<name>.old-<pid>` ones follow the pid rule above.
 
-So a concurrent writer's folder is never removed. Stale `.tmp` folders go before the write (they may be
+Single files written the same way (`<name>.tmp-<host>-<pid>-<random>` beside file `<name>`, then renamed: the
+teacher-logit cache) follow the same rule, `remove_stale_temporary_files`; their legacy `<name>.tmp-<pid>` names
+the pid rule. So a concurrent writer's folder or file is never removed. Stale `.tmp` folders go before the write (they may be
 as large as a model); stale `.old` folders only after it succeeded, since one may hold the last good
 result when the target itself is missing.
 
@@ -100,19 +102,26 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
-def _is_stale(path: Path, kind: str, suffix: str) -> bool:
-    """Whether the temporary `path` (`.<name>.<kind>-<suffix>`) can no longer belong to a live writer."""
+def _is_stale(path: Path, suffix: str, legacy: str) -> bool:
+    """Whether the temporary `path` (named `...-<suffix>`) can no longer belong to a live writer. `legacy`: the rule
+    for names without a host, "pid" (`<pid>`, the pid rule) or "age" (`<8 random characters>`, older than
+    `LEGACY_STALE_SECONDS`)."""
     m = _OWNED.fullmatch(suffix)
     if m is not None:
         return m["host"] == host_tag() and not _pid_running(int(m["pid"]))
-    if kind == "old" and (m := _LEGACY_OLD.fullmatch(suffix)) is not None:
+    if legacy == "pid" and (m := _LEGACY_OLD.fullmatch(suffix)) is not None:
         return not _pid_running(int(m["pid"]))
-    if kind == "tmp" and _LEGACY_TMP.fullmatch(suffix) is not None:
+    if legacy == "age" and _LEGACY_TMP.fullmatch(suffix) is not None:
         try:
             return time.time() - path.stat().st_mtime > LEGACY_STALE_SECONDS
         except OSError:
             return False
     return False  # not a name we make: leave it alone
+
+
+def temporary_owner() -> str:
+    """`<host>-<pid>-<random>`, the writer part of a temporary's name (module docstring)."""
+    return f"{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike, kinds: tuple[str, ...] = ("tmp", "old")) -> list[Path]:
@@ -127,10 +136,30 @@ def remove_stale_temporaries(out_dir: str | os.PathLike, kinds: tuple[str, ...] 
         for path in out_dir.parent.iterdir():
             if not path.name.startswith(prefix) or path.is_symlink() or not path.is_dir():
                 continue
-            if _is_stale(path, kind, path.name[len(prefix):]):
+            if _is_stale(path, path.name[len(prefix):], legacy="age" if kind == "tmp" else "pid"):
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("removed %s, left by an interrupted write of %s", path, out_dir)
                 removed.append(path)
+    return removed
+
+
+def remove_stale_temporary_files(target: str | os.PathLike) -> list[Path]:
+    """Remove the stale `<name>.tmp-<host>-<pid>-<random>` files (names from `temporary_owner`) that writers of the
+    file `target` left when killed, by the folders' rule (module docstring); `<name>.tmp-<pid>` ones of versions
+    that did not name the host follow the pid rule alone, as legacy `.old-<pid>` folders do. Returns what was
+    removed."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    prefix = f"{target.name}.tmp-"
+    removed = []
+    for path in target.parent.iterdir():
+        if not path.name.startswith(prefix) or path.is_symlink() or not path.is_file():
+            continue
+        if _is_stale(path, path.name[len(prefix):], legacy="pid"):
+            path.unlink(missing_ok=True)  # missing: another process cleaned it up first
+            log.info("removed %s, left by an interrupted write of %s", path, target)
+            removed.append(path)
     return removed
 
 

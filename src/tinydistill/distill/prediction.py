@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
+from tinydistill.atomic import remove_stale_temporary_files, temporary_owner
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import ConfigError
 from tinydistill.losses import soft_cross_entropy
@@ -94,7 +95,9 @@ def cached_teacher_logits(
     cache_dir: str | os.PathLike,
     batch_size: int = 128,
 ) -> Tensor:
-    """`compute_teacher_logits`, stored on disk so every run on the same data and teacher reuses it."""
+    """`compute_teacher_logits`, stored on disk so every run on the same data and teacher reuses it. Written to
+    `<key>.pt.tmp-<host>-<pid>-<random>` and renamed into place; stale temporaries of the same key are removed first
+    (`tinydistill.atomic.remove_stale_temporary_files`)."""
     path = Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.pt"
     if path.is_file():
         try:
@@ -109,7 +112,13 @@ def cached_teacher_logits(
             return logits
     logits = compute_teacher_logits(teacher, dataset, tokenizer, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(logits, tmp)
-    os.replace(tmp, path)
+    # What killed writers of this key left (a whole logits tensor each); never a live writer's (atomic.py's rule).
+    remove_stale_temporary_files(path)
+    tmp = path.with_name(f"{path.name}.tmp-{temporary_owner()}")
+    try:
+        torch.save(logits, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return logits

@@ -2,14 +2,20 @@
 
     python train.py stage=mlm                 # MiniLM teacher -> artifacts/mlm/minilm_l6/
     python train.py stage=mlm stage.train_encoder=true
+    python train.py stage=mlm ckpt_path=<run>/checkpoints/last.ckpt   # resume (exactly, as stage=general)
 
 The result is a `BertForMaskedLM` in Hugging Face format with `mlm.json` holding its masked-token
-accuracy on held-out corpus instances (the same 15% 80/10/10 masking as training) and, under
+accuracy on held-out corpus instances (the same 15% 80/10/10 masking as training), after training
+(`held_out`) and before it (`held_out_start`, the untrained head's), and, under
 `candidate_quality`, the statistics of the replacement candidates data augmentation would draw from
 it (data_aug/stats.py: distinct candidates, non-alphabetic and stop-word shares, most frequent) on
 `stage.candidate_sentences` held-out corpus sentences, generated with the `aug.*` settings (top_k,
 alphabetic_only, ...) by data_aug's own candidate code. Masked-token accuracy alone does not show a
 head that proposes "the , of ." for every word; these numbers do.
+
+Checkpoints and resume are stage=general's (`step_trainer`): `last.ckpt` every
+`stage.checkpoint_every_n_steps` steps and at the end, and the held-out accuracy before training
+travels in the checkpoint, so a resumed run writes the same `mlm.json` as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import export_pretrained, load_tokenizer, resolve_model_path
 from tinydistill.modules.mlm import MlmModule
 from tinydistill.optim import optimizer_options
-from tinydistill.trainer import build_trainer, validate_every_n_steps
+from tinydistill.stages.general import step_trainer, validate_losses
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         group_by_length=cfg.data.group_by_length, mlm_probability=st.mlm_probability, with_mlm_labels=True,
         pad_to_max_length=cfg.data.pad_to_max_length,
     )
-    overrides: dict[str, Any] = {}
-    if st.max_steps > 0:
-        overrides["max_epochs"] = -1
-    overrides.update(validate_every_n_steps(cfg, st.val_every_n_steps))
-    trainer = build_trainer(cfg, enable_checkpointing=False, **overrides)
+    # stage=general's step budget, validation and checkpoints (ResumableCheckpoint, ExactResume), and its record of
+    # the first/last training values and of the held-out values before training, all kept in checkpoints.
+    trainer, checkpoint, history = step_trainer(cfg)
+    validate = st.val_size > 0 and not trainer.fast_dev_run
+    if validate and cfg.ckpt_path is None:
+        # The untrained head's held-out accuracy, the baseline for the final one (a resumed run reads it from its
+        # checkpoint: its model is no longer untrained).
+        history.val_start = validate_losses(trainer, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    val = {}
-    for r in trainer.validate(module, datamodule=datamodule, verbose=False):
-        val.update({k.split("/", 1)[1]: float(v) for k, v in r.items()})
+    val = validate_losses(trainer, module, datamodule) if validate else {}
     quality = candidate_quality(cfg, module.model, tokenizer, datamodule) if trainer.is_global_zero else None
     result = {
         "stage": "mlm",
@@ -66,14 +73,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "train_encoder": bool(st.train_encoder),
         "steps": trainer.global_step,
         "mlm_probability": st.mlm_probability,
+        "held_out_start": history.val_start,
         "held_out": val,
+        "train_first": history.first,
+        "train_last": history.last,
         "corpus": datamodule.summary(),
         "seed": cfg.seed,
         "candidate_quality": quality,
+        "last_checkpoint": checkpoint.last_model_path or None,
     }
     if trainer.is_global_zero:
         out = export_pretrained(st.output_dir, module.model, tokenizer, json_files={RESULT_JSON: result})
-        log.info("masked LM: %s (held-out masked-token accuracy %.3f)", out, val.get("masked_accuracy", float("nan")))
+        log.info("masked LM: %s (held-out masked-token accuracy %.3f, before training %.3f)", out,
+                 val.get("masked_accuracy", float("nan")), history.val_start.get("masked_accuracy", float("nan")))
         result["output_dir"] = str(out)
     return result
 
