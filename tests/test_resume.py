@@ -190,6 +190,18 @@ def general_overrides(teacher, corpus) -> list[str]:
     ]
 
 
+def assert_general_style_resume(compose_cfg, overrides, monkeypatch, tmp_path, expected, expected_last, kill_step):
+    """Kill a stage=general run (TinyBERT or DistilBERT losses) at `kill_step`, resume it, and compare the training
+    state, the summary (the held-out losses before training included) and the export with the uninterrupted run."""
+    last = run_until_killed(compose_cfg(*overrides), monkeypatch, at_step(kill_step))
+    result, resumed_last = resume(compose_cfg, overrides, last, tmp_path)
+    assert_same_training_state(expected_last, resumed_last)
+    assert expected["val_start"] and result["val_start"] == expected["val_start"]
+    for key in ("steps", "train_first", "train_last", "val"):
+        assert result[key] == expected[key], key
+    assert_same_export(expected["output_dir"], result["output_dir"])
+
+
 @pytest.mark.parametrize(("kill_step", "workers"), [
     (4, 0),  # mid-epoch 0, after a dev evaluation
     (6, 0),  # epoch 1's first step, a dev evaluation right after the checkpoint
@@ -200,13 +212,7 @@ def test_general_resumes_exactly_and_keeps_the_losses_before_training(compose_cf
     overrides = [*general_overrides(tiny_bert, corpus_file), f"data.num_workers={workers}"]
     expected, expected_last = reference(*overrides)
     assert expected["corpus"]["train_instances"] == 20  # 5 batches of 4 per epoch, as the kill points assume
-    last = run_until_killed(compose_cfg(*overrides), monkeypatch, at_step(kill_step))
-    result, resumed_last = resume(compose_cfg, overrides, last, tmp_path)
-    assert_same_training_state(expected_last, resumed_last)
-    assert expected["val_start"] and result["val_start"] == expected["val_start"]
-    for key in ("steps", "train_first", "train_last", "val"):
-        assert result[key] == expected[key], key
-    assert_same_export(expected["output_dir"], result["output_dir"])
+    assert_general_style_resume(compose_cfg, overrides, monkeypatch, tmp_path, expected, expected_last, kill_step)
 
 
 # ------------------------------------------------------------------ stage=general distill=distilbert
@@ -228,13 +234,7 @@ def test_distilbert_resumes_exactly(compose_cfg, reference, monkeypatch, tmp_pat
         "stage.val_every_n_steps=2", "stage.lr=1e-3", "logger=csv",
     ]
     expected, expected_last = reference(*overrides)
-    last = run_until_killed(compose_cfg(*overrides), monkeypatch, at_step(3))
-    result, resumed_last = resume(compose_cfg, overrides, last, tmp_path)
-    assert_same_training_state(expected_last, resumed_last)
-    assert expected["val_start"] and result["val_start"] == expected["val_start"]
-    for key in ("steps", "train_first", "train_last", "val"):
-        assert result[key] == expected[key], key
-    assert_same_export(expected["output_dir"], result["output_dir"])
+    assert_general_style_resume(compose_cfg, overrides, monkeypatch, tmp_path, expected, expected_last, 3)
 
 
 # ------------------------------------------------------------------ stage=mlm
