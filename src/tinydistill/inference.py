@@ -14,6 +14,7 @@ every variant on the same batches.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +60,7 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-class Classifier:
+class Classifier(ABC):
     """A sequence classifier (or regressor) with its tokenizer and label names."""
 
     backend = ""
@@ -105,12 +106,13 @@ class Classifier:
     def input_names(self) -> list[str]:
         return list(self.tokenizer.model_input_names)
 
+    @abstractmethod
     def size_mb(self) -> float:
-        raise NotImplementedError
+        """Size of the weights file in MB."""
 
+    @abstractmethod
     def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
         """Logits (batch, num_labels) as float32 for a tokenised batch (torch tensors or numpy arrays)."""
-        raise NotImplementedError
 
 
 class TorchClassifier(Classifier):
