@@ -19,7 +19,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo sst2 test bench bench-aug bench-latency bench-train-step clean help
+.PHONY: install demo sst2 test bench bench-aug bench-latency bench-train-step bench-train clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
@@ -89,7 +89,7 @@ sst2: install
 	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 artifacts/finetune/distilbert_minilm_l6/sst2 \
 	  --out artifacts/report_sst2
 
-bench: bench-aug bench-latency bench-train-step
+bench: bench-aug bench-latency bench-train-step bench-train
 
 # Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first), with the student's
 # ONNX fp32 and int8 variants when `make demo` has exported them.
@@ -103,6 +103,12 @@ bench-latency: install
 bench-train-step: install
 	mkdir -p bench
 	$(PY) bench/bench_train_step.py --out bench/train_step.json
+
+# Training throughput: phase 1, phase 2 and general distillation, the default loop against a reference-style one
+# (padded to 128, teacher every step, BertAdam), same examples and models, with the FLOP floor (MRPC rows).
+bench-train: install
+	mkdir -p bench
+	$(PY) bench/bench_train.py --out bench/train.json
 
 bench-aug: install
 	mkdir -p bench

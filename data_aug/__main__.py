@@ -1,4 +1,7 @@
-"""`python -m data_aug task=<name> [aug.<key>=<value> ...]`: write <artifacts_dir>/aug/<task>/."""
+"""`python -m data_aug task=<name> [aug.<key>=<value> ...]`: write <artifacts_dir>/aug/<task>/.
+
+Several processes share the work when started by torchrun (data_aug/distributed.py), e.g.
+`torchrun --standalone --nproc-per-node 2 -m data_aug task=sst2 aug.num_threads=1`."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from data_aug import distributed
 from data_aug.config import run_cli
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
 from tinydistill.data.tasks import get_task
@@ -26,10 +30,16 @@ def run(cfg: DictConfig) -> Path | None:
         )
     data_dir = cfg.paths.data_dir
     artifacts = cfg.paths.artifacts_dir
-    if cfg.get("force", False):
-        path = augment_task(cfg.aug, task.name, data_dir, aug_dir(artifacts, task.name))
-    else:
-        path = ensure_augmented(cfg.aug, task.name, data_dir, artifacts)
+    coordinator = distributed.from_environment()
+    try:
+        if cfg.get("force", False):
+            path = augment_task(cfg.aug, task.name, data_dir, aug_dir(artifacts, task.name), coordinator=coordinator)
+        else:
+            path = ensure_augmented(cfg.aug, task.name, data_dir, artifacts, coordinator=coordinator)
+    finally:
+        distributed.shutdown(coordinator)
+    if not coordinator.is_main:
+        return path
     m = read_manifest(path.parent) or {}
     counts = m.get("counts", {})
     print(

@@ -7,16 +7,17 @@ random stream seeded by (aug.seed, example index, column), so any chunk can be r
 and a resumed run writes exactly the bytes of an uninterrupted one.
 
 Work happens in chunks of `aug.chunk_size` examples written to `<out>/.partial/chunk_NNNNN.tsv`
-(temp file + rename) with `.partial/progress.json` recording the settings they belong to; an
-interrupted run resumes from the last finished chunk. At the end the chunks are joined into
+(temp file + rename), each with a record `chunk_NNNNN.json` (row counts, seconds, candidate tally) written
+before it, while `.partial/key.json` names the settings they belong to; an interrupted run recomputes only
+the chunks missing either file. Several processes (torchrun, data_aug/distributed.py) share the chunks out
+the same way. At the end the chunks are joined into
 `train_aug.tsv.tmp`, renamed to `train_aug.tsv`, and `manifest.json` is written the same way. A later run
 reuses the output only while it is the file the manifest records (row count and sha256); a truncated or
 edited one is regenerated, with a warning naming it.
 
-Candidate quality: each chunk also writes `chunk_NNNNN.cands.json`, the tally of the masked-LM
-candidate lists its sentences used (stats.CandidateTally: lists and token counts, after
-`aug.alphabetic_only` filtering). A chunk counts as done only with both files, so after a resume
-the merged tallies are exactly those of an uninterrupted run; `manifest.json["candidate_quality"]`
+Candidate quality: each chunk's record holds the tally of the masked-LM candidate lists its sentences
+used (stats.CandidateTally: lists and token counts, after `aug.alphabetic_only` filtering), so after a
+resume the merged tallies are exactly those of an uninterrupted run; `manifest.json["candidate_quality"]`
 holds their statistics (stats.candidate_stats), and a one-line summary is logged.
 """
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from data_aug.augmenter import Augmenter
 from data_aug.config import AugConfig
+from data_aug.distributed import SINGLE, Coordinator
 from data_aug.glove import GloveNeighbours, glove_file_fingerprint, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
 from data_aug.stats import CandidateTally, summary_line
@@ -56,6 +58,7 @@ FORMAT_VERSION = 1
 OUTPUT_NAME = "train_aug.tsv"
 MANIFEST_NAME = "manifest.json"
 PARTIAL_DIR = ".partial"
+KEY_NAME = "key.json"  # in PARTIAL_DIR: the settings the chunks there were made with
 
 
 def aug_dir(artifacts_dir: str | os.PathLike, task_name: str) -> Path:
@@ -72,10 +75,13 @@ def _sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(out: Path):
-    """Exclusive lock on `<out>/.lock` so two processes never write the same output (released
-    by the OS if the holder dies)."""
+def _locked(out: Path, coordinator: Coordinator = SINGLE):
+    """Exclusive lock on `<out>/.lock` so two runs never write the same output (released by the OS if the
+    holder dies). In a run of several processes only rank 0 holds it, for all of them."""
     out.mkdir(parents=True, exist_ok=True)
+    if not coordinator.is_main:
+        yield
+        return
     with open(out / ".lock", "a+") as f:
         try:
             import fcntl
@@ -212,6 +218,7 @@ def _load_components(
     mlm: MaskedLM | str | os.PathLike | None,
     glove: GloveNeighbours | Any | None,
     stopwords: frozenset[str] | set[str] | None,
+    coordinator: Coordinator = SINGLE,
 ) -> tuple[MaskedLM, GloveNeighbours | None, frozenset[str]]:
     """Load what was not passed in. GloVe from cfg is loaded later, only if generation runs."""
     if stopwords is None:
@@ -219,7 +226,7 @@ def _load_components(
     if mlm is None or isinstance(mlm, (str, os.PathLike)):
         mlm = load_mlm(
             str(mlm) if mlm is not None else cfg.mlm_model,
-            device=cfg.device,
+            device=coordinator.device(cfg.device),
             dtype=cfg.dtype,
             max_seq_length=cfg.max_seq_length,
             allow_untrained_head=cfg.allow_untrained_head,
@@ -259,13 +266,15 @@ def augment_task(
     glove: GloveNeighbours | Any | None = None,
     stopwords: frozenset[str] | set[str] | None = None,
     progress: bool = True,
+    coordinator: Coordinator = SINGLE,
 ) -> Path:
     """Write `<out_dir>/train_aug.tsv` and `manifest.json` for a task; returns the TSV's path.
 
     Always (re)generates, resuming from `<out_dir>/.partial/` when it holds chunks made with the
     same settings. `mlm`, `glove` (KeyedVectors or GloveNeighbours) and `stopwords` may be
     passed preloaded (`stopwords` then replaces the `aug.stopwords` list); otherwise they are loaded
-    from cfg_aug.
+    from cfg_aug. `coordinator`: this process's share of a run over several processes
+    (data_aug/distributed.py); every process must call this with the same arguments.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
     task = get_task(task_name)
@@ -273,12 +282,48 @@ def augment_task(
     src = glue_file(data, task, "train")
     table = read_glue_tsv(src, task)
     source_sha = _sha256_file(src)
-    mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords)
+    mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
     out = Path(out_dir)
-    with _locked(out):
-        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress)
+    with _locked(out, coordinator):
+        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress, coordinator)
+
+
+def _chunk_record_path(partial: Path, chunk: int) -> Path:
+    return partial / f"chunk_{chunk:05d}.json"
+
+
+def _chunk_path(partial: Path, chunk: int) -> Path:
+    return partial / f"chunk_{chunk:05d}.tsv"
+
+
+def _finished_chunks(partial: Path, n_chunks: int) -> dict[int, dict]:
+    """Records of the chunks in `partial` that are complete: the rows' file and, written before it, the
+    record (counts, seconds, candidate tally) both present and the record readable."""
+    done = {}
+    for i in range(n_chunks):
+        if not _chunk_path(partial, i).is_file():
+            continue
+        try:
+            done[i] = json.loads(_chunk_record_path(partial, i).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # written by an older version, or lost: the chunk is recomputed
+    return done
+
+
+def _prepare_partial(partial: Path, key: Mapping[str, Any], n_chunks: int) -> dict[int, dict]:
+    """Keep `partial`'s chunks if they were made with `key`'s settings, else empty it; the finished chunks."""
+    try:
+        same = json.loads((partial / KEY_NAME).read_text(encoding="utf-8")) == dict(key)
+    except (OSError, ValueError):
+        same = False
+    done = _finished_chunks(partial, n_chunks) if same else {}
+    if not done and partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(partial / KEY_NAME, json.dumps(dict(key), indent=1))
+    return done
 
 
 def _generate(
@@ -293,6 +338,7 @@ def _generate(
     glove_fp: str,
     stopwords: frozenset[str],
     progress: bool,
+    coordinator: Coordinator = SINGLE,
 ) -> Path:
     import torch
     from tqdm.auto import tqdm
@@ -309,65 +355,71 @@ def _generate(
         batch_size=cfg.batch_size,
         alphabetic_only=cfg.alphabetic_only,
     )
-    out.mkdir(parents=True, exist_ok=True)
     final, manifest_path = out / OUTPUT_NAME, out / MANIFEST_NAME
-    manifest_path.unlink(missing_ok=True)  # no manifest may describe a file being replaced
     partial = out / PARTIAL_DIR
-    progress_path = partial / "progress.json"
-    key = {"settings_hash": _settings_hash(settings), "chunk_size": cfg.chunk_size, "examples": len(table.rows)}
-    done: dict[str, dict] = {}
-    if progress_path.is_file():
-        try:
-            record = json.loads(progress_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
-        if all(record.get(k) == v for k, v in key.items()):
-            done = {
-                c: s
-                for c, s in record.get("chunks", {}).items()
-                if (partial / f"chunk_{int(c):05d}.tsv").is_file() and _tally_path(partial, int(c)).is_file()
-            }
-    if not done and partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-
     n = len(table.rows)
     starts = list(range(0, n, cfg.chunk_size))
-    resumed = sum(min(cfg.chunk_size, n - s) for i, s in enumerate(starts) if str(i) in done)
-    if resumed:
+    key = {"settings_hash": _settings_hash(settings), "chunk_size": cfg.chunk_size, "examples": n}
+    done_before: list[int] = []
+    if coordinator.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest_path.unlink(missing_ok=True)  # no manifest may describe a file being replaced
+        done_before = sorted(_prepare_partial(partial, key, len(starts)))
+    done_before = coordinator.broadcast(done_before)  # every process skips the same chunks
+    mine = [i for i in range(len(starts)) if coordinator.owns(i) and i not in set(done_before)]
+    resumed = sum(min(cfg.chunk_size, n - starts[i]) for i in done_before)
+    if resumed and coordinator.is_main:
         log.info("resuming %s augmentation: %d of %d examples already done", task.name, resumed, n)
+    if coordinator.distributed and coordinator.is_main:
+        log.info("aug: %d processes, this one (rank 0) computes %d of %d chunks", coordinator.world_size,
+                 len(mine), len(starts))
     threads_before = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    bar = tqdm(
-        total=n, initial=resumed, unit="ex", desc=f"augment {task.name}", disable=not progress, file=sys.stderr
-    )
+    share = sum(min(cfg.chunk_size, n - starts[i]) for i in mine)
+    bar = tqdm(total=share, unit="ex", desc=f"augment {task.name}", file=sys.stderr,
+               disable=not (progress and coordinator.is_main))
     try:
-        for i, s in enumerate(starts):
-            if str(i) in done:
-                continue
+        for i in mine:
+            s = starts[i]
             stats: Counter = Counter()
             tally = CandidateTally()
             t0 = time.perf_counter()
             rows = augment_rows(
                 augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats, cfg.max_examples, tally=tally
             )
-            _atomic_write_text(_tally_path(partial, i), json.dumps(tally.to_json()))
-            _write_chunk(partial / f"chunk_{i:05d}.tsv", rows)
-            done[str(i)] = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3)}
-            _atomic_write_text(progress_path, json.dumps({**key, "chunks": done}, indent=1))
+            record = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3), "tally": tally.to_json()}
+            _atomic_write_text(_chunk_record_path(partial, i), json.dumps(record))
+            _write_chunk(_chunk_path(partial, i), rows)  # last: the chunk is finished once this file exists
             bar.update(min(cfg.chunk_size, n - s))
     finally:
         bar.close()
         torch.set_num_threads(threads_before)
+    coordinator.barrier()  # every chunk written
+    if coordinator.is_main:
+        _join(cfg, task, table, src, out, settings, key, mlm, glove, stopwords, coordinator,
+              threads_before, started, resumed)
+    coordinator.barrier()  # the file and its manifest exist before any process returns
+    return final
 
+
+def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: Path, out: Path, settings: dict[str, Any],
+          key: Mapping[str, Any], mlm: MaskedLM, glove: GloveNeighbours | None, stopwords: frozenset[str],
+          coordinator: Coordinator, threads_before: int, started: float, resumed: int) -> None:
+    """Rank 0, once every chunk is written: join them into the output and write its manifest."""
+    final, manifest_path, partial = out / OUTPUT_NAME, out / MANIFEST_NAME, out / PARTIAL_DIR
+    n_chunks = len(range(0, len(table.rows), cfg.chunk_size))
+    done = _finished_chunks(partial, n_chunks)
+    if len(done) != n_chunks:
+        missing = sorted(set(range(n_chunks)) - set(done))
+        raise RuntimeError(f"aug: chunks {missing[:5]} of {partial} are missing after every process finished")
     tmp = final.with_name(final.name + ".tmp")
     rows_written = 0
     with open(tmp, "wb") as f:
         if table.header is not None:
             f.write(_tsv([table.header]).encode("utf-8"))
-        for i in range(len(starts)):
-            data = (partial / f"chunk_{i:05d}.tsv").read_bytes()
+        for i in range(n_chunks):
+            data = _chunk_path(partial, i).read_bytes()
             rows_written += data.count(b"\n")
             f.write(data)
         f.flush()
@@ -375,11 +427,10 @@ def _generate(
     os.replace(tmp, final)
 
     totals: Counter = Counter()
-    for record in done.values():
-        totals.update(record["counts"])
     tally = CandidateTally()
-    for i in range(len(starts)):
-        tally.merge(CandidateTally.from_json(json.loads(_tally_path(partial, i).read_text(encoding="utf-8"))))
+    for i in range(n_chunks):
+        totals.update(done[i]["counts"])
+        tally.merge(CandidateTally.from_json(done[i]["tally"]))
     quality = tally.stats(stopwords)
     log.info("aug %s: %s", task.name, summary_line(quality))
     manifest = {
@@ -391,13 +442,14 @@ def _generate(
         "config": cfg.as_dict(),
         "mlm_model": getattr(mlm, "name", str(cfg.mlm_model)),
         "glove": cfg.glove if glove is None else "<preloaded>",
-        "source": {"path": str(src), "sha256": settings["source_sha256"], "examples": n},
+        "source": {"path": str(src), "sha256": settings["source_sha256"], "examples": len(table.rows)},
         "output": {"path": str(final), "rows": rows_written, "sha256": _sha256_file(final)},
-        "counts": {"examples": n, "rows": rows_written, **dict(sorted(totals.items()))},
+        "counts": {"examples": len(table.rows), "rows": rows_written, **dict(sorted(totals.items()))},
         # MLM candidate lists of all augmented sentences (see data_aug/stats.py)
         "candidate_quality": quality,
         "time": {
             "seconds_this_run": round(time.time() - started, 2),
+            # summed over chunks: with several processes, more than the run's wall time
             "seconds_augmenting_all_chunks": round(sum(r["seconds"] for r in done.values()), 2),
             "resumed_examples": resumed,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -408,19 +460,15 @@ def _generate(
             "chunk_size": cfg.chunk_size,
             "device": cfg.device,
             "torch_threads": cfg.num_threads or threads_before,
+            "processes": coordinator.world_size,
         },
     }
     _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
-    return final
 
 
 def _write_chunk(path: Path, rows: list[list[str]]) -> None:
     _atomic_write_text(path, _tsv(rows))
-
-
-def _tally_path(partial: Path, chunk: int) -> Path:
-    return partial / f"chunk_{chunk:05d}.cands.json"
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -452,6 +500,7 @@ def ensure_augmented(
     glove: GloveNeighbours | Any | None = None,
     stopwords: frozenset[str] | set[str] | None = None,
     progress: bool = True,
+    coordinator: Coordinator = SINGLE,
 ) -> Path:
     """Path of the task's augmented training file, generating it only when needed.
 
@@ -462,7 +511,7 @@ def ensure_augmented(
     (re)generates it, resuming an interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a
     name, a folder, or a loaded MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
     `aug.skip_tasks` (STS-B by default), returns the original `<data_dir>/glue/<Task>/train.tsv`
-    and logs why.
+    and logs why. `coordinator`: as in `augment_task`.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
     task = get_task(task_name)
@@ -479,23 +528,30 @@ def ensure_augmented(
     out = aug_dir(artifacts_dir, task.name)
     table = read_glue_tsv(src, task)
     source_sha = _sha256_file(src)
-    mlm, glove, stopwords = _load_components(cfg, data, mlm_model, glove, stopwords)
+    mlm, glove, stopwords = _load_components(cfg, data, mlm_model, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
     final = out / OUTPUT_NAME
-    manifest = read_manifest(out)
-    if manifest is not None and manifest.get("settings") == settings and _output_matches(final, manifest, table):
-        log.info("aug: up to date: %s", final)
-        _log_quality(task.name, manifest)
+
+    def up_to_date(warn: bool) -> bool:
+        manifest = read_manifest(out)
+        return manifest is not None and manifest.get("settings") == settings and _output_matches(
+            final, manifest, table, warn=warn
+        )
+
+    # Rank 0 decides for every process, so that all of them generate or none does.
+    if coordinator.broadcast(up_to_date(warn=True) if coordinator.is_main else None):
+        if coordinator.is_main:
+            log.info("aug: up to date: %s", final)
+            _log_quality(task.name, read_manifest(out) or {})
         return final
-    with _locked(out):
-        manifest = read_manifest(out)  # another process may have just finished it
-        if manifest is not None and manifest.get("settings") == settings and _output_matches(
-            final, manifest, table, warn=False
-        ):
+    with _locked(out, coordinator):
+        # another run may have just finished it
+        if coordinator.broadcast(up_to_date(warn=False) if coordinator.is_main else None):
             return final
-        log.info("aug: generating %s", final)
-        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress)
+        if coordinator.is_main:
+            log.info("aug: generating %s", final)
+        return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress, coordinator)
 
 
 def output_mismatch(final: Path, manifest: Mapping[str, Any], header_lines: int) -> str | None:

