@@ -116,6 +116,22 @@ def test_onnx_logits_equal_pytorch_for_two_shapes(models, exported):
     assert len(shapes) == 2 and {s[0] for s in shapes} == {1, 3}
 
 
+def test_both_exporters_give_the_pytorch_logits(models, exported, tmp_path):
+    """--exporter dynamo (torch's default) works too, and its graph computes what the default (torchscript) one does."""
+    out = export.export_model(models["student"], out=tmp_path / "dynamo", int8=True, exporter="dynamo")
+    info = json.loads((out / "export.json").read_text())
+    assert info["exporter"]["method"] == "torch.onnx.export(dynamo=True)"
+    assert json.loads((exported / "export.json").read_text())["exporter"]["method"] == "torch.onnx.export(dynamo=False)"
+    torch_clf = load_classifier(models["student"])
+    b = batch(torch_clf.tokenizer, ["a good film", "a rather longer sentence so that the others need padding"],
+              ["yes", "its pair"])
+    ref = torch_clf.logits(b)
+    for folder in (exported, out):
+        np.testing.assert_allclose(load_classifier(folder).logits(b), ref, atol=1e-4)
+    with pytest.raises(ConfigError, match="--exporter"):
+        export.export_model(models["student"], out=tmp_path / "x", exporter="tflite")
+
+
 def test_int8_export_runs_and_keeps_label_names(exported):
     int8 = load_classifier(exported / INT8_FILE)
     fp32 = load_classifier(exported / ONNX_FILE)
