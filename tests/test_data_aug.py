@@ -302,6 +302,25 @@ def test_batched_and_sequential_modes_give_identical_candidates(mlm, small_kv):
     assert sum(s == "mlm" for sc in seq for s in sc.sources.values()) > 25
 
 
+def test_batched_candidates_are_the_reference_algorithms(mlm, small_kv):
+    """bench/bench_aug.py re-implements the reference script's own way (WordPiece-tokenise again per word, a full
+    forward with autograd, the whole vocabulary sorted at the mask): the batched lists are exactly its lists, once
+    the bracketed tokens the project never proposes ([UNK], [unused3]) are taken out of the reference's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_aug", ROOT / "bench" / "bench_aug.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)]
+    glove = GloveNeighbours(small_kv, top_k=15)
+    trainable = [p.requires_grad for p in mlm.model.parameters()]
+    reference = bench.reference_candidates(mlm, glove, STOP, sentences, 15)
+    assert [p.requires_grad for p in mlm.model.parameters()] == trainable  # autograd switched back
+    batched = Augmenter(mlm, glove, STOP, top_k=15, mode="batched").candidates(sentences)
+    agreement = bench.list_agreement(reference, batched)
+    assert agreement["lists"] > 40 and agreement["identical_share_without_bracketed"] == 1.0, agreement
+
+
 def test_encoder_hidden_states_do_not_depend_on_the_batch(mlm, tokenizer):
     """The premise of batched == sequential in float32: a row's hidden states are batch-invariant."""
     ids = tokenizer(MRPC_ROWS[0][3], add_special_tokens=False)["input_ids"]
