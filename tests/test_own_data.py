@@ -1,0 +1,280 @@
+"""A user's own data set as a task (issue #14): files in four formats, single texts and pairs, string and integer
+classes, regression, metrics, the tokenised cache, and every bad input as one line naming file, row and column."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from tests import test_bad_input
+from tests.test_bad_input import assert_nothing_written, assert_one_line
+from tinydistill.data.files import examples, read_table, task_from_config, task_from_argument, write_table
+from tinydistill.data.glue import GlueDataModule, tokenized_split
+from tinydistill.data.tasks import get_task
+from tinydistill.errors import ConfigError, DataError
+from tinydistill.metrics import compute_metrics
+
+TICKETS = [
+    {"subject": "printer broken", "body": "the printer on floor 2 jams", "queue": "it"},
+    {"subject": "invoice", "body": "please pay invoice 17", "queue": "finance"},
+    {"subject": "holiday", "body": "how many days off do i have", "queue": "hr"},
+    {"subject": "laptop", "body": "my laptop will not start", "queue": "it"},
+    {"subject": "salary", "body": "my salary was late", "queue": "finance"},
+    {"subject": "new hire", "body": "onboarding for anna", "queue": "hr"},
+]
+train_py = test_bad_input.train_py  # the fixture that runs train.py's main
+SUFFIX = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet"}
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """`rows` in the format of `path`'s extension (values as given: JSONL and Parquet keep their types)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = list(rows[0])
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif path.suffix == ".tsv":
+        path.write_text("\n".join(["\t".join(header)] + ["\t".join(str(r[c]) for c in header) for r in rows]) + "\n")
+    else:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, header)
+            w.writeheader()
+            w.writerows(rows)
+    return path
+
+
+def tickets(tmp_path: Path, fmt: str = "csv", train=TICKETS, dev=TICKETS[:3]) -> tuple[Path, Path]:
+    return write_rows(tmp_path / f"train{SUFFIX[fmt]}", train), write_rows(tmp_path / f"dev{SUFFIX[fmt]}", dev)
+
+
+def node(train, dev, **keys) -> dict:
+    return {"name": "tickets", "train": str(train), "dev": str(dev), "text": ["subject", "body"], "label": "queue",
+            "labels": None, "metric": None, "max_seq_length": 32, **keys}
+
+
+# ------------------------------------------------------------------ reading
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_pairs_with_string_labels_in_every_format(tmp_path, fmt):
+    train, dev = tickets(tmp_path, fmt)
+    task = task_from_config(node(train, dev))
+    assert task.is_pair and not task.is_glue and not task.is_regression
+    assert task.label_names == ("finance", "hr", "it") and task.num_labels == 3  # sorted
+    assert (task.metric, task.metrics, task.dev_splits, task.length) == ("accuracy", ("accuracy",), ("dev",), 32)
+    ex = examples(task, "train")
+    assert ex["text_a"][0] == "printer broken" and ex["text_b"][1] == "please pay invoice 17"
+    assert ex["label"] == [2, 0, 1, 2, 0, 1]
+    assert examples(task, "dev")["label"] == [2, 0, 1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_single_text_with_integer_classes_in_numeric_order(tmp_path, fmt):
+    rows = [{"text": f"review {i}", "stars": s} for i, s in enumerate([10, 2, 9, 2, 10])]
+    train, dev = write_rows(tmp_path / f"t{SUFFIX[fmt]}", rows), write_rows(tmp_path / f"d{SUFFIX[fmt]}", rows[:2])
+    task = task_from_config({"name": "stars", "train": str(train), "dev": str(dev), "text": "text", "label": "stars"})
+    assert not task.is_pair and task.label_names == ("2", "9", "10")  # numerically, not as text
+    assert examples(task, "train")["label"] == [2, 0, 1, 0, 2]
+
+
+def test_tsv_reads_quotes_as_characters(tmp_path):
+    train = tmp_path / "t.tsv"
+    train.write_text('text\tlabel\n" unbalanced quote\tpos\nnext row\tneg\n')
+    task = task_from_config({"name": "q", "train": str(train), "dev": str(train), "text": ["text"], "label": "label"})
+    assert examples(task, "train")["text_a"] == ['" unbalanced quote', "next row"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_float_labels_make_a_regression(tmp_path, fmt):
+    rows = [{"a": f"a man plays {i}", "b": f"a man is playing {i}", "score": s} for i, s in
+            enumerate([0.5, 4.0, 2.25, 3.0])]
+    train = write_rows(tmp_path / f"t{SUFFIX[fmt]}", rows)
+    task = task_from_config({"name": "sts", "train": str(train), "dev": str(train), "text": ["a", "b"],
+                             "label": "score"})
+    assert task.is_regression and task.num_labels == 1
+    assert (task.metric, task.metrics) == ("spearman", ("pearson", "spearman"))
+    assert examples(task, "dev")["label"] == [0.5, 4.0, 2.25, 3.0]
+
+
+def test_a_correlation_metric_makes_integer_labels_a_regression(tmp_path):
+    rows = [{"text": f"t {i}", "score": i % 3} for i in range(6)]
+    train = write_rows(tmp_path / "t.jsonl", rows)
+    task = task_from_config({"name": "s", "train": str(train), "dev": str(train), "label": "score", "metric": "pearson"})
+    assert task.is_regression and task.metric == "pearson"
+
+
+def test_explicit_class_list_sets_the_order(tmp_path):
+    train, dev = tickets(tmp_path)
+    task = task_from_config(node(train, dev, labels=["it", "hr", "finance"], metric="macro_f1"))
+    assert task.label_names == ("it", "hr", "finance") and task.metrics == ("macro_f1", "accuracy")
+    assert examples(task, "train")["label"] == [0, 2, 1, 0, 2, 1]
+
+
+def test_glue_names_stay_presets():
+    task = task_from_config({"name": "mnli", "max_seq_length": 128})
+    assert task.label_names == ("contradiction", "entailment", "neutral") and task.is_glue
+    assert task.dev_splits == ("dev_matched", "dev_mismatched") and task.length == 128
+    assert task_from_argument("mrpc") == get_task("mrpc")
+
+
+def test_task_file_for_command_lines(tmp_path):
+    train, dev = tickets(tmp_path, "jsonl")
+    spec = tmp_path / "tickets.yaml"
+    spec.write_text(json.dumps(node(train, dev)))  # JSON is YAML
+    assert task_from_argument(str(spec)).label_names == ("finance", "hr", "it")
+
+
+def test_read_and_write_table_round_trip(tmp_path):
+    for fmt in ("csv", "tsv", "jsonl", "parquet"):
+        train, dev = tickets(tmp_path / fmt, fmt)
+        task = task_from_config(node(train, dev))
+        table = read_table(task, train)
+        assert table.header == ["subject", "body", "queue"] and (table.text_a_col, table.text_b_col) == (0, 1)
+        out = tmp_path / fmt / f"copy{SUFFIX[fmt]}"
+        write_table(out, fmt, table.header, table.rows)
+        assert read_table(task, out).rows == table.rows
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_macro_f1_and_multiclass_mcc(tmp_path):
+    train, dev = tickets(tmp_path)
+    task = task_from_config(node(train, dev, metric="macro_f1"))
+    m = compute_metrics(task, torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    mcc = task_from_config(node(train, dev, metric="mcc"))
+    assert compute_metrics(mcc, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))["mcc"] == pytest.approx(1.0)
+
+
+def test_binary_metric_needs_two_classes(tmp_path):
+    train, dev = tickets(tmp_path)
+    with pytest.raises(ConfigError, match=r"task.metric=f1: F1 of the positive class needs two classes, tickets has 3"):
+        task_from_config(node(train, dev, metric="f1"))
+    with pytest.raises(ConfigError, match=r"task.metric='spearman': tickets is a classification"):
+        task_from_config(node(train, dev, labels=["finance", "hr", "it"], metric="spearman"))
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_edited_file_is_tokenised_again(tmp_path, tiny_bert):
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    train, dev = tickets(tmp_path)
+    task = task_from_config(node(train, dev))
+    first = tokenized_split(task, "train", tok, 32, None, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "tasks" / "tickets").iterdir())
+    again = tokenized_split(task, "train", tok, 32, None, tmp_path / "cache")
+    assert again["input_ids"] == first["input_ids"]
+    write_rows(train, [{**TICKETS[0], "subject": "scanner broken"}, *TICKETS[1:]])
+    edited = tokenized_split(task_from_config(node(train, dev)), "train", tok, 32, None, tmp_path / "cache")
+    assert edited["input_ids"][0] != first["input_ids"][0] and edited["input_ids"][1:] == first["input_ids"][1:]
+    single = task_from_config(node(train, dev, text=["body"]))  # same file, other columns: another cache entry
+    assert tokenized_split(single, "train", tok, 32, None, tmp_path / "cache")["input_ids"][0] != edited["input_ids"][0]
+
+
+def test_datamodule_takes_a_task(tmp_path, tiny_bert):
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    train, dev = tickets(tmp_path, "parquet")
+    dm = GlueDataModule(task_from_config(node(train, dev)), tok, 32, None, str(tmp_path / "cache"), batch_size=4)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and set(batch["labels"].tolist()) <= {0, 1, 2}
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def bad(tmp_path: Path, **keys) -> str:
+    train, dev = tickets(tmp_path)
+    with pytest.raises((DataError, ConfigError)) as e:
+        task = task_from_config(node(keys.pop("train", train), keys.pop("dev", dev), **keys))
+        for split in ("train", "dev"):
+            examples(task, split)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_files(tmp_path):
+    assert bad(tmp_path, train=tmp_path / "nowhere.csv").endswith("nowhere.csv: file not found")
+    (tmp_path / "empty.csv").write_text("")
+    assert bad(tmp_path, dev=tmp_path / "empty.csv").endswith("empty.csv: file is empty")
+    (tmp_path / "header.csv").write_text("subject,body,queue\n")
+    assert bad(tmp_path, dev=tmp_path / "header.csv").endswith("header.csv: no examples (only a header row)")
+    assert "task.train=x.txt: unknown file format '.txt'" in bad(tmp_path, train="x.txt")
+    jsonl = write_rows(tmp_path / "dev.jsonl", TICKETS)
+    assert f"is csv but task.dev={jsonl} is jsonl: use one format for both" in bad(tmp_path, dev=jsonl)
+    (tmp_path / "broken.jsonl").write_text('{"subject": "a", "body": "b", "queue": "it"}\n{not json\n')
+    assert "broken.jsonl: not a readable JSONL file" in bad(tmp_path, train=tmp_path / "broken.jsonl",
+                                                             dev=tmp_path / "broken.jsonl")
+
+
+def test_bad_rows_name_file_row_and_column(tmp_path):
+    assert bad(tmp_path, label="team").endswith(
+        "train.csv: missing column 'team' (task.label); columns: ['subject', 'body', 'queue']")
+    assert "missing column 'title' (task.text)" in bad(tmp_path, text=["title"])
+    empty = write_rows(tmp_path / "e" / "dev.csv", [TICKETS[0], {**TICKETS[1], "body": "  "}])
+    assert bad(tmp_path, dev=empty).endswith("dev.csv: row 2, column 'body': empty text")
+    unseen = write_rows(tmp_path / "u" / "dev.csv", [TICKETS[0], {**TICKETS[1], "queue": "legal"}])
+    assert bad(tmp_path, dev=unseen).endswith(
+        "dev.csv: row 2, column 'queue': label 'legal' does not occur in the training data "
+        "(classes: ['finance', 'hr', 'it'])")
+    no_label = write_rows(tmp_path / "n" / "train.csv", [TICKETS[0], {**TICKETS[1], "queue": ""}])
+    assert bad(tmp_path, train=no_label).endswith("train.csv: row 2, column 'queue': empty label")
+
+
+def test_bad_class_lists(tmp_path):
+    assert bad(tmp_path, labels=["it", "finance"]).endswith(
+        "train.csv: row 3, column 'queue': label 'hr' is not in task.labels=['it', 'finance']")
+    assert "task.labels=['it', 'finance', 'hr', 'legal'] names ['legal'], which never occur" in bad(
+        tmp_path, labels=["it", "finance", "hr", "legal"])
+    assert "task.labels=['it', 'it']: expected distinct" in bad(tmp_path, labels=["it", "it"])
+    one = write_rows(tmp_path / "one" / "train.csv", [{**r, "queue": "it"} for r in TICKETS])
+    assert "column 'queue' holds a single class ('it')" in bad(tmp_path, train=one)
+
+
+def test_non_numeric_regression_target(tmp_path):
+    rows = [{"text": f"t {i}", "score": s} for i, s in enumerate(["0.5", "1.5", "2.0"])]
+    train = write_rows(tmp_path / "t.csv", rows)
+    dev = write_rows(tmp_path / "d.csv", [rows[0], {"text": "x", "score": "high"}])
+    task = task_from_config({"name": "s", "train": str(train), "dev": str(dev), "label": "score"})
+    with pytest.raises(DataError, match=r"d\.csv: row 2, column 'score': label 'high' is not a number \(task s is a "
+                                        r"regression\)$"):
+        examples(task, "dev")
+    forced = write_rows(tmp_path / "f.csv", [*rows, {"text": "x", "score": "n/a"}])
+    with pytest.raises(DataError, match=r"f\.csv: row 4, column 'score': label 'n/a' is not a number"):
+        examples(task_from_config({"name": "s", "train": str(forced), "dev": str(dev), "label": "score",
+                                   "metric": "spearman"}), "train")
+
+
+def test_bad_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"task=custom: set task.train and task.dev"):
+        task_from_config({"name": "custom", "train": None, "dev": None, "dataset": None})
+    with pytest.raises(ConfigError, match=r"task.dev is not set"):
+        task_from_config({"name": "x", "train": "a.csv", "dev": None})
+    with pytest.raises(ConfigError, match=r"task.colour: unknown key"):
+        task_from_config({"name": "x", "train": "a.csv", "dev": "b.csv", "colour": 1})
+    with pytest.raises(ConfigError, match=r"task.name='mrpc': a user's task needs its own name"):
+        task_from_config({"name": "mrpc", "train": "a.csv", "dev": "b.csv", "label": "l"})
+    with pytest.raises(ConfigError, match=r"task.text=\['a', 'b', 'c'\]: expected one text column"):
+        task_from_config({"name": "x", "train": "a.csv", "dev": "b.csv", "text": ["a", "b", "c"], "label": "l"})
+
+
+def test_bad_data_stops_train_py_with_one_line(tmp_path, train_py, tiny_bert):
+    train, _ = tickets(tmp_path / "in")
+    dev = write_rows(tmp_path / "in" / "bad" / "dev.csv", [TICKETS[0], {**TICKETS[1], "queue": "legal"}])
+    result = train_py("stage=finetune", "task=custom", "task.name=tickets", f"task.train={train}", f"task.dev={dev}",
+                      "task.text=[subject,body]", "task.label=queue", f"stage.model={tiny_bert}")
+    assert_one_line(result, f"{dev}: row 2, column 'queue': label 'legal' does not occur in the training data")
+    assert_nothing_written(tmp_path)
