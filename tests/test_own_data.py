@@ -278,3 +278,48 @@ def test_bad_data_stops_train_py_with_one_line(tmp_path, train_py, tiny_bert):
                       "task.text=[subject,body]", "task.label=queue", f"stage.model={tiny_bert}")
     assert_one_line(result, f"{dev}: row 2, column 'queue': label 'legal' does not occur in the training data")
     assert_nothing_written(tmp_path)
+
+
+# ------------------------------------------------------------------ stages on a user's task
+
+
+def custom_overrides(train: Path, dev: Path, *extra: str) -> list[str]:
+    return ["task=custom", "task.name=tickets", f"task.train={train}", f"task.dev={dev}", "task.text=[subject,body]",
+            "task.label=queue", "task.max_seq_length=32", *extra]
+
+
+def finetune_tickets(compose_cfg, tiny_bert, train: Path, dev: Path, *extra: str) -> dict:
+    from tinydistill.stages import run
+
+    cfg = compose_cfg("stage=finetune", f"teacher.name_or_path={tiny_bert}", "paths.data_dir=null", "logger=csv",
+                      "stage.epochs=2", "stage.batch_size=4", "stage.eval_batch_size=4", "stage.latency_repeats=1",
+                      "stage.lr=1e-3", *custom_overrides(train, dev, *extra))
+    return run(cfg)
+
+
+def test_finetune_exports_the_class_names(compose_cfg, tmp_path, tiny_bert):
+    from transformers import pipeline
+
+    train, dev = tickets(tmp_path / "in", "jsonl", train=TICKETS * 2)
+    result = finetune_tickets(compose_cfg, tiny_bert, train, dev, "task.metric=macro_f1")
+    out = Path(result["output_dir"])
+    assert out == tmp_path / "artifacts" / "teacher" / "tickets"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["dev"]) == {"macro_f1", "accuracy"} and saved["task"] == "tickets"
+    assert saved["task_spec"]["label_names"] == ["finance", "hr", "it"] and saved["task_spec"]["metric"] == "macro_f1"
+    assert set(saved["constant"]["dev"]) == {"macro_f1", "accuracy"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "finance", "1": "hr", "2": "it"}
+    assert config["label2id"] == {"finance": 0, "hr": 1, "it": 2}
+    classify = pipeline("text-classification", model=str(out), device="cpu")
+    labels = {p["label"] for p in classify(["printer broken", "invoice"])}
+    assert labels <= {"finance", "hr", "it"}
+
+
+def test_finetune_a_regression_task(compose_cfg, tmp_path, tiny_bert):
+    rows = [{"subject": f"ticket {i}", "body": f"waited {i} days", "queue": i / 2} for i in range(8)]
+    train, dev = write_rows(tmp_path / "in" / "t.parquet", rows), write_rows(tmp_path / "in" / "d.parquet", rows[:4])
+    result = finetune_tickets(compose_cfg, tiny_bert, train, dev)
+    assert set(result["dev"]) == {"pearson", "spearman"}
+    config = json.loads((Path(result["output_dir"]) / "config.json").read_text())
+    assert config["problem_type"] == "regression" and len(config["id2label"]) == 1

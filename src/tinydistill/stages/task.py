@@ -46,8 +46,9 @@ from tinydistill.checks import (
     check_teacher_strength,
     load_teacher_classifier,
 )
+from tinydistill.data.files import load_task
 from tinydistill.data.glue import GlueDataModule
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
 from tinydistill.distill.prediction import cached_teacher_logits
 from tinydistill.errors import ConfigError
@@ -136,7 +137,7 @@ def load_projections(source: str | None, cfg: DictConfig) -> Projections | None:
 
 def datamodule(cfg: DictConfig, task: GlueTask, tokenizer, train_file: str | None) -> GlueDataModule:
     return GlueDataModule(
-        task.name,
+        task,
         tokenizer,
         max_seq_length=cfg.task.max_seq_length,
         data_dir=cfg.paths.data_dir,
@@ -306,7 +307,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     # Phase 2 checkpoints into the folder of phase 1's on purpose (one last.ckpt for the run).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    task = get_task(cfg.task.name)
+    task = load_task(cfg)
     st = cfg.stage
     if cfg.distill.name != "tinybert":
         raise ConfigError(f"stage=task is TinyBERT's task distillation (distill=tinybert), got distill={cfg.distill.name}; "
@@ -352,6 +353,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "stage": "task",
         "task": task.name,
+        "task_spec": task.summary(),  # a user's task's labels and metrics, for the report
         "run": run_name(cfg),
         "ablation": cfg.ablation.name,
         "aug": bool(cfg.aug.enabled),
