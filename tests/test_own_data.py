@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests import test_bad_input
+from tests import test_bad_input, test_data_aug
 from tests.test_bad_input import assert_nothing_written, assert_one_line
 from tinydistill.data.files import examples, read_table, task_from_config, task_from_argument, write_table
 from tinydistill.data.glue import GlueDataModule, tokenized_split
@@ -323,3 +324,98 @@ def test_finetune_a_regression_task(compose_cfg, tmp_path, tiny_bert):
     assert set(result["dev"]) == {"pearson", "spearman"}
     config = json.loads((Path(result["output_dir"]) / "config.json").read_text())
     assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
+
+
+# ------------------------------------------------------------------ augmentation of a user's task
+
+mlm = test_data_aug.mlm  # the tiny random masked LM and hand-made word vectors of tests/test_data_aug.py
+small_kv = test_data_aug.small_kv
+tokenizer = test_data_aug.tokenizer
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_augmentation_writes_the_tasks_format_and_columns(tmp_path, fmt, mlm, small_kv):
+    from data_aug import augment_task, ensure_augmented
+
+    rows = [{**r, "id": i} for i, r in enumerate(TICKETS)]  # an extra column, kept as it is
+    train, dev = tickets(tmp_path / "in", fmt, train=rows)
+    task = task_from_config(node(train, dev))
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
+    out = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "aug" / "tickets", **kw)
+    assert out == tmp_path / "aug" / "tickets" / f"train_aug{SUFFIX[fmt]}"
+    table = read_table(task, out)
+    assert table.header == ["subject", "body", "queue", "id"]
+    originals = {row[3]: row for row in read_table(task, train).rows}  # CSV cells are text, JSON and Parquet typed
+    by_id: dict = {}
+    for row in table.rows:
+        by_id.setdefault(row[3], []).append(row)
+    assert list(by_id) == list(originals)  # example order kept; the id column keeps its type
+    for i, group in by_id.items():
+        assert group[0] == originals[i]  # the original first
+        assert all(r[2] == originals[i][2] for r in group)  # label kept
+        assert all((r[0] != originals[i][0]) + (r[1] != originals[i][1]) == 1 for r in group[1:])
+    assert len(table.rows) > len(rows)
+    manifest = json.loads((out.parent / "manifest.json").read_text())
+    assert manifest["counts"]["rows"] == len(table.rows) and manifest["settings"]["text_columns"] == ["subject", "body"]
+    # up to date: reused as it is; an edited output is regenerated
+    again = ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
+                             stopwords=test_data_aug.STOP, progress=False)
+    assert again == out
+    before = out.read_bytes()
+    out.write_bytes(before[:-5])
+    ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
+                     stopwords=test_data_aug.STOP, progress=False)
+    assert out.read_bytes() == before
+
+
+def test_augmentation_resumes_to_the_same_bytes(tmp_path, mlm, small_kv, monkeypatch):
+    from data_aug import augment_task
+
+    train, dev = tickets(tmp_path / "in", "csv")
+    task = task_from_config(node(train, dev))
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
+    whole = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "whole", **kw)
+    test_data_aug.interrupt_chunk_write(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "resumed", **kw)
+    assert sorted(p.name for p in (tmp_path / "resumed" / ".partial").glob("chunk_*")) == [
+        "chunk_00000.json", "chunk_00000.jsonl", "chunk_00001.json"]
+    monkeypatch.undo()
+    resumed = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "resumed", **kw)
+    assert resumed.read_bytes() == whole.read_bytes()
+    manifest = json.loads((resumed.parent / "manifest.json").read_text())
+    assert manifest["time"]["resumed_examples"] == 2
+
+
+def test_data_aug_cli_on_a_users_task(tmp_path, tokenizer):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    model_dir = tmp_path / "tiny_mlm"
+    test_data_aug.tiny_mlm_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in test_data_aug.VEC_WORDS.items()))
+    nltk_dir = tmp_path / "nltk_data" / "corpora" / "stopwords"
+    nltk_dir.mkdir(parents=True)
+    (nltk_dir / "english").write_text("\n".join(sorted(test_data_aug.STOP)) + "\n")
+    train, dev = tickets(tmp_path / "in", "jsonl")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("TINYDISTILL_DATA_DIR", None)  # a user's task needs no data folder
+    args = [sys.executable, "-m", "data_aug", *custom_overrides(train, dev), f"aug.mlm_model={model_dir}",
+            f"aug.glove={glove}", f"aug.nltk_data={tmp_path / 'nltk_data'}", "aug.n_aug=3", "aug.chunk_size=2",
+            "aug.num_threads=1"]
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "art" / "aug" / "tickets"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["manifest.json", "train_aug.jsonl"]
+    first = json.loads((out / "train_aug.jsonl").read_text().splitlines()[0])
+    assert first == TICKETS[0]
+    bad = dev.with_name("bad.jsonl")
+    write_rows(bad, [TICKETS[0], {**TICKETS[1], "body": ""}])
+    args[args.index(f"task.train={train}")] = f"task.train={bad}"
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: {bad}: row 2, column 'body': empty text"

@@ -157,9 +157,9 @@ def augmented_train_file(cfg: DictConfig, task: GlueTask) -> str | None:
         return None
     from data_aug import ensure_augmented  # only needed with aug=on
 
-    if cfg.paths.data_dir is None:
+    if cfg.paths.data_dir is None and task.is_glue:
         raise ConfigError("aug=on needs paths.data_dir (the augmentation reads <data_dir>/glue/<Task>/train.tsv)")
-    return str(ensure_augmented(cfg.aug, task.name, cfg.paths.data_dir, cfg.paths.artifacts_dir))
+    return str(ensure_augmented(cfg.aug, task, cfg.paths.data_dir, cfg.paths.artifacts_dir))
 
 
 def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) -> str | None:
