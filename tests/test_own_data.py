@@ -419,3 +419,42 @@ def test_data_aug_cli_on_a_users_task(tmp_path, tokenizer):
     args[args.index(f"task.train={train}")] = f"task.train={bad}"
     res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: {bad}: row 2, column 'body': empty text"
+
+
+def test_task_distillation_with_augmentation_report_and_benchmark(compose_cfg, tmp_path, tiny_bert, tokenizer):
+    """finetune -> python -m data_aug's pipeline (aug=on) -> stage=task (and the no_pred ablation) -> the report and
+    the latency benchmark, all on a user's JSON Lines data set."""
+    from tinydistill.bench import latency_report
+    from tinydistill.report import write_report
+    from tinydistill.stages import run
+
+    train, dev = tickets(tmp_path / "in", "jsonl", train=TICKETS * 2)
+    teacher = finetune_tickets(compose_cfg, tiny_bert, train, dev)["output_dir"]
+    assert json.loads((Path(teacher) / "task.json").read_text())["train"] == str(train.resolve())
+    mlm_dir = tmp_path / "tiny_mlm"
+    test_data_aug.tiny_mlm_model(tokenizer).save_pretrained(mlm_dir)
+    tokenizer.save_pretrained(mlm_dir)
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in test_data_aug.VEC_WORDS.items()))
+    common = ["stage=task", f"stage.teacher={teacher}", "paths.data_dir=null", "logger=csv", "student.init=random",
+              *test_bad_input.TINY_STUDENT, "stage.batch_size=4", "stage.intermediate.max_steps=2",
+              "stage.pred.max_steps=2", "stage.latency_repeats=1", "stage.allow_weak_teacher=true", "aug=on",
+              f"aug.mlm_model={mlm_dir}", f"aug.glove={glove}", "aug.n_aug=2", "aug.chunk_size=4", "aug.num_threads=1",
+              *custom_overrides(train, dev)]
+    results = {ablation: run(compose_cfg(*common, f"ablation={ablation}")) for ablation in ("none", "no_pred")}
+    aug = tmp_path / "artifacts" / "aug" / "tickets" / "train_aug.jsonl"
+    assert results["none"]["train_file"] == str(aug) and aug.is_file()
+    assert len(aug.read_text().splitlines()) > 2 * len(TICKETS)
+    student = Path(results["none"]["output_dir"])
+    assert student == tmp_path / "artifacts" / "task" / "tickets" / "none-init_random" / "seed42"
+    config = json.loads((student / "config.json").read_text())
+    assert config["id2label"] == {"0": "finance", "1": "hr", "2": "it"}
+    assert set(results["none"]["dev"]) == {"accuracy"} and set(results["no_pred"]["dev"]) == {"accuracy"}
+
+    report = write_report([tmp_path / "artifacts"], tmp_path / "report")
+    table = report.read_text()
+    assert "| tickets | none-init_random |" in table and "| tickets | no_pred-init_random |" in table
+    bench = latency_report([str(teacher), str(student)], str(student / "task.json"), None, str(tmp_path / "cache"),
+                           batch_size=2, repeats=1, onnx=False, batch1=False)
+    assert bench["task"] == "tickets" and bench["metric"] == "accuracy" and bench["examples"] == 3
+    assert [set(m["dev"]) for m in bench["models"]] == [{"accuracy"}, {"accuracy"}]

@@ -99,8 +99,23 @@ def load_task(cfg: Any) -> Task:
     return task_from_config(cfg.task)
 
 
+TASK_JSON = "task.json"
+
+
+def task_json(cfg: Any, task: Task) -> dict[str, Any]:
+    """`{"task.json": <the task node>}` for a model folder of a user's task (files as absolute paths), so that
+    `--task <model dir>/task.json` of export and bench finds the same data; {} for GLUE."""
+    if task.is_glue:
+        return {}
+    node = _plain(cfg.task)
+    if task.dataset is None:
+        node.update({split: str(Path(path).expanduser().resolve()) for split, path in task.files})
+    return {TASK_JSON: node}
+
+
 def task_from_argument(value: str) -> Task:
-    """A command-line `--task`: a GLUE name, or a YAML/JSON file holding a user's task keys (conf/task/custom.yaml's)."""
+    """A command-line `--task`: a GLUE name, or a YAML/JSON file holding a user's task keys (conf/task/custom.yaml's,
+    e.g. the task.json the stages write beside a model of a user's task)."""
     path = Path(value).expanduser()
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from tinydistill.bench import count_parameters
 from tinydistill.checks import load_teacher_classifier
-from tinydistill.data.files import load_task
+from tinydistill.data.files import load_task, task_json
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import ConfigError
@@ -148,7 +148,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if st.measure_latency:
             add_latency(cfg, result, models, datamodule, own="model")
         out = export_pretrained(
-            st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result}
+            st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result, **task_json(cfg, task)}
         )
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ from tinydistill.checks import (
     check_teacher_strength,
     load_teacher_classifier,
 )
-from tinydistill.data.files import load_task
+from tinydistill.data.files import load_task, task_json
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
@@ -385,7 +385,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if st.measure_latency:
             data = dm_gold if dm_gold is not None else dm
             add_latency(cfg, result, {"teacher": teacher, "student": module.classifier}, data, own="student")
-        export_pretrained(out_dir, module.classifier, tokenizer, json_files={RESULT_JSON: result},
+        export_pretrained(out_dir, module.classifier, tokenizer,
+                          json_files={RESULT_JSON: result, **task_json(cfg, task)},
                           extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
