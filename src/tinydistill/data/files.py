@@ -19,13 +19,14 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.glue_tsv import GlueTable, read_glue_tsv, write_glue_tsv
@@ -41,11 +42,8 @@ CUSTOM_KEYS = ("name", "train", "dev", "dataset", "dataset_config", "text", "lab
 
 
 def _plain(node: Any) -> dict[str, Any]:
-    if isinstance(node, Mapping) and not hasattr(node, "_get_node"):
-        return dict(node)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True)
+    """A config node (DictConfig, interpolations resolved) or a mapping as a plain dict."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
 def is_custom(node: Any) -> bool:
@@ -120,8 +118,6 @@ def task_from_argument(value: str) -> Task:
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():
             raise ConfigError(f"--task {value}: no such task file")
-        from omegaconf import OmegaConf
-
         return task_from_config(OmegaConf.load(path))
     return get_task(value)
 

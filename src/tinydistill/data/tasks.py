@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +98,10 @@ class Task:
                 "text": [str(c) for c in self.text_columns]}
 
     def fingerprint(self) -> str:
-        """Hash of everything that decides how a file is read (columns, labels), for cache keys."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of what decides a file's examples (text and label columns, classes), for cache keys: another column
+        or class order tokenises again, another metric does not."""
+        read = [[str(c) for c in self.text_columns], str(self.label), self.label_names]
+        return hashlib.sha256(json.dumps(read).encode()).hexdigest()[:16]
 
 
 #: The name the code used before user tasks existed; the same class.
