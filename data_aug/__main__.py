@@ -1,4 +1,5 @@
 """`python -m data_aug task=<name> [aug.<key>=<value> ...]`: write <artifacts_dir>/aug/<task>/.
+A user's task takes the same keys as train.py: `python -m data_aug task=custom task.train=... task.dev=...`.
 
 Several processes share the work when started by torchrun (data_aug/distributed.py), e.g.
 `torchrun --standalone --nproc-per-node 2 -m data_aug task=sst2 aug.num_threads=1`."""
@@ -13,14 +14,14 @@ from omegaconf import DictConfig
 from data_aug import distributed
 from data_aug.config import run_cli
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
-from tinydistill.data.tasks import get_task
+from tinydistill.data.files import load_task
 from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig) -> Path | None:
-    task = get_task(cfg.task.name)
+    task = load_task(cfg)
     if not cfg.aug.enabled:
         raise ConfigError("aug.enabled is false (aug=off): nothing to do; use aug=on")
     if task.name in [str(t).lower() for t in (cfg.aug.skip_tasks or [])]:
@@ -33,9 +34,9 @@ def run(cfg: DictConfig) -> Path | None:
     coordinator = distributed.from_environment()
     try:
         if cfg.get("force", False):
-            path = augment_task(cfg.aug, task.name, data_dir, aug_dir(artifacts, task.name), coordinator=coordinator)
+            path = augment_task(cfg.aug, task, data_dir, aug_dir(artifacts, task), coordinator=coordinator)
         else:
-            path = ensure_augmented(cfg.aug, task.name, data_dir, artifacts, coordinator=coordinator)
+            path = ensure_augmented(cfg.aug, task, data_dir, artifacts, coordinator=coordinator)
     finally:
         distributed.shutdown(coordinator)
     if not coordinator.is_main:

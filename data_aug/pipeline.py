@@ -1,4 +1,8 @@
-"""Augment a GLUE task's train.tsv into `<artifacts_dir>/aug/<task>/train_aug.tsv`, resumably.
+"""Augment a task's training file into `<artifacts_dir>/aug/<task>/train_aug.<ext>`, resumably.
+
+GLUE tasks: `<data_dir>/glue/<Task>/train.tsv` into `train_aug.tsv`. A user's task (task=custom): its `task.train`
+file into `train_aug.<csv|tsv|jsonl|parquet>`, the same format and columns (the chunks are JSON Lines, joined into
+that format at the end; its manifest checks the output by sha256 only, since CSV cells may hold newlines).
 
 Output rows, per training example in file order: the original row unchanged; then for text_a each
 augmented sentence (other columns, label included, unchanged); then, for pair tasks, the same for
@@ -47,8 +51,9 @@ from data_aug.glove import GloveNeighbours, glove_file_fingerprint, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
 from data_aug.stats import CandidateTally, summary_line
 from data_aug.words import load_stopwords, nltk_data_dir, stopwords_fingerprint
-from tinydistill.data.glue_tsv import GlueTable, glue_file, read_glue_tsv
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data import files
+from tinydistill.data.glue_tsv import GlueTable
+from tinydistill.data.tasks import FORMATS, GlueTask, Task, get_task
 from tinydistill.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,9 +66,31 @@ PARTIAL_DIR = ".partial"
 KEY_NAME = "key.json"  # in PARTIAL_DIR: the settings the chunks there were made with
 
 
-def aug_dir(artifacts_dir: str | os.PathLike, task_name: str) -> Path:
+def as_task(task: str | Task) -> Task:
+    """A GLUE task's name, or a `Task` (a user's task, built by tinydistill.data.files.task_from_config)."""
+    return get_task(task) if isinstance(task, str) else task
+
+
+def aug_dir(artifacts_dir: str | os.PathLike, task: str | Task) -> Path:
     """Stable output folder `<artifacts_dir>/aug/<task>/`."""
-    return Path(artifacts_dir) / "aug" / get_task(task_name).name
+    return Path(artifacts_dir) / "aug" / as_task(task).name
+
+
+def output_name(task: Task) -> str:
+    """`train_aug.tsv` for GLUE, `train_aug.<ext>` of the training file's format for a user's task."""
+    if task.is_glue:
+        return OUTPUT_NAME
+    return "train_aug" + {fmt: ext for ext, fmt in FORMATS.items()}[task.format]
+
+
+def _chunk_suffix(task: Task) -> str:
+    """GLUE chunks are TSV, joined byte for byte; a user's task's are JSON Lines (any value, newlines included)."""
+    return ".tsv" if task.is_glue else ".jsonl"
+
+
+def _source(task: Task, data_dir: str | os.PathLike | None) -> Path:
+    """The training file to augment."""
+    return files.task_file(task, "train", _resolve_data_dir(data_dir) if task.is_glue else None)
 
 
 def _sha256_file(path: Path) -> str:
@@ -155,6 +182,8 @@ def _settings(
         # Named as well as fingerprinted (stop words passed in preloaded are only fingerprinted); only when not
         # the default, so outputs made before the option existed stay up to date.
         settings["stopwords"] = cfg.stopwords
+    if not task.is_glue:  # which columns are augmented; GLUE's are fixed (and its settings keep their old keys)
+        settings["text_columns"] = [str(c) for c in task.text_columns]
     if not (cfg.dtype == "float32" and cfg.device == "cpu"):
         # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
         # masked sentences are grouped into forwards, so these become part of the identity.
@@ -258,7 +287,7 @@ def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str:
 
 def augment_task(
     cfg_aug: AugConfig | Mapping[str, Any] | None,
-    task_name: str,
+    task_name: str | Task,
     data_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     *,
@@ -268,7 +297,8 @@ def augment_task(
     progress: bool = True,
     coordinator: Coordinator = SINGLE,
 ) -> Path:
-    """Write `<out_dir>/train_aug.tsv` and `manifest.json` for a task; returns the TSV's path.
+    """Write `<out_dir>/train_aug.tsv` (a user's task: `train_aug.<ext>`) and `manifest.json` for a task (a GLUE
+    name or a `Task`); returns the output's path.
 
     Always (re)generates, resuming from `<out_dir>/.partial/` when it holds chunks made with the
     same settings. `mlm`, `glove` (KeyedVectors or GloveNeighbours) and `stopwords` may be
@@ -277,12 +307,11 @@ def augment_task(
     (data_aug/distributed.py); every process must call this with the same arguments.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
-    task = get_task(task_name)
-    data = _resolve_data_dir(data_dir)
-    src = glue_file(data, task, "train")
-    table = read_glue_tsv(src, task)
+    task = as_task(task_name)
+    src = _source(task, data_dir)
+    table = files.read_table(task, src)
     source_sha = _sha256_file(src)
-    mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords, coordinator)
+    mlm, glove, stopwords = _load_components(cfg, data_dir, mlm, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
     out = Path(out_dir)
@@ -294,16 +323,16 @@ def _chunk_record_path(partial: Path, chunk: int) -> Path:
     return partial / f"chunk_{chunk:05d}.json"
 
 
-def _chunk_path(partial: Path, chunk: int) -> Path:
-    return partial / f"chunk_{chunk:05d}.tsv"
+def _chunk_path(partial: Path, chunk: int, suffix: str = ".tsv") -> Path:
+    return partial / f"chunk_{chunk:05d}{suffix}"
 
 
-def _finished_chunks(partial: Path, n_chunks: int) -> dict[int, dict]:
+def _finished_chunks(partial: Path, n_chunks: int, suffix: str = ".tsv") -> dict[int, dict]:
     """Records of the chunks in `partial` that are complete: the rows' file and, written before it, the
     record (counts, seconds, candidate tally) both present and the record readable."""
     done = {}
     for i in range(n_chunks):
-        if not _chunk_path(partial, i).is_file():
+        if not _chunk_path(partial, i, suffix).is_file():
             continue
         try:
             done[i] = json.loads(_chunk_record_path(partial, i).read_text(encoding="utf-8"))
@@ -312,13 +341,13 @@ def _finished_chunks(partial: Path, n_chunks: int) -> dict[int, dict]:
     return done
 
 
-def _prepare_partial(partial: Path, key: Mapping[str, Any], n_chunks: int) -> dict[int, dict]:
+def _prepare_partial(partial: Path, key: Mapping[str, Any], n_chunks: int, suffix: str) -> dict[int, dict]:
     """Keep `partial`'s chunks if they were made with `key`'s settings, else empty it; the finished chunks."""
     try:
         same = json.loads((partial / KEY_NAME).read_text(encoding="utf-8")) == dict(key)
     except (OSError, ValueError):
         same = False
-    done = _finished_chunks(partial, n_chunks) if same else {}
+    done = _finished_chunks(partial, n_chunks, suffix) if same else {}
     if not done and partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
@@ -355,8 +384,9 @@ def _generate(
         batch_size=cfg.batch_size,
         alphabetic_only=cfg.alphabetic_only,
     )
-    final, manifest_path = out / OUTPUT_NAME, out / MANIFEST_NAME
+    final, manifest_path = out / output_name(task), out / MANIFEST_NAME
     partial = out / PARTIAL_DIR
+    suffix = _chunk_suffix(task)
     n = len(table.rows)
     starts = list(range(0, n, cfg.chunk_size))
     key = {"settings_hash": _settings_hash(settings), "chunk_size": cfg.chunk_size, "examples": n}
@@ -364,7 +394,7 @@ def _generate(
     if coordinator.is_main:
         out.mkdir(parents=True, exist_ok=True)
         manifest_path.unlink(missing_ok=True)  # no manifest may describe a file being replaced
-        done_before = sorted(_prepare_partial(partial, key, len(starts)))
+        done_before = sorted(_prepare_partial(partial, key, len(starts), suffix))
     done_before = coordinator.broadcast(done_before)  # every process skips the same chunks
     mine = [i for i in range(len(starts)) if coordinator.owns(i) and i not in set(done_before)]
     resumed = sum(min(cfg.chunk_size, n - starts[i]) for i in done_before)
@@ -390,7 +420,7 @@ def _generate(
             )
             record = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3), "tally": tally.to_json()}
             _atomic_write_text(_chunk_record_path(partial, i), json.dumps(record))
-            _write_chunk(_chunk_path(partial, i), rows)  # last: the chunk is finished once this file exists
+            _write_chunk(_chunk_path(partial, i, suffix), rows)  # last: the chunk is finished once this file exists
             bar.update(min(cfg.chunk_size, n - s))
     finally:
         bar.close()
@@ -407,24 +437,20 @@ def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: Path, out: Path
           key: Mapping[str, Any], mlm: MaskedLM, glove: GloveNeighbours | None, stopwords: frozenset[str],
           coordinator: Coordinator, threads_before: int, started: float, resumed: int) -> None:
     """Rank 0, once every chunk is written: join them into the output and write its manifest."""
-    final, manifest_path, partial = out / OUTPUT_NAME, out / MANIFEST_NAME, out / PARTIAL_DIR
+    final, manifest_path, partial = out / output_name(task), out / MANIFEST_NAME, out / PARTIAL_DIR
+    suffix = _chunk_suffix(task)
     n_chunks = len(range(0, len(table.rows), cfg.chunk_size))
-    done = _finished_chunks(partial, n_chunks)
+    done = _finished_chunks(partial, n_chunks, suffix)
     if len(done) != n_chunks:
         missing = sorted(set(range(n_chunks)) - set(done))
         raise RuntimeError(f"aug: chunks {missing[:5]} of {partial} are missing after every process finished")
-    tmp = final.with_name(final.name + ".tmp")
-    rows_written = 0
-    with open(tmp, "wb") as f:
-        if table.header is not None:
-            f.write(_tsv([table.header]).encode("utf-8"))
-        for i in range(n_chunks):
-            data = _chunk_path(partial, i).read_bytes()
-            rows_written += data.count(b"\n")
-            f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    if task.is_glue:
+        rows_written = _join_tsv(final, table.header, [_chunk_path(partial, i, suffix) for i in range(n_chunks)])
+    else:
+        rows = [json.loads(line) for i in range(n_chunks)
+                for line in _chunk_path(partial, i, suffix).read_text(encoding="utf-8").splitlines()]
+        files.write_table(final, task.format, table.header, rows)
+        rows_written = len(rows)
 
     totals: Counter = Counter()
     tally = CandidateTally()
@@ -467,8 +493,29 @@ def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: Path, out: Path
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def _write_chunk(path: Path, rows: list[list[str]]) -> None:
-    _atomic_write_text(path, _tsv(rows))
+def _join_tsv(final: Path, header: list[str] | None, chunks: list[Path]) -> int:
+    """GLUE: the header and the TSV chunks' bytes, in order, into `final` (atomically); the rows written."""
+    tmp = final.with_name(final.name + ".tmp")
+    rows_written = 0
+    with open(tmp, "wb") as f:
+        if header is not None:
+            f.write(_tsv([header]).encode("utf-8"))
+        for chunk in chunks:
+            data = chunk.read_bytes()
+            rows_written += data.count(b"\n")
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return rows_written
+
+
+def _write_chunk(path: Path, rows: list[list[Any]]) -> None:
+    """One chunk's rows: TSV (GLUE) or, for a `.jsonl` chunk path, one JSON list per row."""
+    if path.suffix == ".jsonl":
+        _atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    else:
+        _atomic_write_text(path, _tsv(rows))
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -492,7 +539,7 @@ def _log_quality(task_name: str, manifest: Mapping[str, Any]) -> None:
 
 def ensure_augmented(
     cfg_aug: AugConfig | Mapping[str, Any] | None,
-    task_name: str,
+    task_name: str | Task,
     data_dir: str | os.PathLike | None,
     artifacts_dir: str | os.PathLike,
     *,
@@ -504,19 +551,18 @@ def ensure_augmented(
 ) -> Path:
     """Path of the task's augmented training file, generating it only when needed.
 
-    Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of train.tsv) if it exists, is
+    `task_name`: a GLUE name or a `Task`. Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of
+    train.tsv; a user's task: `train_aug.<ext>`, the format and columns of its training file) if it exists, is
     the file its manifest records (row count and sha256; a truncated or edited file is regenerated
     with a warning naming it) and the manifest's settings equal the current ones (config numbers,
     seed, MLM weights fingerprint, GloVe fingerprint, stop words, train.tsv sha256); otherwise
     (re)generates it, resuming an interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a
     name, a folder, or a loaded MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
-    `aug.skip_tasks` (STS-B by default), returns the original `<data_dir>/glue/<Task>/train.tsv`
-    and logs why. `coordinator`: as in `augment_task`.
+    `aug.skip_tasks` (STS-B by default), returns the original training file and logs why. `coordinator`: as in `augment_task`.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
-    task = get_task(task_name)
-    data = _resolve_data_dir(data_dir)
-    src = glue_file(data, task, "train")
+    task = as_task(task_name)
+    src = _source(task, data_dir)
     if not cfg.enabled:
         return src
     if task.name in cfg.skip_tasks:
@@ -525,18 +571,18 @@ def ensure_augmented(
             "the original %s", task.name, src,
         )
         return src
-    out = aug_dir(artifacts_dir, task.name)
-    table = read_glue_tsv(src, task)
+    out = aug_dir(artifacts_dir, task)
+    table = files.read_table(task, src)
     source_sha = _sha256_file(src)
-    mlm, glove, stopwords = _load_components(cfg, data, mlm_model, glove, stopwords, coordinator)
+    mlm, glove, stopwords = _load_components(cfg, data_dir, mlm_model, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
-    final = out / OUTPUT_NAME
+    final = out / output_name(task)
 
     def up_to_date(warn: bool) -> bool:
         manifest = read_manifest(out)
         return manifest is not None and manifest.get("settings") == settings and _output_matches(
-            final, manifest, table, warn=warn
+            final, manifest, task, table, warn=warn
         )
 
     # Rank 0 decides for every process, so that all of them generate or none does.
@@ -554,10 +600,11 @@ def ensure_augmented(
         return _generate(cfg, task, table, src, out, settings, mlm, glove, glove_fp, stopwords, progress, coordinator)
 
 
-def output_mismatch(final: Path, manifest: Mapping[str, Any], header_lines: int) -> str | None:
+def output_mismatch(final: Path, manifest: Mapping[str, Any], header_lines: int | None) -> str | None:
     """Why `final` is not the file `manifest` describes (missing, other row count or sha256), or None if it is.
 
     `header_lines`: lines before the data rows (1 for tasks whose files have a header); the manifest counts rows.
+    None: a file whose rows are not lines (a user's CSV or Parquet): the sha256 alone decides.
     """
     if not final.is_file():
         return "is missing"
@@ -569,18 +616,19 @@ def output_mismatch(final: Path, manifest: Mapping[str, Any], header_lines: int)
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
             lines += block.count(b"\n")
-    rows = lines - header_lines
-    if rows != recorded["rows"]:
+    rows = None if header_lines is None else lines - header_lines
+    if rows is not None and rows != recorded["rows"]:
         return f"has {rows} rows, its manifest records {recorded['rows']}"
     if h.hexdigest() != recorded["sha256"]:
         return "differs from its manifest's sha256 (same row count: edited?)"
     return None
 
 
-def _output_matches(final: Path, manifest: Mapping[str, Any], table: GlueTable, warn: bool = True) -> bool:
+def _output_matches(final: Path, manifest: Mapping[str, Any], task: Task, table: GlueTable, warn: bool = True) -> bool:
     """Whether the output exists and is the file its manifest recorded; warns (naming it) when it is not,
     since it is then regenerated: a truncated or edited file must never pass for up to date."""
-    problem = output_mismatch(final, manifest, 0 if table.header is None else 1)
+    header_lines = None if not task.is_glue else 0 if table.header is None else 1
+    problem = output_mismatch(final, manifest, header_lines)
     if problem is None:
         return True
     if warn and final.is_file():  # a missing file is simply generated; a changed one deserves a warning

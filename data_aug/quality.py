@@ -20,10 +20,11 @@ from omegaconf import DictConfig
 from data_aug.augmenter import Augmenter
 from data_aug.config import AugConfig, run_cli
 from data_aug.glove import GloveNeighbours, load_glove
-from data_aug.pipeline import _columns, _load_components, _resolve_data_dir, _rng
+from data_aug.pipeline import _columns, _load_components, _rng, _source, as_task
 from data_aug.stats import CandidateTally, summary_line
-from tinydistill.data.glue_tsv import GlueTable, glue_file, read_glue_tsv
-from tinydistill.data.tasks import get_task
+from tinydistill.data import files
+from tinydistill.data.glue_tsv import GlueTable
+from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -44,7 +45,7 @@ def sample_sentences(table: GlueTable, n: int, seed: int) -> list[tuple[int, int
 
 def quality_report(
     cfg_aug: AugConfig | Any,
-    task_name: str,
+    task_name: str | Task,
     data_dir: str | Path | None,
     *,
     n_sentences: int = 100,
@@ -63,10 +64,9 @@ def quality_report(
     for key, v, least in (("n_sentences", n_sentences, 1), ("n_examples", n_examples, 0), ("n_draws", n_draws, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise ConfigError(f"{key}={v!r}: expected an integer >= {least}")
-    task = get_task(task_name)
-    data = _resolve_data_dir(data_dir)
-    table = read_glue_tsv(glue_file(data, task, "train"), task)
-    mlm, glove, stopwords = _load_components(cfg, data, mlm, glove, stopwords)
+    task = as_task(task_name)
+    table = files.read_table(task, _source(task, data_dir))
+    mlm, glove, stopwords = _load_components(cfg, data_dir, mlm, glove, stopwords)
     if glove is None and use_glove and n_examples > 0:
         glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k)
     augmenter = Augmenter(
@@ -128,7 +128,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         torch.set_num_threads(int(cfg.aug.num_threads))
     report = quality_report(
-        cfg.aug, cfg.task.name, cfg.paths.data_dir, n_sentences=cfg.n_sentences,
+        cfg.aug, files.load_task(cfg), cfg.paths.data_dir, n_sentences=cfg.n_sentences,
         n_examples=cfg.n_examples, n_draws=cfg.n_draws, use_glove=cfg.use_glove,
     )
     print(format_report(report))

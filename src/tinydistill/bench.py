@@ -32,7 +32,8 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from tinydistill.data.glue import tokenized_split
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data.files import task_from_argument
+from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import TinyDistillError
 from tinydistill.inference import Classifier, TorchClassifier, load_classifier, onnx_variants
 from tinydistill.metrics import compute_metrics, predictions
@@ -63,8 +64,9 @@ def time_model(model: torch.nn.Module, batches: list[dict], warmup: int = 2, rep
 
 
 def default_max_length(task: GlueTask) -> int:
-    """The task's usual max_seq_length (conf/task): 128 for pairs, 64 for single sentences."""
-    return 128 if task.is_pair else 64
+    """The task's max_seq_length: a user's task file's, else the usual (conf/task): 128 for pairs, 64 for single
+    sentences."""
+    return task.length
 
 
 def dev_set(
@@ -147,7 +149,8 @@ def measure_variants(
             for row in rows:
                 row["speedup"][str(bs)] = base / row["latency"][str(bs)]["seconds"]
     return {
-        "task": task.name, "split": task.dev_splits[0], "examples": int(len(labels)), "batch_sizes": sizes,
+        "task": task.name, "metric": task.metric, "split": task.dev_splits[0], "examples": int(len(labels)),
+        "batch_sizes": sizes,
         "max_seq_length": max_len, "threads": torch.get_num_threads(), "repeats": repeats,
         "reference": rows[0]["model"], "versions": versions(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "rows": rows,
@@ -179,7 +182,7 @@ def latency_report(
 ) -> dict[str, Any]:
     """Every model (and with `onnx` its exported ONNX variants) on the same dev batches: parameters, size, dev
     metrics, time at `batch_size` (and batch 1) and speed-up over the first model."""
-    task = get_task(task_name)
+    task = task_from_argument(task_name)
     classifiers: list[Classifier] = []
     names: list[str] = []
     for d in model_dirs:
@@ -206,7 +209,8 @@ def latency_report(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE task, or a YAML file with a user's task keys "
+                                                 "(conf/task/custom.yaml's)")
     p.add_argument("--model", action="append", required=True,
                    help="model folder, ONNX folder or .onnx file (repeatable; the first is the reference)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -48,7 +48,7 @@ from tinydistill.atomic import atomic_directory
 from tinydistill.bench import measure_variants, versions
 from tinydistill.checks import tokenizer_difference
 from tinydistill.data.glue import load_examples
-from tinydistill.data.tasks import get_task
+from tinydistill.data.files import task_from_argument
 from tinydistill.errors import ConfigError, TinyDistillError
 from tinydistill.validate import offline_variable
 from tinydistill.inference import (
@@ -243,7 +243,7 @@ def dev_check(
 ) -> dict[str, Any]:
     """The dev set through PyTorch, ONNX fp32 and int8 (and the teacher first, when timing): metrics,
     agreement, max logit difference and latency. Fails when ONNX fp32 and PyTorch disagree beyond `atol`."""
-    task = get_task(task_name)
+    task = task_from_argument(task_name)
     classifiers: list[Classifier] = [clf, *exported]
     names = [str(clf.path)] * len(classifiers)
     reference = "model"
@@ -289,8 +289,8 @@ def export_model(
     out = Path(out) if out is not None else model_dir / EXPORT_DIR
     t_clf = None
     if task is not None:  # an unknown task, missing or malformed dev data or a wrong teacher fail before any work
-        glue = get_task(task)
-        if data_dir is None and offline_variable():
+        glue = task_from_argument(task)
+        if data_dir is None and offline_variable() and glue.is_glue:
             raise ConfigError(f"--task {task} reads the GLUE dev set: set --data-dir or TINYDISTILL_DATA_DIR (the hub "
                               f"is off: {offline_variable()}=1)")
         if data_dir is not None:
@@ -318,7 +318,7 @@ def export_model(
         info["smoke_check"] = smoke_check(clf, exported, atol)
         info["atol"] = atol
         if task is not None:
-            info["task"] = get_task(task).name
+            info["task"] = task_from_argument(task).name
             info["check"] = dev_check(clf, exported, out, task, data_dir, cache_dir, t_clf, latency, atol, **bench)
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-channel", action="store_true", help="int8: one scale per output channel")
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
                    help="torch's ONNX exporter (torchscript: faster int8 on CPU; dynamo: torch's default)")
-    p.add_argument("--task", default=None, help="check on this GLUE task's dev set (metrics, agreement, latency)")
+    p.add_argument("--task", default=None, help="check on this task's dev set (metrics, agreement, latency): a GLUE "
+                   "name, or a user's task file (the task.json beside a model trained on it)")
     p.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA_DIR"))
     p.add_argument("--cache-dir", default=os.environ.get("TINYDISTILL_CACHE", "artifacts/cache"))
     p.add_argument("--teacher", default=None, help="teacher folder timed as the reference (default: the model's "

@@ -22,6 +22,12 @@ MARKERS = {"pytorch fp32": "o", "onnx fp32": "s", "onnx int8": "^"}
 PANELS = (("speedup", "batch 32"), ("speedup_batch1", "batch 1"))
 
 
+def main_metric(row: dict[str, Any]) -> str:
+    """The main metric of a report row's task: the row's own (`metric`, from the run's `task_spec`; a user's task),
+    else the GLUE preset's."""
+    return row.get("metric") or get_task(row["task"]).metric
+
+
 def _mean(s: Any) -> float | None:
     return s["mean"] if isinstance(s, dict) and isinstance(s.get("mean"), (int, float)) else None
 
@@ -32,8 +38,8 @@ def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any
     points: list[dict[str, Any]] = []
     exported = {(v["task"], v["model_key"]) for v in variant_rows}
     for r in rows:
-        task = get_task(r["task"])
-        value = _mean(r.get("dev", {}).get(task.metric))
+        metric = main_metric(r)
+        value = _mean(r.get("dev", {}).get(metric))
         if value is None or r["kind"] == "constant":
             continue
         if r["kind"] == "teacher" or r.get("is_teacher"):
@@ -45,15 +51,15 @@ def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any
         key = (r["task"], "teacher" if label == "teacher" else f"{r.get('stage')}/{r['run']}")
         if key in exported:
             continue  # its export's points, timed in one run with its ONNX variants, stand for it
-        points.append({"task": r["task"], "label": label, "variant": "pytorch fp32", "metric": task.metric,
+        points.append({"task": r["task"], "label": label, "variant": "pytorch fp32", "metric": metric,
                        "value": value, **speed})
     for v in variant_rows:
-        task = get_task(v["task"])
-        value = _mean(v.get("dev", {}).get(task.metric))
+        metric = main_metric(v)
+        value = _mean(v.get("dev", {}).get(metric))
         if value is None:
             continue
         points.append({"task": v["task"], "label": "teacher" if v.get("is_teacher") else v["run"],
-                       "variant": v["variant"], "metric": task.metric, "value": value,
+                       "variant": v["variant"], "metric": metric, "value": value,
                        **{k: _mean(v.get(k)) for k, _ in PANELS}})
     seen: set[tuple[str, str, str]] = set()
     unique = []

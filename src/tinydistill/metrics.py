@@ -1,8 +1,8 @@
-"""GLUE metrics exactly as GLUE defines them, on top of torchmetrics.
+"""Task metrics, the GLUE ones exactly as GLUE defines them, on top of torchmetrics.
 
-accuracy; F1 of the positive class (MRPC, QQP); Matthews correlation (CoLA); Pearson and
-Spearman correlation (STS-B). Classification metrics take predicted class ids, regression
-metrics take predicted scores.
+accuracy; F1 of the positive class (MRPC, QQP); F1 averaged over classes (`macro_f1`, a user's task); Matthews
+correlation (CoLA; multi-class for more than two classes); Pearson and Spearman correlation (STS-B).
+Classification metrics take predicted class ids, regression metrics take predicted scores.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryMatthewsCorrCoef,
     MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
@@ -35,10 +37,12 @@ def _metric(name: str, task: GlueTask) -> Metric:
     if name == "accuracy":
         # micro average = plain accuracy (fraction of correct predictions)
         return MulticlassAccuracy(num_classes=task.num_labels, average="micro")
+    if name == "macro_f1":
+        return MulticlassF1Score(num_classes=task.num_labels, average="macro")
     if name == "f1":
         return BinaryF1Score()
     if name == "mcc":
-        return GlueMatthewsCorrCoef()
+        return GlueMatthewsCorrCoef() if task.num_labels == 2 else MulticlassMatthewsCorrCoef(task.num_labels)
     if name == "pearson":
         return PearsonCorrCoef()
     if name == "spearman":
@@ -47,7 +51,7 @@ def _metric(name: str, task: GlueTask) -> Metric:
 
 
 def build_metrics(task: GlueTask) -> MetricCollection:
-    """A torchmetrics collection of the task's GLUE metrics (synchronised across DDP ranks)."""
+    """A torchmetrics collection of the task's metrics (synchronised across DDP ranks)."""
     return MetricCollection({name: _metric(name, task) for name in task.metrics})
 
 

@@ -42,7 +42,7 @@ from hydra.experimental.callback import Callback
 
 from tinydistill.baselines import gap_closed
 from tinydistill.data.tasks import get_task
-from tinydistill.frontier import frontier_points, plot_frontier
+from tinydistill.frontier import frontier_points, main_metric, plot_frontier
 from tinydistill.inference import EXPORT_JSON
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,13 @@ def _gap_closed(r: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
+def _metric(r: dict[str, Any]) -> dict[str, str]:
+    """`{"metric": <main metric>}` of a record whose task it names (`task_spec` of a run, `metric` of an export's
+    check), for a user's task that no registry knows; {} otherwise (a GLUE record made before they were written)."""
+    metric = (r.get("task_spec") or {}).get("metric") or r.get("metric")
+    return {"metric": metric} if metric else {}
+
+
 def _speedup(r: dict[str, Any], suffix: str) -> float | None:
     value = r.get("speedup" + suffix)
     return value if isinstance(value, (int, float)) else None
@@ -145,6 +152,7 @@ def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "kind": "run",
         "task": first.get("task"),
+        **_metric(first),
         "stage": first.get("stage"),
         "run": run_label(first),
         "n": len(runs),
@@ -175,7 +183,8 @@ def yardstick_rows(results: list[dict[str, Any]], runs: list[dict[str, Any]]) ->
         mine = [r for r in results if r.get("task") == task]
         constant = next((r["constant"] for r in mine if r.get("constant")), None)
         if constant:
-            rows.append({"kind": "constant", "task": task, "run": f"constant predictor ({constant.get('prediction')})",
+            rows.append({"kind": "constant", "task": task, **_metric(mine[0]),
+                         "run": f"constant predictor ({constant.get('prediction')})",
                          "n": None, "dev": {k: summary([v]) for k, v in constant.get("dev", {}).items()}})
         teachers: dict[str, dict[str, Any]] = {}
         for r in mine:
@@ -256,7 +265,8 @@ def variant_records(exports: list[dict[str, Any]], teachers: set[str]) -> list[d
             latency, speedup = row.get("latency") or {}, row.get("speedup") or {}
             vs = (row.get("vs") or {}).get("pytorch fp32", {})
             out.append({
-                "task": check["task"], "stage": stage, "run": run, "seed": seed, "variant": row.get("variant"),
+                "task": check["task"], **_metric(check), "stage": stage, "run": run, "seed": seed,
+                "variant": row.get("variant"),
                 "is_teacher": is_teacher, "model_key": "teacher" if is_teacher else f"{stage}/{run}",
                 "dev": row.get("dev") or {}, "size_mb": row.get("size_mb"), "agreement": vs.get("agreement"),
                 "max_logit_diff": vs.get("max_logit_diff"),
@@ -280,6 +290,7 @@ def variant_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = g[0]
         row: dict[str, Any] = {
             "kind": "variant", **{k: first[k] for k in ("task", "stage", "run", "variant", "is_teacher", "model_key")},
+            **_metric(first),
             "n": len(g), "seeds": [r["seed"] for r in g], "files": [r["_file"] for r in g],
             "dev": _summaries([r["dev"] for r in g]),
         }
@@ -427,8 +438,8 @@ def write_report(
                "- `agreement with PyTorch`: share of dev predictions equal to the same model's in PyTorch fp32. "
                "`size`: the weights file (model.safetensors, model.onnx, model_int8.onnx).", ""]
     points = frontier_points(rows, variants)
-    constants = {r["task"]: r["dev"][get_task(r["task"]).metric]["mean"] for r in rows
-                 if r["kind"] == "constant" and get_task(r["task"]).metric in r.get("dev", {})}
+    constants = {r["task"]: r["dev"][main_metric(r)]["mean"] for r in rows
+                 if r["kind"] == "constant" and main_metric(r) in r.get("dev", {})}
     frontier = plot_frontier(points, constants, out / "frontier.png")
     if frontier is not None:
         md += ["## Speed and accuracy frontier", "", "![frontier](frontier.png)", "",

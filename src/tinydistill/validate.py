@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, PretrainedConfig
 
+from tinydistill.data.files import examples, is_custom, load_task
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv
 from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError, DataError
@@ -174,6 +175,8 @@ def check_data_source(cfg: DictConfig) -> None:
     if cfg.paths.get("data_dir") is not None:
         return
     stage, offline = str(cfg.stage.name), offline_variable()
+    if stage in ("finetune", "task") and is_custom(cfg.task):
+        return  # a user's task names its own files
     hint = "set TINYDISTILL_DATA_DIR or paths.data_dir to the data folder"
     if stage in ("finetune", "task") and offline:
         raise ConfigError(f"paths.data_dir is not set and {offline}={os.environ[offline]}: GLUE cannot come from "
@@ -314,8 +317,16 @@ def check_models(cfg: DictConfig) -> None:
 
 
 def check_glue_files(cfg: DictConfig) -> None:
-    """Parse the train and dev files a GLUE stage reads; DataError names file and line of the first problem."""
-    if str(cfg.stage.name) not in ("finetune", "task") or cfg.paths.get("data_dir") is None:
+    """Parse the train and dev files a task stage reads; DataError names file and line (or row and column) of the
+    first problem. A user's task is built here, so its keys and class list are checked too."""
+    if str(cfg.stage.name) not in ("finetune", "task"):
+        return
+    if is_custom(cfg.task):
+        task = load_task(cfg)
+        for split in ("train", *task.dev_splits):
+            examples(task, split)
+        return
+    if cfg.paths.get("data_dir") is None:
         return
     task = get_task(cfg.task.name)
     for split in ("train", *task.dev_splits):

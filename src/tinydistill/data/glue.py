@@ -1,4 +1,5 @@
-"""GLUE examples (local TSV or the hub) and the LightningDataModule that tokenises and batches them."""
+"""A task's examples (GLUE: local TSV or the hub; a user's task: its files, tinydistill.data.files) and the
+LightningDataModule that tokenises and batches them."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tinydistill.atomic import atomic_directory
 from tinydistill.data.loader import make_loader
+from tinydistill.data import files
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data.tasks import GlueTask, Task, get_task
 from tinydistill.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,10 @@ def load_examples(
     """Examples with columns `text_a`, (`text_b`), `label`.
 
     From `file` if given (e.g. an augmented train set), else `<data_dir>/glue/<Task>/<split>.tsv`,
-    else (data_dir is None) the Hugging Face hub.
+    else (data_dir is None) the Hugging Face hub. A user's task reads its own files (or `datasets` name).
     """
+    if not task.is_glue:
+        return files.examples(task, split, file)
     if file is None and data_dir is not None:
         file = glue_file(data_dir, task, split)
     if file is not None:
@@ -85,7 +89,11 @@ def remap_hub_labels(ds: Dataset, task: GlueTask) -> Dataset:
 
 
 def _source_fingerprint(task: GlueTask, split: str, data_dir, file) -> str:
-    if file is None and data_dir is not None:
+    if not task.is_glue:
+        if file is None and task.dataset is not None:
+            return f"hub:{task.dataset}/{task.dataset_config}/{task.source(split)}"
+        file = file if file is not None else files.task_file(task, split, data_dir)
+    elif file is None and data_dir is not None:
         file = glue_file(data_dir, task, split)
     if file is None:
         return f"hub:{HUB_DATASET}/{task.hub_config}/{hub_split(task, split)}"
@@ -113,22 +121,22 @@ def tokenized_split(
     file: str | os.PathLike | None = None,
     write_cache: bool = True,
 ) -> Dataset:
-    """Tokenised split, cached on disk and keyed by source content, tokenizer and length.
+    """Tokenised split, cached on disk and keyed by source content, tokenizer and length (a user's task: also how
+    its file is read, `Task.fingerprint`, so a changed column or class list tokenises again).
 
     `write_cache=False` reads an existing cache but keeps a new tokenisation in memory (the teacher checks run
     before a run may write anything)."""
-    key = hashlib.sha256(
-        "|".join(
-            [
-                str(CACHE_VERSION),
-                task.name,
-                _source_fingerprint(task, split, data_dir, file),
-                tokenizer_fingerprint(tokenizer),
-                str(max_seq_length),
-            ]
-        ).encode()
-    ).hexdigest()[:16]
-    cache = Path(cache_dir) / "glue" / task.name / f"{split}-{key}"
+    parts = [
+        str(CACHE_VERSION),
+        task.name,
+        _source_fingerprint(task, split, data_dir, file),
+        tokenizer_fingerprint(tokenizer),
+        str(max_seq_length),
+    ]
+    if not task.is_glue:  # GLUE keeps its keys, so existing caches stay valid
+        parts.append(task.fingerprint())
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / ("glue" if task.is_glue else "tasks") / task.name / f"{split}-{key}"
     if cache.is_dir():
         cached = _load_cache(cache)
         if cached is not None:
@@ -179,7 +187,7 @@ def _load_cache(cache: Path) -> Dataset | None:
 
 
 class GlueDataModule(L.LightningDataModule):
-    """Tokenised batches of one GLUE task, padded to the batch's longest example or, with `pad_to_max_length`,
+    """Tokenised batches of one task (a GLUE name, or any `Task`), padded to the batch's longest example or, with `pad_to_max_length`,
     to `max_seq_length` as the reference (`group_by_length` is then ignored: every batch has the same length).
 
     `train_file` replaces the training split's file (used for augmented training sets).
@@ -191,7 +199,7 @@ class GlueDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        task: str,
+        task: str | Task,
         tokenizer: PreTrainedTokenizerBase,
         max_seq_length: int,
         data_dir: str | None,
@@ -206,7 +214,7 @@ class GlueDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.task = get_task(task)
+        self.task = get_task(task) if isinstance(task, str) else task
         self.seed = seed
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length

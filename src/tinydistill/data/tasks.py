@@ -1,23 +1,42 @@
-"""GLUE task registry: where each task's files live, which columns hold what, its labels and metric.
+"""What a task is: its text fields, labels, metrics and files; the GLUE tasks as presets.
 
-The registry describes the *official GLUE TSV layout* (as in `glue_data/` from the GLUE download
-script) and the Hugging Face hub layout (`nyu-mll/glue`) of every task, so that the rest of the code
-only ever sees three fields: `text_a`, `text_b` (None for single-sentence tasks) and `label`.
+A `Task` tells the rest of the code everything it needs: `name`, `is_pair`, `num_labels`, `label_names`,
+`is_regression`, `metric` (the main one, for checkpoint selection) and `metrics`. Every reader turns a task's
+files into three fields: `text_a`, `text_b` (None for single texts) and `label`.
+
+Two kinds share the class: the nine GLUE presets (`TASKS`, `get_task`) read the *official GLUE TSV layout* (as in
+`glue_data/` from the GLUE download script) or the Hugging Face hub layout (`nyu-mll/glue`); a user's task (`task=custom`,
+built by `custom_task` from the Hydra `task` node, see conf/task/custom.yaml) names its own files (CSV, TSV, JSON
+Lines, Parquet) or hub dataset, text and label columns. `tinydistill.data.files.task_from_config` builds either
+from the config; this module reads no data, so anything may import it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from tinydistill.errors import ConfigError
 
+#: Metrics a task can name (tinydistill.metrics): accuracy, F1 averaged over classes, F1 of the positive class
+#: (label id 1), Matthews correlation; Pearson and Spearman correlation for regression.
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "f1", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman")
+#: Metrics that only make sense for two classes.
+BINARY_METRICS = ("f1",)
+#: File formats of a user's task, by extension (read with `datasets`).
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+
 
 @dataclass(frozen=True)
-class GlueTask:
+class Task:
     name: str
-    folder: str  # folder under <data_dir>/glue/
-    hub_config: str  # config name in nyu-mll/glue
-    # TSV columns: a header name, or an int index for files without a header (CoLA).
+    folder: str | None  # GLUE presets: folder under <data_dir>/glue/; None for a user's task
+    hub_config: str | None  # GLUE presets: config name in nyu-mll/glue
+    # Columns: a header name, or an int index for GLUE files without a header (CoLA).
     text_a: str | int
     text_b: str | int | None
     label: str | int
@@ -31,6 +50,12 @@ class GlueTask:
     hub_dev_splits: tuple[str, ...] = ("validation",)
     # Number of columns a well-formed row has; a row with fewer is malformed.
     min_columns: int = field(default=0)
+    # A user's task: (split, file) pairs, or a `datasets` name (and config) whose splits the pairs name instead.
+    files: tuple[tuple[str, str], ...] = ()
+    dataset: str | None = None
+    dataset_config: str | None = None
+    # Truncation length (conf/task/*.yaml's max_seq_length); 0: the usual 128 for pairs, 64 for single texts.
+    max_seq_length: int = 0
 
     @property
     def is_regression(self) -> bool:
@@ -44,56 +69,94 @@ class GlueTask:
     def is_pair(self) -> bool:
         return self.text_b is not None
 
+    @property
+    def is_glue(self) -> bool:
+        return self.folder is not None
+
+    @property
+    def text_columns(self) -> tuple[str | int, ...]:
+        return (self.text_a,) if self.text_b is None else (self.text_a, self.text_b)
+
+    @property
+    def length(self) -> int:
+        """The truncation length: `max_seq_length`, else 128 for pairs and 64 for single texts (the TinyBERT paper's)."""
+        return self.max_seq_length or (128 if self.is_pair else 64)
+
+    def source(self, split: str) -> str:
+        """A user's task: the file (or hub split name) of `split` (train, dev)."""
+        return dict(self.files)[split]
+
+    @property
+    def format(self) -> str:
+        """A user's task: csv, tsv, jsonl or parquet (its training file's), `hub` for a `datasets` name."""
+        return "hub" if self.dataset is not None else FORMATS[Path(self.source("train")).suffix.lower()]
+
+    def summary(self) -> dict[str, Any]:
+        """What a result record needs to be read without the data (tinydistill.report): labels, metrics, splits."""
+        return {"name": self.name, "label_names": None if self.label_names is None else list(self.label_names),
+                "metric": self.metric, "metrics": list(self.metrics), "dev_splits": list(self.dev_splits),
+                "text": [str(c) for c in self.text_columns]}
+
+    def fingerprint(self) -> str:
+        """Hash of what decides a file's examples (text and label columns, classes), for cache keys: another column
+        or class order tokenises again, another metric does not."""
+        read = [[str(c) for c in self.text_columns], str(self.label), self.label_names]
+        return hashlib.sha256(json.dumps(read).encode()).hexdigest()[:16]
+
+
+#: The name the code used before user tasks existed; the same class.
+GlueTask = Task
+
 
 # Label orders follow the BERT/TinyBERT reference processors (`run_classifier.py`). MNLI is the
 # one task where the hub differs: the hub's ClassLabel is (entailment, neutral, contradiction)
 # while the reference code uses (contradiction, entailment, neutral). We keep the reference order
 # so that checkpoints trained with the reference code agree with ours label for label, and map the
 # hub's integers through their *names* (see glue.py), never by position.
-TASKS: dict[str, GlueTask] = {
+TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        GlueTask(
+        Task(
             "cola", "CoLA", "cola", text_a=3, text_b=None, label=1, label_names=("0", "1"),
             metric="mcc", metrics=("mcc", "accuracy"), has_header=False, min_columns=4,
         ),
-        GlueTask(
+        Task(
             "sst2", "SST-2", "sst2", text_a="sentence", text_b=None, label="label",
             label_names=("0", "1"), metric="accuracy", metrics=("accuracy",),
         ),
-        GlueTask(
+        Task(
             "mrpc", "MRPC", "mrpc", text_a="#1 String", text_b="#2 String", label="Quality",
             label_names=("0", "1"), metric="f1", metrics=("f1", "accuracy"),
             hub_text_a="sentence1", hub_text_b="sentence2",
         ),
-        GlueTask(
+        Task(
             "stsb", "STS-B", "stsb", text_a="sentence1", text_b="sentence2", label="score",
             label_names=None, metric="spearman", metrics=("pearson", "spearman"),
             hub_text_a="sentence1", hub_text_b="sentence2",
         ),
-        GlueTask(
+        Task(
             "qqp", "QQP", "qqp", text_a="question1", text_b="question2", label="is_duplicate",
             label_names=("0", "1"), metric="f1", metrics=("f1", "accuracy"),
             hub_text_a="question1", hub_text_b="question2",
         ),
-        GlueTask(
+        Task(
             "mnli", "MNLI", "mnli", text_a="sentence1", text_b="sentence2", label="gold_label",
             label_names=("contradiction", "entailment", "neutral"), metric="accuracy",
             metrics=("accuracy",), dev_splits=("dev_matched", "dev_mismatched"),
             hub_text_a="premise", hub_text_b="hypothesis",
             hub_dev_splits=("validation_matched", "validation_mismatched"),
         ),
-        GlueTask(
+        Task(
             "qnli", "QNLI", "qnli", text_a="question", text_b="sentence", label="label",
             label_names=("entailment", "not_entailment"), metric="accuracy", metrics=("accuracy",),
             hub_text_a="question", hub_text_b="sentence",
         ),
-        GlueTask(
+        Task(
             "rte", "RTE", "rte", text_a="sentence1", text_b="sentence2", label="label",
             label_names=("entailment", "not_entailment"), metric="accuracy", metrics=("accuracy",),
             hub_text_a="sentence1", hub_text_b="sentence2",
         ),
-        GlueTask(
+        Task(
             "wnli", "WNLI", "wnli", text_a="sentence1", text_b="sentence2", label="label",
             label_names=("0", "1"), metric="accuracy", metrics=("accuracy",),
             hub_text_a="sentence1", hub_text_b="sentence2",
@@ -102,11 +165,72 @@ TASKS: dict[str, GlueTask] = {
 }
 
 
-def get_task(name: str) -> GlueTask:
-    """Look a task up by its lower-case name (`mrpc`, `sst2`, ...)."""
+def get_task(name: str) -> Task:
+    """Look a GLUE preset up by its lower-case name (`mrpc`, `sst2`, ...)."""
     try:
         return TASKS[name.lower()]
     except KeyError:
         raise ConfigError(
             f"unknown task {name!r}; expected one of: {', '.join(sorted(TASKS))}"
         ) from None
+
+
+def file_format(path: str, key: str) -> str:
+    """csv, tsv, jsonl or parquet, from the file's extension; ConfigError naming `key` (task.train) otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"{key}={path}: unknown file format {suffix or '(no extension)'!r}; a task's files are "
+                          f"{', '.join(FORMATS)} (recognised by extension)")
+    return FORMATS[suffix]
+
+
+def custom_task(
+    name: str,
+    *,
+    train: str,
+    dev: str,
+    text: tuple[str, ...],
+    label: str,
+    label_names: tuple[str, ...] | None,
+    metric: str | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    max_seq_length: int = 0,
+) -> Task:
+    """A user's task (`task=custom`): `train`/`dev` are files (or, with `dataset`, its split names), `text` one or two
+    columns, `label` the label column, `label_names` the classes in id order (None: regression). `metric`: the main
+    metric (None: accuracy, or spearman for regression); accuracy (classification) or the other correlation
+    (regression) is reported beside it. ConfigError names the `task.<key>` at fault."""
+    if not name or "/" in name or name.lower() in TASKS:
+        raise ConfigError(f"task.name={name!r}: a user's task needs its own name (not a GLUE task's, no '/'); it "
+                          f"names the artifacts folders, e.g. task.name=tickets")
+    if len(text) not in (1, 2) or len(set(text)) != len(text):
+        raise ConfigError(f"task.text={list(text)}: expected one text column (single texts) or two different ones "
+                          f"(pairs)")
+    if label in text:
+        raise ConfigError(f"task.label={label!r} is also a text column (task.text={list(text)})")
+    if dataset is None:
+        formats = {key: file_format(path, f"task.{key}") for key, path in (("train", train), ("dev", dev))}
+        if formats["train"] != formats["dev"]:
+            raise ConfigError(f"task.train={train} is {formats['train']} but task.dev={dev} is {formats['dev']}: use "
+                              f"one format for both (augmentation writes the training file's format)")
+    regression = label_names is None
+    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    metric = metric or ("spearman" if regression else "accuracy")
+    if metric not in allowed:
+        kind = "a regression (float labels)" if regression else "a classification"
+        raise ConfigError(f"task.metric={metric!r}: {name} is {kind}; choose one of {', '.join(allowed)}")
+    if label_names is not None and len(label_names) < 2:
+        raise ConfigError(f"task {name}: a classifier needs at least two classes, got {list(label_names)}")
+    if metric in BINARY_METRICS and len(label_names) != 2:
+        raise ConfigError(f"task.metric={metric}: F1 of the positive class needs two classes, {name} has "
+                          f"{len(label_names)} ({list(label_names)}); use macro_f1")
+    companions = REGRESSION_METRICS if regression else ("accuracy",)
+    metrics = (metric, *(m for m in companions if m != metric))
+    if regression:
+        metrics = tuple(m for m in REGRESSION_METRICS if m in metrics)  # pearson, spearman: STS-B's order
+    return Task(
+        name, None, None, text_a=text[0], text_b=text[1] if len(text) == 2 else None, label=label,
+        label_names=label_names, metric=metric, metrics=metrics, files=(("train", train), ("dev", dev)),
+        dataset=dataset, dataset_config=dataset_config, max_seq_length=max_seq_length,
+    )

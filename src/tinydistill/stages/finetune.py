@@ -1,4 +1,4 @@
-"""stage=finetune: fine-tune a model (the teacher by default) on a GLUE task and export it.
+"""stage=finetune: fine-tune a model (the teacher by default) on a task (GLUE, or your own: task=custom) and export it.
 
     python train.py stage=finetune task=mrpc                           # the teacher -> artifacts/teacher/mrpc
     python train.py stage=finetune task=mrpc stage.model=<folder> stage.output_dir=<folder>
@@ -22,8 +22,9 @@ from transformers import PreTrainedModel
 
 from tinydistill.bench import count_parameters
 from tinydistill.checks import load_teacher_classifier
+from tinydistill.data.files import load_task, task_json
 from tinydistill.data.glue import GlueDataModule
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import PACKAGE_SCHEME, export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import load_config
@@ -85,7 +86,7 @@ def step_budget(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    task = get_task(cfg.task.name)
+    task = load_task(cfg)
     st = cfg.stage
     compare_to, teacher = comparison_teacher(cfg, task)  # checked before training, not after
     budget = step_budget(cfg)
@@ -94,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"stage.compare_to={compare_to}: its vocabulary is smaller than the tokenizer of "
                           f"stage.model={st.model}; latency is measured on the same token ids for both")
     datamodule = GlueDataModule(
-        task.name,
+        task,
         tokenizer,
         max_seq_length=cfg.task.max_seq_length,
         data_dir=cfg.paths.data_dir,
@@ -125,6 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "stage": "finetune",
         "task": task.name,
+        "task_spec": task.summary(),  # a user's task's labels and metrics, for the report
         "run": run_name(cfg),
         "model": str(st.model),
         "seed": cfg.seed,
@@ -146,7 +148,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if st.measure_latency:
             add_latency(cfg, result, models, datamodule, own="model")
         out = export_pretrained(
-            st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result}
+            st.output_dir, module.classifier, tokenizer, json_files={"metrics.json": result, **task_json(cfg, task)}
         )
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)

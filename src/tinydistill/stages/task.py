@@ -46,8 +46,9 @@ from tinydistill.checks import (
     check_teacher_strength,
     load_teacher_classifier,
 )
+from tinydistill.data.files import load_task, task_json
 from tinydistill.data.glue import GlueDataModule
-from tinydistill.data.tasks import GlueTask, get_task
+from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
 from tinydistill.distill.prediction import cached_teacher_logits
 from tinydistill.errors import ConfigError
@@ -136,7 +137,7 @@ def load_projections(source: str | None, cfg: DictConfig) -> Projections | None:
 
 def datamodule(cfg: DictConfig, task: GlueTask, tokenizer, train_file: str | None) -> GlueDataModule:
     return GlueDataModule(
-        task.name,
+        task,
         tokenizer,
         max_seq_length=cfg.task.max_seq_length,
         data_dir=cfg.paths.data_dir,
@@ -156,9 +157,9 @@ def augmented_train_file(cfg: DictConfig, task: GlueTask) -> str | None:
         return None
     from data_aug import ensure_augmented  # only needed with aug=on
 
-    if cfg.paths.data_dir is None:
+    if cfg.paths.data_dir is None and task.is_glue:
         raise ConfigError("aug=on needs paths.data_dir (the augmentation reads <data_dir>/glue/<Task>/train.tsv)")
-    return str(ensure_augmented(cfg.aug, task.name, cfg.paths.data_dir, cfg.paths.artifacts_dir))
+    return str(ensure_augmented(cfg.aug, task, cfg.paths.data_dir, cfg.paths.artifacts_dir))
 
 
 def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) -> str | None:
@@ -306,7 +307,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     # Phase 2 checkpoints into the folder of phase 1's on purpose (one last.ckpt for the run).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    task = get_task(cfg.task.name)
+    task = load_task(cfg)
     st = cfg.stage
     if cfg.distill.name != "tinybert":
         raise ConfigError(f"stage=task is TinyBERT's task distillation (distill=tinybert), got distill={cfg.distill.name}; "
@@ -352,6 +353,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "stage": "task",
         "task": task.name,
+        "task_spec": task.summary(),  # a user's task's labels and metrics, for the report
         "run": run_name(cfg),
         "ablation": cfg.ablation.name,
         "aug": bool(cfg.aug.enabled),
@@ -383,7 +385,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if st.measure_latency:
             data = dm_gold if dm_gold is not None else dm
             add_latency(cfg, result, {"teacher": teacher, "student": module.classifier}, data, own="student")
-        export_pretrained(out_dir, module.classifier, tokenizer, json_files={RESULT_JSON: result},
+        export_pretrained(out_dir, module.classifier, tokenizer,
+                          json_files={RESULT_JSON: result, **task_json(cfg, task)},
                           extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
