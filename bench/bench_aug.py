@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from data_aug import Augmenter, GloveNeighbours, MaskedLM, load_glove, load_mlm, load_stopwords  # noqa: E402
 from data_aug.augmenter import SentenceCandidates  # noqa: E402
 from data_aug.words import basic_tokenize, is_candidate_word  # noqa: E402
+from tinydistill.bench import encoder_forward_flops, matmul_gflops  # noqa: E402
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 
@@ -144,30 +145,15 @@ def list_agreement(reference: list[SentenceCandidates], other: list[SentenceCand
             "identical_share_without_bracketed": round(same_unbracketed / max(total, 1), 4)}
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 matmul rate at the current torch threads (best of 3)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 * repeats / best / 1e9
-
-
 def masked_copy_flops(mlm: MaskedLM, reference: list[SentenceCandidates]) -> float:
     """Encoder FLOPs of one masked copy per masked-LM word of `reference` ("[CLS] masked [SEP] original [SEP]"),
     plus the MLM head (transform and vocabulary projection) at its mask: the work the candidates need."""
     c = mlm.model.config
-    h, f, layers, vocab = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    head = 2 * (c.hidden_size * c.hidden_size + c.hidden_size * c.vocab_size)
     total = 0.0
     for sc in reference:
         n = sum(len(p) for p in mlm.word_pieces([sc.words])[0])
-        length = min(2 * n + 3, mlm.max_len)
-        per_copy = layers * 2 * (4 * length * h * h + 2 * length * h * f + 2 * length * length * h)
-        per_copy += 2 * (h * h + h * vocab)
+        per_copy = encoder_forward_flops([min(2 * n + 3, mlm.max_len)], c) + head
         total += per_copy * sum(s == "mlm" for s in sc.sources.values())
     return total
 

@@ -46,6 +46,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from tinydistill.bench import encoder_forward_flops, matmul_gflops  # noqa: E402
 from tinydistill.data.glue import GlueDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
@@ -67,30 +68,6 @@ def compose_cfg(*overrides: str) -> DictConfig:
         cfg = compose(config_name="config", overrides=["stage=task", "task=mrpc", "student=demo", *overrides])
     GlobalHydra.instance().clear()
     return cfg
-
-
-def layer_forward_flops(length: int, hidden: int, ffn: int) -> float:
-    """One transformer layer's forward on one sequence: Q, K, V and output projections, the feed-forward
-    network, attention scores and the weighted sum (multiply-adds x 2)."""
-    return 2 * (4 * length * hidden * hidden + 2 * length * hidden * ffn + 2 * length * length * hidden)
-
-
-def encoder_flops(lengths: list[int], config) -> float:
-    return sum(config.num_hidden_layers * layer_forward_flops(n, config.hidden_size, config.intermediate_size)
-               for n in lengths)
-
-
-def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 matmul rate at `threads` threads: best of 3 timings of `repeats` products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 * repeats / best / 1e9
 
 
 class BatchTimer(L.Callback):
@@ -213,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                 per_round[loop][way].append(seconds)
                 print(f"round {r + 1} {loop:8s} {way:9s} {examples / seconds:7.1f} examples/s", file=sys.stderr)
 
-    gflops = matmul_gflops(a.threads)
-    teacher_flops = encoder_flops(lengths, teacher.config)
-    student_flops = 3 * encoder_flops(lengths, student_cfg)
+    gflops = matmul_gflops()
+    teacher_flops = encoder_forward_flops(lengths, teacher.config)
+    student_flops = 3 * encoder_forward_flops(lengths, student_cfg)
     needed = {"phase1": teacher_flops + student_flops, "general": teacher_flops + student_flops,
               "phase2": student_flops + teacher_flops / cfgs["project"].distill.pred_epochs}
     report: dict = {"loops": {}}

@@ -39,6 +39,33 @@ from tinydistill.inference import Classifier, TorchClassifier, load_classifier, 
 from tinydistill.metrics import compute_metrics, predictions
 
 
+def layer_forward_flops(length: int, hidden: int, ffn: int) -> float:
+    """FLOPs of one transformer layer's forward on one sequence of `length` tokens: the query, key, value and output
+    projections, the feed-forward network, the attention scores and their weighted sum (2 per multiply-add)."""
+    return 2 * (4 * length * hidden * hidden + 2 * length * hidden * ffn + 2 * length * length * hidden)
+
+
+def encoder_forward_flops(lengths: Sequence[int], config: Any) -> float:
+    """FLOPs of a BERT encoder's forward (`config`: num_hidden_layers, hidden_size, intermediate_size) over
+    sequences of these lengths; embeddings and heads are left out."""
+    return sum(config.num_hidden_layers * layer_forward_flops(n, config.hidden_size, config.intermediate_size)
+               for n in lengths)
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 matrix-product rate at torch's current number of threads (best of 3 timings): the
+    denominator of the benchmarks' FLOP floors."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 * repeats / best / 1e9
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
