@@ -76,11 +76,17 @@ def aug_dir(artifacts_dir: str | os.PathLike, task: str | Task) -> Path:
     return Path(artifacts_dir) / "aug" / as_task(task).name
 
 
+def output_format(task: Task) -> str:
+    """The augmented file's format: the training file's, or JSON Lines for a task read from the hub."""
+    return "jsonl" if task.format == "hub" else task.format
+
+
 def output_name(task: Task) -> str:
-    """`train_aug.tsv` for GLUE, `train_aug.<ext>` of the training file's format for a user's task."""
+    """`train_aug.tsv` for GLUE, `train_aug.<ext>` of the training file's format for a user's task (`.jsonl` for a
+    hub dataset's)."""
     if task.is_glue:
         return OUTPUT_NAME
-    return "train_aug" + {fmt: ext for ext, fmt in FORMATS.items()}[task.format]
+    return "train_aug" + {fmt: ext for ext, fmt in FORMATS.items()}[output_format(task)]
 
 
 def _chunk_suffix(task: Task) -> str:
@@ -88,9 +94,20 @@ def _chunk_suffix(task: Task) -> str:
     return ".tsv" if task.is_glue else ".jsonl"
 
 
-def _source(task: Task, data_dir: str | os.PathLike | None) -> Path:
-    """The training file to augment."""
+def _source(task: Task, data_dir: str | os.PathLike | None) -> Path | None:
+    """The training file to augment; None for a user's task read from the hub (`task.dataset`)."""
+    if not task.is_glue and task.dataset is not None:
+        return None
     return files.task_file(task, "train", _resolve_data_dir(data_dir) if task.is_glue else None)
+
+
+def _read_source(task: Task, src: Path | None) -> tuple[GlueTable, str, str]:
+    """The training rows, how the manifest names their source, and what identifies its content: the file's
+    sha256, or for a hub split its `datasets` fingerprint."""
+    if src is None:
+        table, fingerprint = files.read_hub_table(task)
+        return table, str(table.path), fingerprint
+    return files.read_table(task, src), str(src), _sha256_file(src)
 
 
 def _sha256_file(path: Path) -> str:
@@ -308,9 +325,7 @@ def augment_task(
     """
     cfg = AugConfig.from_cfg(cfg_aug)
     task = as_task(task_name)
-    src = _source(task, data_dir)
-    table = files.read_table(task, src)
-    source_sha = _sha256_file(src)
+    table, src, source_sha = _read_source(task, _source(task, data_dir))
     mlm, glove, stopwords = _load_components(cfg, data_dir, mlm, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)
@@ -359,7 +374,7 @@ def _generate(
     cfg: AugConfig,
     task: GlueTask,
     table: GlueTable,
-    src: Path,
+    src: str,
     out: Path,
     settings: dict[str, Any],
     mlm: MaskedLM,
@@ -433,7 +448,7 @@ def _generate(
     return final
 
 
-def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: Path, out: Path, settings: dict[str, Any],
+def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: str, out: Path, settings: dict[str, Any],
           key: Mapping[str, Any], mlm: MaskedLM, glove: GloveNeighbours | None, stopwords: frozenset[str],
           coordinator: Coordinator, threads_before: int, started: float, resumed: int) -> None:
     """Rank 0, once every chunk is written: join them into the output and write its manifest."""
@@ -449,7 +464,7 @@ def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: Path, out: Path
     else:
         rows = [json.loads(line) for i in range(n_chunks)
                 for line in _chunk_path(partial, i, suffix).read_text(encoding="utf-8").splitlines()]
-        files.write_table(final, task.format, table.header, rows)
+        files.write_table(final, output_format(task), table.header, rows)
         rows_written = len(rows)
 
     totals: Counter = Counter()
@@ -548,7 +563,7 @@ def ensure_augmented(
     stopwords: frozenset[str] | set[str] | None = None,
     progress: bool = True,
     coordinator: Coordinator = SINGLE,
-) -> Path:
+) -> Path | None:
     """Path of the task's augmented training file, generating it only when needed.
 
     `task_name`: a GLUE name or a `Task`. Returns `<artifacts_dir>/aug/<task>/train_aug.tsv` (GLUE layout of
@@ -558,7 +573,9 @@ def ensure_augmented(
     seed, MLM weights fingerprint, GloVe fingerprint, stop words, train.tsv sha256); otherwise
     (re)generates it, resuming an interrupted run. `mlm_model` overrides `cfg_aug.mlm_model` (a
     name, a folder, or a loaded MaskedLM). If augmentation is disabled (`aug.enabled: false`) or the task is in
-    `aug.skip_tasks` (STS-B by default), returns the original training file and logs why. `coordinator`: as in `augment_task`.
+    `aug.skip_tasks` (STS-B by default), returns the original training file (None for a hub dataset: train on
+    its split) and logs why. A hub dataset's training split (`task.dataset`) is augmented into `train_aug.jsonl`.
+    `coordinator`: as in `augment_task`.
     """
     cfg = AugConfig.from_cfg(cfg_aug)
     task = as_task(task_name)
@@ -568,12 +585,11 @@ def ensure_augmented(
     if task.name in cfg.skip_tasks:
         log.warning(
             "aug: %s is in aug.skip_tasks (its labels do not survive word replacement); training on "
-            "the original %s", task.name, src,
+            "the original %s", task.name, src or f"{task.dataset} split {task.source('train')}",
         )
         return src
     out = aug_dir(artifacts_dir, task)
-    table = files.read_table(task, src)
-    source_sha = _sha256_file(src)
+    table, src, source_sha = _read_source(task, src)
     mlm, glove, stopwords = _load_components(cfg, data_dir, mlm_model, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)
     settings = _settings(cfg, task, mlm, glove_fp, stopwords_fingerprint(stopwords), source_sha)

@@ -368,6 +368,33 @@ def test_augmentation_writes_the_tasks_format_and_columns(tmp_path, fmt, mlm, sm
     assert out.read_bytes() == before
 
 
+def test_a_hub_datasets_training_split_is_augmented_into_json_lines(tmp_path, mlm, small_kv, monkeypatch):
+    """task.dataset (online): the hub is stood in for by datasets built in memory; the training split's rows go to
+    train_aug.jsonl with its columns, reused while the split's fingerprint is the same, regenerated when it changes."""
+    import datasets
+    from data_aug import ensure_augmented
+    from tinydistill.data import files
+
+    splits = {"train": TICKETS, "validation": TICKETS[:3]}
+    monkeypatch.setattr(files, "_load_hub_split", lambda task, split: datasets.Dataset.from_list(splits[split]))
+    task = task_from_config(node("train", "validation", dataset="someone/tickets"))
+    assert task.dataset == "someone/tickets" and task.format == "hub"
+    kw = dict(mlm_model=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
+    out = ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw)
+    assert out == tmp_path / "aug" / "tickets" / "train_aug.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert list(rows[0]) == ["subject", "body", "queue"] and rows[0] == TICKETS[0] and len(rows) > len(TICKETS)
+    manifest = json.loads((out.parent / "manifest.json").read_text())
+    assert manifest["source"]["path"] == "someone/tickets[train]"
+    mtime = out.stat().st_mtime_ns
+    assert ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw) == out
+    assert out.stat().st_mtime_ns == mtime  # up to date: not rewritten
+    splits["train"] = TICKETS[:4]  # the split changed on the hub: another fingerprint
+    ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw)
+    assert json.loads((out.parent / "manifest.json").read_text())["counts"]["examples"] == 4
+    assert json.loads(out.read_text().splitlines()[0]) == TICKETS[0]
+
+
 def test_augmentation_resumes_to_the_same_bytes(tmp_path, mlm, small_kv, monkeypatch):
     from data_aug import augment_task
 

@@ -368,10 +368,21 @@ def read_table(task: Task, path: str | os.PathLike) -> GlueTable:
     if task.is_glue:
         return read_glue_tsv(path, task)
     examples(task, "train", path)  # the checks, with the same messages
-    raw = read_file(path)
+    return _table(task, Path(path), read_file(path))
+
+
+def read_hub_table(task: Task) -> tuple[GlueTable, str]:
+    """`read_table` for a task read from the hub (`task.dataset`): its training split's rows, and the split's
+    `datasets` fingerprint (what changes when the data does), since there is no file to hash."""
+    where, raw = raw_split(task, "train")
+    examples(task, "train")  # the checks, with the same messages
+    return _table(task, Path(where), raw), raw._fingerprint
+
+
+def _table(task: Task, path: Path, raw: Dataset) -> GlueTable:
     header = list(raw.column_names)
     rows = [[row[c] for c in header] for row in raw]
-    return GlueTable(Path(path), header, rows, list(range(1, len(rows) + 1)), header.index(task.text_a),
+    return GlueTable(path, header, rows, list(range(1, len(rows) + 1)), header.index(task.text_a),
                      None if task.text_b is None else header.index(task.text_b), header.index(task.label))
 
 

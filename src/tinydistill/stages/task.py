@@ -159,7 +159,8 @@ def augmented_train_file(cfg: DictConfig, task: GlueTask) -> str | None:
 
     if cfg.paths.data_dir is None and task.is_glue:
         raise ConfigError("aug=on needs paths.data_dir (the augmentation reads <data_dir>/glue/<Task>/train.tsv)")
-    return str(ensure_augmented(cfg.aug, task, cfg.paths.data_dir, cfg.paths.artifacts_dir))
+    path = ensure_augmented(cfg.aug, task, cfg.paths.data_dir, cfg.paths.artifacts_dir)
+    return None if path is None else str(path)  # None: a skipped hub dataset, trained on its own split
 
 
 def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) -> str | None:
