@@ -130,8 +130,10 @@ def reference_candidates(mlm: MaskedLM, glove: GloveNeighbours | None, stop: fro
 
 def list_agreement(reference: list[SentenceCandidates], other: list[SentenceCandidates]) -> dict:
     """Share of the reference's masked-LM candidate lists that `other` reproduces exactly, as they are and with
-    the reference's bracketed tokens ([UNK], [unused3], ...) removed (the project never proposes those)."""
-    same = same_unbracketed = total = 0
+    the reference's bracketed tokens ([UNK], [unused3], ...) removed (the project never proposes those); and the
+    share with the same candidates in any order (sampling draws uniformly from a list, so the order only changes
+    which draw picks which candidate, not their distribution)."""
+    same = same_unbracketed = same_set = total = 0
     for r, o in zip(reference, other):
         for i, source in r.sources.items():
             if source != "mlm":
@@ -140,9 +142,12 @@ def list_agreement(reference: list[SentenceCandidates], other: list[SentenceCand
             mine = o.candidates.get(i, [])
             total += 1
             same += ref == mine
-            same_unbracketed += [t for t in ref if not (t.startswith("[") and t.endswith("]"))] == mine
+            unbracketed = [t for t in ref if not (t.startswith("[") and t.endswith("]"))]
+            same_unbracketed += unbracketed == mine
+            same_set += set(unbracketed) == set(mine)  # the same candidates in another order
     return {"lists": total, "identical_share": round(same / max(total, 1), 4),
-            "identical_share_without_bracketed": round(same_unbracketed / max(total, 1), 4)}
+            "identical_share_without_bracketed": round(same_unbracketed / max(total, 1), 4),
+            "same_set_share_without_bracketed": round(same_set / max(total, 1), 4)}
 
 
 def masked_copy_flops(mlm: MaskedLM, reference: list[SentenceCandidates]) -> float:
