@@ -411,7 +411,8 @@ def _generate(
         manifest_path.unlink(missing_ok=True)  # no manifest may describe a file being replaced
         done_before = sorted(_prepare_partial(partial, key, len(starts), suffix))
     done_before = coordinator.broadcast(done_before)  # every process skips the same chunks
-    mine = [i for i in range(len(starts)) if coordinator.owns(i) and i not in set(done_before)]
+    skip = set(done_before)
+    mine = [i for i in range(len(starts)) if coordinator.owns(i) and i not in skip]
     resumed = sum(min(cfg.chunk_size, n - starts[i]) for i in done_before)
     if resumed and coordinator.is_main:
         log.info("resuming %s augmentation: %d of %d examples already done", task.name, resumed, n)

@@ -142,6 +142,9 @@ def export_onnx(clf: TorchClassifier, file: Path, exporter: str = "torchscript")
              if n in example and n in tokenizer.model_input_names]
     kwargs = {n: example[n] for n in names}
     if exporter == "torchscript":
+        if names != ["input_ids", "attention_mask", "token_type_ids"][: len(names)]:  # positional: no gaps allowed
+            raise ConfigError(f"--exporter torchscript passes the inputs by position and this tokenizer gives {names}; "
+                              f"use --exporter dynamo")
         with _quiet():
             torch.onnx.export(
                 _Logits(clf.model).eval(), tuple(kwargs[n] for n in names), str(file), dynamo=False,
