@@ -96,12 +96,17 @@ def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teache
     assert set(result["intermediate"]["last_losses"]) == {"emb", "att", "hid", "loss"}
 
 
-def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir):
+def rte_rows(tiny_teacher, data_dir, tmp_path, n: int):
+    """The tiny teacher (eval mode), its tokenizer and the first `n` indexed RTE training rows."""
     tok = AutoTokenizer.from_pretrained(tiny_teacher)
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
     dm = GlueDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
     dm.setup()
-    ds = dm.splits["train"].select(range(40))
+    return tok, teacher, dm.splits["train"].select(range(n))
+
+
+def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir):
+    tok, teacher, ds = rte_rows(tiny_teacher, data_dir, tmp_path, 40)
     logits = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
     with torch.no_grad():
         for i in [0, 7, 39]:
@@ -121,11 +126,7 @@ def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir
 def test_teacher_logit_cache_removes_stale_temporaries_of_its_key(tmp_path, tiny_teacher, data_dir):
     from tinydistill.atomic import host_tag
 
-    tok = AutoTokenizer.from_pretrained(tiny_teacher)
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
-    dm = GlueDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
-    dm.setup()
-    ds = dm.splits["train"].select(range(8))
+    tok, teacher, ds = rte_rows(tiny_teacher, data_dir, tmp_path, 8)
     cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=8)
     folder = tmp_path / "cache" / "teacher_logits"
     (cached,) = folder.iterdir()

@@ -337,6 +337,11 @@ def examples(task: Task, split: str, file: str | os.PathLike | None = None) -> D
     """A user's task's `split` (or `file`) as `text_a`, (`text_b`), `label` (class id, or float for regression),
     every row checked."""
     where, raw = raw_split(task, split, file)
+    return _checked_examples(task, split, where, raw)
+
+
+def _checked_examples(task: Task, split: str, where: str, raw: Dataset) -> Dataset:
+    """`examples` of rows already read (`where` names them in errors)."""
     _check_columns(task, where, raw)
     out: dict[str, list] = {"text_a": _texts(where, raw, task.text_a)}
     if task.text_b is not None:
@@ -375,7 +380,7 @@ def read_hub_table(task: Task) -> tuple[GlueTable, str]:
     """`read_table` for a task read from the hub (`task.dataset`): its training split's rows, and the split's
     `datasets` fingerprint (what changes when the data does), since there is no file to hash."""
     where, raw = raw_split(task, "train")
-    examples(task, "train")  # the checks, with the same messages
+    _checked_examples(task, "train", where, raw)  # the checks of `examples`, on the split read once
     return _table(task, Path(where), raw), raw._fingerprint
 
 
