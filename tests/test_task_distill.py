@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, TINY_STUDENT, compose_config
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
@@ -20,10 +20,6 @@ from tinydistill.modules.task import TaskDistillModule
 from tinydistill.report import load_results, report_rows, write_report
 from tinydistill.stages import run
 
-TINY_STUDENT = [
-    "student.num_hidden_layers=2", "student.hidden_size=16",
-    "student.num_attention_heads=4", "student.intermediate_size=32",
-]
 
 
 

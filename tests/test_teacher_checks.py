@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizer
 
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, TINY_STUDENT, compose_config
 from tinydistill.checks import (
     aug_vocabulary_warning,
     check_teacher_strength,
@@ -39,8 +39,6 @@ NEGATIVE = ["bad", "awful", "terrible", "boring", "poor"]
 ANIMALS = ["cat", "dog", "horse", "bird", "fish"]
 VEHICLES = ["car", "bus", "train", "truck", "boat"]
 FILLERS = ["the", "a", "movie", "story", "was", "really", "quite", "very", "and", "with", "about", "old"]
-TINY_STUDENT = ["student.num_hidden_layers=2", "student.hidden_size=16", "student.num_attention_heads=4",
-                "student.intermediate_size=32"]
 
 
 def write_sst2(root: Path, label_by: str, seed: int) -> Path:
