@@ -51,6 +51,7 @@ from data_aug.glove import GloveNeighbours, glove_file_fingerprint, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
 from data_aug.stats import CandidateTally, summary_line
 from data_aug.words import load_stopwords, nltk_data_dir, stopwords_fingerprint
+from tinydistill.atomic import atomic_write_text
 from tinydistill.data import files
 from tinydistill.data.glue_tsv import GlueTable
 from tinydistill.data.tasks import FORMATS, GlueTask, Task, get_task
@@ -141,15 +142,6 @@ def _locked(out: Path, coordinator: Coordinator = SINGLE):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _tsv(rows: list[list[str]]) -> str:
@@ -366,7 +358,7 @@ def _prepare_partial(partial: Path, key: Mapping[str, Any], n_chunks: int, suffi
     if not done and partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(partial / KEY_NAME, json.dumps(dict(key), indent=1))
+    atomic_write_text(partial / KEY_NAME, json.dumps(dict(key), indent=1))
     return done
 
 
@@ -435,7 +427,7 @@ def _generate(
                 augmenter, table, s, min(s + cfg.chunk_size, n), cfg.seed, stats, cfg.max_examples, tally=tally
             )
             record = {"counts": dict(stats), "seconds": round(time.perf_counter() - t0, 3), "tally": tally.to_json()}
-            _atomic_write_text(_chunk_record_path(partial, i), json.dumps(record))
+            atomic_write_text(_chunk_record_path(partial, i), json.dumps(record))
             _write_chunk(_chunk_path(partial, i, suffix), rows)  # last: the chunk is finished once this file exists
             bar.update(min(cfg.chunk_size, n - s))
     finally:
@@ -505,7 +497,7 @@ def _join(cfg: AugConfig, task: GlueTask, table: GlueTable, src: str, out: Path,
             "processes": coordinator.world_size,
         },
     }
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -529,9 +521,9 @@ def _join_tsv(final: Path, header: list[str] | None, chunks: list[Path]) -> int:
 def _write_chunk(path: Path, rows: list[list[Any]]) -> None:
     """One chunk's rows: TSV (GLUE) or, for a `.jsonl` chunk path, one JSON list per row."""
     if path.suffix == ".jsonl":
-        _atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
-        _atomic_write_text(path, _tsv(rows))
+        atomic_write_text(path, _tsv(rows))
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:

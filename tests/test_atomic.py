@@ -1,5 +1,6 @@
-"""Atomic output folders: stale temporaries of killed writers are removed (never a live writer's), and results
-get the permissions of the umask, not mkdtemp's 0700 or safetensors' 0600."""
+"""Atomic output folders and files: stale temporaries of killed writers are removed (never a live writer's), a
+failed write keeps the old result, and results get the permissions of the umask, not mkdtemp's 0700 or
+safetensors' 0600."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tinydistill.atomic import LEGACY_STALE_SECONDS, atomic_directory, host_tag
+from tinydistill.atomic import LEGACY_STALE_SECONDS, atomic_directory, atomic_file, atomic_write_text, host_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,3 +150,33 @@ def test_exported_model_is_readable_by_others(tmp_path, umask):
     assert mode(out) == 0o755
     assert {p.name: mode(p) for p in out.iterdir()} == {
         "config.json": 0o644, "model.safetensors": 0o644, "metrics.json": 0o644}
+
+
+def test_atomic_file_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "sub" / "result.json"
+    atomic_write_text(target, "first\n")
+    assert target.read_text() == "first\n"
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_file(target) as tmp:
+            tmp.write_text("half of the sec")
+            raise RuntimeError("crash")
+    assert target.read_text() == "first\n"  # the old file, untouched
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]  # the temporary is gone
+    with atomic_file(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(f"result.json.tmp-{host_tag()}-{os.getpid()}-")
+        tmp.write_text("second\n")
+    assert target.read_text() == "second\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_atomic_file_removes_a_killed_writers_temporary_not_a_live_ones(tmp_path):
+    target = tmp_path / "report.md"
+    stale = tmp_path / f"report.md.tmp-{host_tag()}-{dead_pid()}-0a1b2c3d"
+    live = tmp_path / f"report.md.tmp-{host_tag()}-{os.getpid()}-0a1b2c3d"
+    other = tmp_path / f"other.md.tmp-{host_tag()}-{dead_pid()}-0a1b2c3d"
+    for p in (stale, live, other):
+        p.write_text("partial")
+    atomic_write_text(target, "done")
+    assert target.read_text() == "done"
+    assert not stale.exists() and live.exists() and other.exists()
+

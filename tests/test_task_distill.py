@@ -276,6 +276,15 @@ def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(t
     runs = {r["run"]: r for r in rows if r["kind"] == "run"}
     assert set(runs) == {"none-noaug-init_random", "nodistill-demo_3l_192"}
     assert all(r["n"] == 2 and sorted(r["seeds"]) == [1, 2] for r in runs.values())
+    # Every stage run leaves its wall time beside its result; the report lists them, the teacher's included.
+    folders = [results[s]["output_dir"] for s in (1, 2)] + [baseline[s]["output_dir"] for s in (1, 2)]
+    for folder in folders:
+        timing = json.loads(open(os.path.join(folder, "timing.json")).read())
+        assert timing["stage"] in ("task", "finetune") and timing["wall_seconds"] > 0 and not timing["resumed"]
+        assert timing["cpu_seconds"] > 0 and timing["started"] <= timing["finished"]
+    text = write_report(tmp_path / "artifacts", out=tmp_path / "report").read_text()
+    table = text.split("## Wall times")[1]
+    assert all(f"`{folder}`" in table for folder in folders) and f"`{tiny_teacher}`" in table
 
 
 def test_nodistill_needs_the_distilled_run(compose_cfg, tmp_path, tiny_bert, data_dir):

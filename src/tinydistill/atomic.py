@@ -41,7 +41,8 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -190,3 +191,32 @@ def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) 
         raise
     remove_stale_temporaries(out_dir, kinds=("old",))
     return out_dir
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside the file `target` (`<name>.tmp-<host>-<pid>-<random>`); when the block ends
+    without an error it replaces `target`, else it is removed. Readers see the old file or the new one, never a
+    part. Stale temporaries of `target` left by killed writers go first (`remove_stale_temporary_files`). Writers
+    that infer a format from the extension (matplotlib's savefig) need it given explicitly."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_files(target)
+    tmp = target.with_name(f"{target.name}.tmp-{temporary_owner()}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `target` through `atomic_file`, flushed to disk before the rename."""
+    with atomic_file(target) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(target)
+

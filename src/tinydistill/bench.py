@@ -21,7 +21,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from tinydistill.atomic import atomic_write_text
 from tinydistill.data.glue import tokenized_split
 from tinydistill.data.files import task_from_argument
 from tinydistill.data.tasks import GlueTask
@@ -259,11 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     except TinyDistillError as e:  # a missing or wrong model, bad data: one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
     for r in report["models"]:
         params = f"{r['parameters'] / 1e6:.1f}M params, " if r.get("parameters") else ""
         b1 = r["speedup"].get("1")

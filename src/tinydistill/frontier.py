@@ -11,10 +11,10 @@ point on it that meets the accuracy bar. One row of two panels per task: batch 3
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from tinydistill.atomic import atomic_file
 from tinydistill.data.tasks import get_task
 
 MARKERS = {"pytorch fp32": "o", "onnx fp32": "s", "onnx int8": "^"}
@@ -127,8 +127,7 @@ def plot_frontier(points: list[dict[str, Any]], constants: dict[str, float], pat
             ax.legend(loc="best", fontsize=7)
             ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -40,10 +40,12 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from tinydistill.atomic import atomic_file, atomic_write_text
 from tinydistill.baselines import gap_closed
 from tinydistill.data.tasks import get_task
 from tinydistill.frontier import frontier_points, main_metric, plot_frontier
 from tinydistill.inference import EXPORT_JSON
+from tinydistill.timing import ALONE_SHARE, TIMING_JSON
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,37 @@ def teacher_dirs(results: list[dict[str, Any]]) -> set[str]:
     return {_resolved(r["teacher_dir"]) for r in results if r.get("teacher_dir")}
 
 
+# --- wall times (timing.json, tinydistill.timing) ---------------------------------------------------------
+
+def load_timings(folders: Sequence[str | os.PathLike], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stage's timing.json below `folders` and in the teacher and start-student folders the records name
+    (the pipeline behind them), each once, in the order the stages started."""
+    paths = [p for f in folders for p in sorted(Path(f).rglob(TIMING_JSON))]
+    for r in results:
+        paths += [Path(r[k]) / TIMING_JSON for k in ("teacher_dir", "student_source") if r.get(k)]
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        if not path.is_file() or _resolved(path) in found:
+            continue
+        data = _read_result(path)
+        if data is not None and isinstance(data.get("wall_seconds"), (int, float)):
+            found[_resolved(path)] = {**data, "folder": str(path.parent)}
+    return sorted(found.values(), key=lambda t: str(t.get("started") or ""))
+
+
+def timings_table(timings: list[dict[str, Any]]) -> str:
+    head = ["stage", "folder", "started (UTC)", "wall (min)", "torch threads", "other processes' CPU share", "alone"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in timings:
+        share = t.get("others_cpu_share")
+        alone = {True: "yes", False: "no", None: "unknown"}[t.get("alone")]
+        cells = [t.get("stage"), f"`{t['folder']}`", t.get("started"), f"{t['wall_seconds'] / 60:.1f}",
+                 t.get("torch_threads"), "" if share is None else f"{share:.0%}",
+                 alone + (" (resumed: partial)" if t.get("resumed") else "")]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # --- exported variants (python -m tinydistill.export --task) -----------------------------------------------
 
 #: Row order of the variants of one model.
@@ -385,16 +418,9 @@ def bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_report(
@@ -446,12 +472,18 @@ def write_report(
                "Dev main metric against speed-up over the PyTorch fp32 teacher, one point per model and variant "
                "(exported variants with their export's timings); the dotted line is the constant predictor, the "
                "dashed line the points nothing beats on both axes.", ""]
+    timings = load_timings(folders, results)
+    if timings:
+        md += ["## Wall times", "", timings_table(timings),
+               "- Each stage's `timing.json`: its wall time, and the CPU time all other processes used meanwhile as a "
+               f"share of the machine (wall time x cores). `alone`: under {ALONE_SHARE:.0%}, so the wall time may be "
+               "quoted as measured alone.", ""]
     report = out / "report.md"
-    _write_atomic(report, "\n".join(md))
-    _write_atomic(out / "report.json", json.dumps(
+    atomic_write_text(report, "\n".join(md))
+    atomic_write_text(out / "report.json", json.dumps(
         {"folders": [str(f) for f in folders], "rows": rows, "runs": results,
          "missing": [{"job": j, "overrides": o} for j, o in missing], "variants": variants,
-         "exports": [e["_file"] for e in exports], "frontier": points}, indent=2, default=str) + "\n")
+         "exports": [e["_file"] for e in exports], "frontier": points, "timings": timings}, indent=2, default=str) + "\n")
     bar_chart(rows, out / "report.png")
     return report
 

@@ -28,6 +28,7 @@ import datasets
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
+from tinydistill.atomic import atomic_file
 from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.glue_tsv import GlueTable, read_glue_tsv, write_glue_tsv
 from tinydistill.data.tasks import FORMATS, REGRESSION_METRICS, TASKS, Task, custom_task, get_task
@@ -397,13 +398,13 @@ def write_table(path: str | os.PathLike, fmt: str, header: list[str], rows: Sequ
     if fmt == "tsv":
         write_glue_tsv(path, header, [list(map(str, r)) for r in rows])
         return
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_file(path) as tmp:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist([dict(zip(header, r)) for r in rows]), tmp)
-    else:
+            pq.write_table(pa.Table.from_pylist([dict(zip(header, r)) for r in rows]), tmp)
+            return
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             if fmt == "csv":
                 w = csv.writer(f, lineterminator="\n")
@@ -411,4 +412,3 @@ def write_table(path: str | os.PathLike, fmt: str, header: list[str], rows: Sequ
                 w.writerows(rows)
             else:  # jsonl
                 f.writelines(json.dumps(dict(zip(header, r)), ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinydistill.atomic import atomic_file
 from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import DataError
@@ -139,15 +140,11 @@ def table_to_examples(table: GlueTable, task: GlueTask) -> dict[str, list]:
 
 def write_glue_tsv(path: str | os.PathLike, header: list[str] | None, rows: list[list[str]]) -> None:
     """Write rows in GLUE layout atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
         if header is not None:
             w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def glue_file(data_dir: str | os.PathLike, task: GlueTask, split: str) -> Path:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
-from tinydistill.atomic import remove_stale_temporary_files, temporary_owner
+from tinydistill.atomic import atomic_file
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import ConfigError
 from tinydistill.losses import soft_cross_entropy
@@ -111,14 +111,8 @@ def cached_teacher_logits(
             log.info("teacher logits from %s", path)
             return logits
     logits = compute_teacher_logits(teacher, dataset, tokenizer, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # What killed writers of this key left (a whole logits tensor each); never a live writer's (atomic.py's rule).
-    remove_stale_temporary_files(path)
-    tmp = path.with_name(f"{path.name}.tmp-{temporary_owner()}")
-    try:
+    # atomic_file also removes what killed writers of this key left (a whole logits tensor each), never a live
+    # writer's (atomic.py's rule).
+    with atomic_file(path) as tmp:
         torch.save(logits, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return logits

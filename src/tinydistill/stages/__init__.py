@@ -1,25 +1,34 @@
 """One function per stage: build data, models and module from the config, fit, export.
 
-`run(cfg)` dispatches on `cfg.stage.name`; train.py only composes the config and calls it.
+`run(cfg)` dispatches on `cfg.stage.name`; train.py only composes the config and calls it. Each stage's result
+folder also gets `timing.json`: its wall time and whether the machine was otherwise idle (`tinydistill.timing`).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig
 
+from tinydistill.atomic import atomic_write_text
 from tinydistill.ckpt_path import check_ckpt_path
 from tinydistill.errors import ConfigError
+from tinydistill.timing import TIMING_JSON, RunClock, describe
 from tinydistill.validate import check_run
+
+log = logging.getLogger(__name__)
 
 # Each name is a module under tinydistill.stages that defines `run(cfg)`.
 STAGES = ("finetune", "mlm", "general", "task", "init_student")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    clock = RunClock()
     name = cfg.stage.name
     if name not in STAGES:
         raise ConfigError(f"stage={name!r} is not one of: {', '.join(STAGES)}")
@@ -27,4 +36,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_run(cfg)  # bad values, paths, models and data files: one line each, before any work
     L.seed_everything(cfg.seed, workers=True)
     module = importlib.import_module(f"tinydistill.stages.{name}")
-    return module.run(cfg)
+    result = module.run(cfg)
+    out = result.get("output_dir") if isinstance(result, dict) else None
+    if out:  # not for a skipped run or a DDP process other than rank 0
+        timing = {"stage": name, **clock.stop(resumed=bool(cfg.get("ckpt_path")))}
+        atomic_write_text(Path(out) / TIMING_JSON, json.dumps(timing, indent=2) + "\n")
+        log.info("stage=%s took %s", name, describe(timing))
+    return result
