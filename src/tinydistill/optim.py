@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from transformers import get_scheduler
@@ -162,9 +163,10 @@ def build_optimizer_and_scheduler(
     eps: float = 1e-6,
     optimizer: str = "adamw",
     max_grad_norm: float | None = 1.0,
+    fused: bool = True,
 ) -> dict:
     """`optimizer` (adamw or bertadam; `max_grad_norm` is bertadam's per-tensor clipping) + `schedule`, stepped
-    every batch.
+    every batch. `fused=False`: never torch's fused AdamW (see `configure_from_hparams`).
 
     Returns the dict Lightning's `configure_optimizers` expects.
     """
@@ -174,7 +176,7 @@ def build_optimizer_and_scheduler(
     if optimizer == "bertadam":
         opt: torch.optim.Optimizer = BertAdam(groups, lr=lr, betas=tuple(betas), eps=eps, max_grad_norm=max_grad_norm)
     else:
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=_can_fuse(groups))
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=_can_fuse(groups) if fused else None)
     scheduler = build_scheduler(opt, schedule, warmup_proportion, total_steps)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -220,4 +222,7 @@ def configure_from_hparams(
         **({"betas": tuple(hp.adam_betas)} if hp.get("adam_betas") else {}),
         optimizer=optimizer,
         max_grad_norm=hp.get("max_grad_norm", 1.0),
+        # Lightning's mixed precision (trainer.precision=bf16-mixed or 16-mixed) refuses to clip gradients for an
+        # optimiser that unscales them itself, as the fused AdamW declares it does: use the unfused one there.
+        fused=not isinstance(module.trainer.precision_plugin, MixedPrecision),
     )
