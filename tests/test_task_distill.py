@@ -21,8 +21,6 @@ from tinydistill.report import load_results, report_rows, write_report
 from tinydistill.stages import run
 
 
-
-
 def task_overrides(tiny_teacher, data_dir, *extra):
     return [
         "stage=task", "task=rte", f"stage.teacher={tiny_teacher}", f"paths.data_dir={data_dir}", "logger=csv",
@@ -202,6 +200,18 @@ def test_no_pred_trains_on_gold_labels_of_the_original_set(compose_cfg, tiny_tea
     model = AutoModelForSequenceClassification.from_pretrained(result["output_dir"])
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
     assert not any(f.startswith("projections") for f in os.listdir(result["output_dir"]))
+
+
+def test_bfloat16_speed_settings_run_both_phases_and_save_a_float32_student(tmp_path, tiny_teacher, data_dir):
+    """The documented speed settings (bfloat16 teacher, bf16-mixed student with the trainer's clipping) train both
+    phases and save a float32 student with finite weights."""
+    cfg = compose_config(tmp_path, *task_overrides(tiny_teacher, data_dir, "distill.teacher_dtype=bfloat16",
+                                                   "trainer.precision=bf16-mixed", "stage.latency_batch1=false"))
+    out = run(cfg)
+    assert out["intermediate"]["steps"] == 3 and out["pred"]["steps"] == 3
+    weights = load_file(os.path.join(out["output_dir"], "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in weights.values())
 
 
 def test_missing_teacher_is_a_clear_error(compose_cfg, tmp_path, data_dir):
