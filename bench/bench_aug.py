@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from data_aug import Augmenter, GloveNeighbours, MaskedLM, load_glove, load_mlm, load_stopwords  # noqa: E402
 from data_aug.augmenter import SentenceCandidates  # noqa: E402
 from data_aug.words import basic_tokenize, is_candidate_word  # noqa: E402
+from tinydistill.atomic import atomic_write_text  # noqa: E402
 from tinydistill.bench import encoder_forward_flops, matmul_gflops  # noqa: E402
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
@@ -278,9 +279,7 @@ def main() -> None:
         report["ratio_batched_bs1_vs_sequential"] = round(
             report["sequential"]["seconds"] / report["batched_bs1"]["seconds"], 2
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("ratio_batched_vs_sequential", "identical_candidates",
                                                "estimate_full_mrpc_train_seconds_n_aug_20")}
                      | {"batched_speedup_vs_reference": report["batched"]["speedup_vs_reference"],

@@ -16,12 +16,12 @@ import os
 import platform
 import random
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
+from tinydistill.atomic import atomic_write_text
 from tinydistill.data.glue import load_examples
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
     for k, v in rows.items():
         print(f"{k}: {1000 * v:.1f} ms/batch")
 

@@ -22,6 +22,7 @@ from data_aug.config import AugConfig, run_cli
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.pipeline import _columns, _load_components, _rng, _source, as_task
 from data_aug.stats import CandidateTally, summary_line
+from tinydistill.atomic import atomic_write_text
 from tinydistill.data import files
 from tinydistill.data.glue_tsv import GlueTable
 from tinydistill.data.tasks import Task
@@ -133,9 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     print(format_report(report))
     if cfg.get("out"):
-        out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        out = atomic_write_text(cfg.out, json.dumps(report, indent=2) + "\n")
         print(f"\nwritten: {out}")
     return report
 

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
+from tinydistill.atomic import atomic_write_text
 from tinydistill.bench import count_parameters
 from tinydistill.checks import load_teacher_classifier
 from tinydistill.data.files import load_task, task_json
@@ -152,7 +153,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.paths.output_dir) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(cfg.paths.output_dir) / "result.json", json.dumps(result, indent=2) + "\n")
         log.info("fine-tuned model: %s", out)
         log.info("dev metrics: %s", metrics)
         result["output_dir"] = str(out)

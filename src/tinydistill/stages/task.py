@@ -38,6 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from tinydistill.atomic import atomic_write_text
 from tinydistill.baselines import constant_predictor
 from tinydistill.bench import count_parameters
 from tinydistill.checks import (
@@ -391,7 +392,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           extra=lambda tmp: _keep_intermediate(inter_dir, tmp))
         # The run's own log folder gets a copy, so a sweep folder alone is enough for the report.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.paths.output_dir) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(cfg.paths.output_dir) / "result.json", json.dumps(result, indent=2) + "\n")
         log.info("task-distilled student: %s", out_dir)
         log.info("dev metrics: %s", {k: result[k] for k in task.dev_splits})
         result["output_dir"] = str(out_dir)
