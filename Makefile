@@ -53,7 +53,7 @@ demo: install
 	$(PY) train.py stage=finetune experiment=demo/nodistill
 	@echo "=== ship the student: ONNX and int8, checked and timed against the teacher on MRPC dev ==="
 	$(PY) -m tinydistill.export artifacts/task/mrpc/none/seed42 --int8 --task mrpc
-	$(PY) -m tinydistill.report artifacts/task/mrpc artifacts/nodistill/mrpc --out artifacts/report
+	$(PY) -m tinydistill.report artifacts/task/mrpc artifacts/nodistill/mrpc artifacts/mlm/minilm_l6 --out artifacts/report
 	@echo
 	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
 	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6/"
@@ -67,7 +67,8 @@ demo: install
 # The SST-2 showcase (conf/experiment/sst2/): one teacher and one general-distilled student, then for each seed
 # the task-distilled student and the no-distillation baseline with the same number of steps, then the
 # DistilBERT-style student (masked LM, triple-loss distillation, fine-tuning per seed); the report
-# aggregates the seeds (mean ± sd) beside the teacher and the constant predictor. Stages whose result exists are
+# aggregates the seeds (mean ± sd) beside the teacher and the constant predictor, and lists each stage's wall time
+# (the masked LM's and the DistilBERT student's from their folders). Stages whose result exists are
 # skipped, so an interrupted run continues where it stopped.
 SEEDS ?= 42 1 2
 sst2: install
@@ -87,7 +88,7 @@ sst2: install
 	    $(PY) train.py stage=finetune experiment=sst2/distilbert seed=$$seed; fi; \
 	done
 	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 artifacts/finetune/distilbert_minilm_l6/sst2 \
-	  --out artifacts/report_sst2
+	  artifacts/mlm/minilm_l6 artifacts/distilbert/minilm_l6 --out artifacts/report_sst2
 
 bench: bench-aug bench-latency bench-train-step bench-train
 
