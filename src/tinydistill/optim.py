@@ -224,5 +224,5 @@ def configure_from_hparams(
         max_grad_norm=hp.get("max_grad_norm", 1.0),
         # Lightning's mixed precision (trainer.precision=bf16-mixed or 16-mixed) refuses to clip gradients for an
         # optimiser that unscales them itself, as the fused AdamW declares it does: use the unfused one there.
-        fused=not isinstance(module.trainer.precision_plugin, MixedPrecision),
+        fused=not isinstance(getattr(module.trainer, "precision_plugin", None), MixedPrecision),
     )
