@@ -7,6 +7,7 @@ its result (`tinydistill.stages.run`), and `python -m tinydistill.report` lists 
 - `others_cpu_share`: the CPU time every *other* process used during the run, as a share of what the machine
   could give (wall time x cores), from the kernel's counters in /proc/stat (Linux; None elsewhere);
 - `alone`: `others_cpu_share` below `ALONE_SHARE`, i.e. the figure may be quoted as "measured alone";
+  under DDP on one machine the run's other processes count as others, so such a run never reads as alone;
 - `resumed`: the run continued from a checkpoint, so its wall time covers only the part after the restart.
 """
 
