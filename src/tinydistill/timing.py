@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-#: Other processes may use this share of the machine (wall x cores) and the run still counts as alone: the
-#: kernel, a shell and a terminal cost about 1%.
+#: Other processes may use this share of the machine (wall x cores) and the run still counts as alone: room for
+#: the kernel and an idle shell, not for another job.
 ALONE_SHARE = 0.05
 TIMING_JSON = "timing.json"
 
