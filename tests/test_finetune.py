@@ -188,3 +188,13 @@ def test_dev_evaluations_per_epoch(compose_cfg, tiny_bert, data_dir, evals):
     # `evals` evaluations during the epoch, then the final one of the exported (best) checkpoint
     assert steps[:-1] == [str(4 // evals * (i + 1) - 1) for i in range(evals)]
     assert os.path.basename(result["best_checkpoint"]).startswith("best-epoch=0-step=")
+
+
+def test_max_steps_replaces_epochs(compose_cfg, tiny_bert, data_dir):
+    # 3 batches per epoch (limit_train_batches) and 1 epoch: without the step budget replacing stage.epochs,
+    # Lightning would stop at the end of the epoch, after 3 of the 7 steps asked for.
+    cfg = compose_cfg(*tiny_finetune_overrides(
+        tiny_bert, data_dir, "task=wnli", "stage.max_steps=7", "stage.measure_latency=false"))
+    result = run(cfg)
+    assert result["steps"] == 7
+    assert result["epochs"] is None and result["matched_steps_of"] is None

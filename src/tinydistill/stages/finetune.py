@@ -31,6 +31,7 @@ from tinydistill.models.loading import PACKAGE_SCHEME, export_pretrained, load_c
 from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
 from tinydistill.optim import optimizer_options
+from tinydistill.paths import recorded_path
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
@@ -70,11 +71,14 @@ def comparison_teacher(cfg: DictConfig, task: GlueTask) -> tuple[str, PreTrained
 
 
 def step_budget(cfg: DictConfig) -> dict[str, Any]:
-    """Trainer overrides for `stage.match_steps_of=<task-distilled run folder>`: as many optimiser steps as that
-    run took in both phases (its metrics.json), the budget of the no-distillation baseline; {} when unset."""
+    """Trainer overrides for a step budget, which replaces `stage.epochs`: `stage.match_steps_of=<task-distilled run
+    folder>` (as many optimiser steps as that run took in both phases, by its metrics.json: the budget of the
+    no-distillation baseline), else `stage.max_steps` > 0; {} when neither is set."""
     ref = cfg.stage.get("match_steps_of")
     if ref is None:
-        return {}
+        max_steps = cfg.stage.get("max_steps", -1)
+        # Otherwise Lightning would stop at whichever of epochs and steps comes first, short of the asked steps.
+        return {"max_steps": int(max_steps), "max_epochs": -1} if max_steps and max_steps > 0 else {}
     path = Path(str(ref)) / "metrics.json"
     if not path.is_file():
         raise ConfigError(f"stage.match_steps_of={ref}: no metrics.json of a task-distilled run there; run "
@@ -133,9 +137,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "epochs": st.epochs if not budget else None,
         "steps": trainer.global_step,
-        "matched_steps_of": str(st.match_steps_of) if budget else None,
+        "matched_steps_of": str(st.match_steps_of) if st.get("match_steps_of") is not None else None,
         "lr": st.lr,
-        "best_checkpoint": checkpoint.best_model_path or None,
+        "best_checkpoint": recorded_path(checkpoint.best_model_path),
         **metrics,
         "parameters": {"model": count_parameters(module.classifier)},
     }

@@ -58,6 +58,7 @@ from tinydistill.models.student import student_config
 from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
 from tinydistill.modules.task import PHASES, TaskDistillModule
 from tinydistill.optim import optimizer_options
+from tinydistill.paths import recorded_path
 from tinydistill.resume import ResumableCheckpoint
 from tinydistill.stages.common import (
     add_latency,
@@ -302,7 +303,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
     trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(cfg, ph))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
-    return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": checkpoint.best_model_path or None, **metrics}
+    return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": recorded_path(checkpoint.best_model_path), **metrics}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
