@@ -19,9 +19,9 @@ process:
 Reported per loop and way: examples/s and tokens/s (real tokens, padding excluded), the median over rounds;
 `speedup_vs_reference` (and `bfloat16_speedup_vs_reference`); and the floor: the encoder FLOPs the loop needs on
 the real tokens (teacher forward + student forward and backward, 3x its forward) divided by this machine's measured
-float32 matmul rate, with the fraction of it each way reaches. Teacher: artifacts/teacher/mrpc if present, else all-MiniLM-L6-v2 with a random
-classifier; student: the demo shape (3 layers, hidden 192), random. Timing needs a quiet machine: the JSON records
-the load average before and after.
+float32 matmul rate, with the fraction of it each way reaches. Teacher: artifacts/teacher/mrpc if present, else
+all-MiniLM-L6-v2 with a random classifier; student: the demo shape (3 layers, hidden 192), random. Timing needs a
+quiet machine: the JSON records the load average before and after.
 """
 
 from __future__ import annotations
