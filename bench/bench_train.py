@@ -60,6 +60,7 @@ from tinydistill.modules.frozen_teacher import teacher_dtype  # noqa: E402
 from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
 from tinydistill.modules.task import TaskDistillModule  # noqa: E402
 from tinydistill.optim import optimizer_options  # noqa: E402
+from tinydistill.paths import recorded_path  # noqa: E402
 
 LOOPS = ("phase1", "phase2", "general")
 WAYS = ("project", "reference", "bfloat16")
@@ -225,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         "examples_timed": examples, "mean_tokens_per_example": round(tokens / examples, 1),
         "reference_padded_length": int(cfgs["reference"].task.max_seq_length),
         "batch_size": 32, "rounds": a.rounds, "phase2_cache_seconds_per_example": round(cache_seconds_per_example, 5),
-        "matmul_gflops_float32": round(gflops, 1), "teacher": teacher_src,
+        "matmul_gflops_float32": round(gflops, 1),
+        # A folder relative to the working directory, so committed JSON carries no machine paths.
+        "teacher": recorded_path(teacher_src) if Path(teacher_src).exists() else teacher_src,
         "way_overrides": WAY_OVERRIDES,
         "student": {"layers": student_cfg.num_hidden_layers, "hidden": student_cfg.hidden_size},
         "torch_threads": torch.get_num_threads(), "load_average_before_after": [round(load_before, 2),
