@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import hydra
@@ -48,6 +49,9 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     # stage.optimizer=bertadam clips each gradient tensor inside its step (optim.BertAdam): no global clipping then.
     own_clipping = stage.get("optimizer", "adamw") == "bertadam"
     kwargs.setdefault("gradient_clip_val", None if own_clipping else stage.get("max_grad_norm"))
+    # Lightning's own pytree helper trips a torch 2.13 deprecation on every fit and validate: noise a user cannot
+    # act on, repeated through every stage's log.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     logger = build_logger(cfg)
     callbacks = [*callbacks, ExactResume(cfg.seed)]
     if logger:
