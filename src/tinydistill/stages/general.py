@@ -31,6 +31,7 @@ from tinydistill.models.student import build_student, load_encoder
 from tinydistill.modules.frozen_teacher import teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
 from tinydistill.optim import optimizer_options
+from tinydistill.paths import recorded_path
 from tinydistill.resume import ResumableCheckpoint
 from tinydistill.trainer import build_trainer, validate_every_n_steps
 
@@ -174,7 +175,7 @@ def run_summary(
         "train_last": history.last,
         "val_start": history.val_start,
         "val": val,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        "last_checkpoint": recorded_path(checkpoint.last_model_path),
     }
 
 

@@ -33,6 +33,7 @@ from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import export_pretrained, load_tokenizer, resolve_model_path
 from tinydistill.modules.mlm import MlmModule
 from tinydistill.optim import optimizer_options
+from tinydistill.paths import recorded_path
 from tinydistill.stages.general import step_trainer, validate_losses
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "corpus": datamodule.summary(),
         "seed": cfg.seed,
         "candidate_quality": quality,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        "last_checkpoint": recorded_path(checkpoint.last_model_path),
     }
     if trainer.is_global_zero:
         out = export_pretrained(st.output_dir, module.model, tokenizer, json_files={RESULT_JSON: result})
