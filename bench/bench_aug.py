@@ -42,7 +42,7 @@ from data_aug import Augmenter, GloveNeighbours, MaskedLM, load_glove, load_mlm,
 from data_aug.augmenter import SentenceCandidates  # noqa: E402
 from data_aug.words import basic_tokenize, is_candidate_word  # noqa: E402
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import encoder_forward_flops, matmul_gflops  # noqa: E402
+from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 
@@ -205,6 +205,7 @@ def main() -> None:
     glove = GloveNeighbours(load_glove(str(glove_path), 100_000), args.top_k) if glove_path.is_file() else None
     stop = load_stopwords(data / "nltk_data")
     load_before = os.getloadavg()
+    gflops_before = matmul_gflops()
 
     def make(mode: str, bs: int) -> Augmenter:
         return Augmenter(mlm32 if mode == "sequential" else mlm, glove, stop, top_k=args.top_k, mode=mode,
@@ -238,9 +239,11 @@ def main() -> None:
     for name in results:
         report[name]["speedup_vs_reference"] = round(ref_seconds / report[name]["seconds"], 2)
         report[name]["agreement_with_reference"] = list_agreement(reference, results[name])
-    gflops = matmul_gflops()
+    rate = matmul_rate_samples(gflops_before)
+    gflops = rate["gflops"]
     floor_seconds = masked_copy_flops(mlm32, reference) / (gflops * 1e9)
     report["floor"] = {"seconds": round(floor_seconds, 3), "matmul_gflops_float32": round(gflops, 1),
+                       "matmul_gflops_before_after": rate["before_after"],
                        "fraction_reached": {n: round(floor_seconds / report[n]["seconds"], 3) for n in results}}
     masked = sum(s == "mlm" for sc in results["batched"] for s in sc.sources.values())
 
@@ -259,7 +262,7 @@ def main() -> None:
             "masked_words": masked,
             "glove_words": sum(s == "glove" for sc in results["batched"] for s in sc.sources.values()),
             "model": model_desc,
-            "glove": str(glove_path) if glove else None,
+            "glove": f"<data dir>/{glove_path.relative_to(data)}" if glove else None,  # no machine paths
             "top_k": args.top_k,
             "dtype": args.dtype,
             "batch_size": args.batch_size,

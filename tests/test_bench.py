@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-from tinydistill.bench import encoder_forward_flops, layer_forward_flops, matmul_gflops
+from tinydistill.bench import encoder_forward_flops, layer_forward_flops, matmul_gflops, matmul_rate_samples
 
 
 def test_layer_flops_hand_computed():
@@ -23,3 +23,10 @@ def test_encoder_flops_sum_layers_and_sequences():
 def test_matmul_rate_is_a_finite_positive_rate():
     rate = matmul_gflops(size=64, repeats=2)
     assert math.isfinite(rate) and rate > 0
+
+
+def test_rate_samples_keep_the_higher_rate_and_both():
+    high = matmul_rate_samples(before=1e9)  # no CPU reaches 1e9 GFLOP/s: the "before" sample is the higher
+    assert high["gflops"] == 1e9 and high["before_after"][0] == 1e9 and 0 < high["before_after"][1] < 1e9
+    low = matmul_rate_samples(before=0.0)
+    assert low["gflops"] > 0 and round(low["gflops"], 1) == low["before_after"][1]

@@ -52,18 +52,26 @@ def encoder_forward_flops(lengths: Sequence[int], config: Any) -> float:
                for n in lengths)
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 matrix-product rate at torch's current number of threads (best of 3 timings): the
-    denominator of the benchmarks' FLOP floors."""
+def matmul_gflops(size: int = 1024, repeats: int = 20, timings: int = 5) -> float:
+    """This machine's float32 matrix-product rate at torch's current number of threads (best of `timings`): the
+    denominator of the benchmarks' FLOP floors. A capacity, so the best timing counts: on a shared or
+    frequency-scaled CPU a single short timing can read 25% low."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(timings):
         start = time.perf_counter()
         for _ in range(repeats):
             torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 * repeats / best / 1e9
+
+
+def matmul_rate_samples(before: float) -> dict[str, Any]:
+    """The floor's rate from two measurements, one `before` the timed work and one now: the higher (the machine's
+    capacity during the run), and both, so a reader sees how much the rate moved."""
+    after = matmul_gflops()
+    return {"gflops": max(before, after), "before_after": [round(before, 1), round(after, 1)]}
 
 
 def count_parameters(model: torch.nn.Module) -> int:
