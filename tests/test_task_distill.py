@@ -304,3 +304,16 @@ def test_nodistill_needs_the_distilled_run(compose_cfg, tmp_path, tiny_bert, dat
                       "stage.compare_to=null", f"paths.data_dir={data_dir}")
     with pytest.raises(ConfigError, match=r"stage.match_steps_of=.*none/seed42: no metrics.json"):
         run(cfg)
+
+
+def test_step_budget_replaces_the_phase_epochs(compose_cfg, tiny_teacher, data_dir):
+    """As in stage=general, mlm and finetune: `max_steps` > 0 trains that many steps even past the phase's epochs
+    (Lightning alone would stop at whichever of the two comes first)."""
+    from tinydistill.stages.task import phase_trainer
+
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.epochs=1",
+                                      "stage.intermediate.max_steps=500", "stage.pred.max_steps=-1"))
+    budget = phase_trainer(cfg, cfg.stage.intermediate)
+    assert budget.max_steps == 500 and budget.max_epochs == -1
+    epochs = phase_trainer(cfg, cfg.stage.pred)
+    assert epochs.max_steps == -1 and epochs.max_epochs == cfg.stage.pred.epochs

@@ -183,8 +183,12 @@ def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) 
 
 
 def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overrides):
-    overrides.setdefault("max_epochs", phase_cfg.epochs)
-    overrides.setdefault("max_steps", phase_cfg.get("max_steps", -1))
+    """The phase's Trainer. A step budget (`max_steps` > 0) replaces the phase's epochs, as in every stage: the
+    phase trains exactly that many steps, over as many epochs as it takes."""
+    max_steps = phase_cfg.get("max_steps", -1)
+    max_steps = -1 if max_steps is None or max_steps <= 0 else int(max_steps)
+    overrides.setdefault("max_epochs", phase_cfg.epochs if max_steps < 0 else -1)
+    overrides.setdefault("max_steps", max_steps)
     return build_trainer(cfg, callbacks=callbacks, **overrides)
 
 
