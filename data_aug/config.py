@@ -45,6 +45,7 @@ class AugConfig:
     nltk_data: str | None = None
     allow_untrained_head: bool = False
     allow_gensim_download: bool = False
+    output_dir: str | None = None
 
     @classmethod
     def from_cfg(cls, cfg: "AugConfig | Mapping[str, Any] | None") -> "AugConfig":

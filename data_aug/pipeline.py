@@ -72,9 +72,9 @@ def as_task(task: str | Task) -> Task:
     return get_task(task) if isinstance(task, str) else task
 
 
-def aug_dir(artifacts_dir: str | os.PathLike, task: str | Task) -> Path:
-    """Stable output folder `<artifacts_dir>/aug/<task>/`."""
-    return Path(artifacts_dir) / "aug" / as_task(task).name
+def aug_dir(artifacts_dir: str | os.PathLike, task: str | Task, output_dir: str | os.PathLike | None = None) -> Path:
+    """The output folder: `output_dir` (`aug.output_dir`) if given, else the stable `<artifacts_dir>/aug/<task>/`."""
+    return Path(output_dir) if output_dir else Path(artifacts_dir) / "aug" / as_task(task).name
 
 
 def output_format(task: Task) -> str:
@@ -581,7 +581,7 @@ def ensure_augmented(
             "the original %s", task.name, src or f"{task.dataset} split {task.source('train')}",
         )
         return src
-    out = aug_dir(artifacts_dir, task)
+    out = aug_dir(artifacts_dir, task, cfg.output_dir)
     table, src, source_sha = _read_source(task, src)
     mlm, glove, stopwords = _load_components(cfg, data_dir, mlm_model, glove, stopwords, coordinator)
     glove_fp = _glove_fp(cfg, glove)

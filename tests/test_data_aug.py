@@ -623,6 +623,17 @@ def test_ensure_augmented_reuses_and_regenerates(glue_dir, tmp_path, mlm, small_
     ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw)
     assert "Amrozy" in path.read_text(encoding="utf-8")
 
+    # aug.output_dir: a second file with other settings beside the first, neither regenerating the other
+    other = tmp_path / "aug_seed3"
+    assert ensure_augmented(small_cfg(seed=3, output_dir=str(other)), "mrpc", glue_dir, art, **kw) == other / path.name
+    assert json.loads((other / "manifest.json").read_text())["settings"]["seed"] == 3
+    kept = path.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "_generate", no_generation)
+        assert ensure_augmented(small_cfg(seed=7), "mrpc", glue_dir, art, **kw) == path
+        assert ensure_augmented(small_cfg(seed=3, output_dir=str(other)), "mrpc", glue_dir, art, **kw) == other / path.name
+    assert path.read_bytes() == kept and (other / path.name).read_bytes() != kept
+
     train = glue_dir / "glue" / "MRPC" / "train.tsv"
     assert ensure_augmented(small_cfg(enabled=False), "mrpc", glue_dir, art, **kw) == train
     stsb = glue_dir / "glue" / "STS-B"
