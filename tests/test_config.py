@@ -141,6 +141,20 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert str(run_dir(task)) == cfg.stage.match_steps_of
 
 
+@pytest.mark.parametrize("experiment", ["sst2/task", "demo/task"])
+def test_task_experiments_leave_the_distill_budget_knobs_working(compose_cfg, experiment):
+    """The README's knobs (distill.intermediate_epochs, distill.pred_epochs and their lrs) must reach the phases
+    under every task experiment: an experiment that set stage.pred.epochs itself would silently pin it."""
+    cfg = compose_cfg("stage=task", f"experiment={experiment}", "distill.intermediate_epochs=5", "distill.pred_epochs=7",
+                      "distill.intermediate_lr=2e-4", "distill.pred_lr=3e-4")
+    OmegaConf.resolve(cfg)
+    assert (cfg.stage.intermediate.epochs, cfg.stage.pred.epochs) == (5, 7)
+    assert (cfg.stage.intermediate.lr, cfg.stage.pred.lr) == (2e-4, 3e-4)
+    default = compose_cfg("stage=task", "experiment=sst2/task")
+    OmegaConf.resolve(default)
+    assert (default.stage.intermediate.epochs, default.stage.pred.epochs) == (1, 3)  # the SST-2 recipe itself
+
+
 def test_run_folders_of_runs_started_in_the_same_second_differ():
     """Two runs started together (seeds in parallel) must not share a log/checkpoint folder: the folder name
     carries microseconds."""
