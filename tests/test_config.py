@@ -155,6 +155,26 @@ def test_task_experiments_leave_the_distill_budget_knobs_working(compose_cfg, ex
     assert (default.stage.intermediate.epochs, default.stage.pred.epochs) == (1, 3)  # the SST-2 recipe itself
 
 
+def test_mrpc_recipe_is_the_measured_command(compose_cfg):
+    """experiment=mrpc/task must compose to the command line whose 3 seeds docs/results/mrpc.md reports, and its
+    baseline must match that run's steps from the same general student."""
+    recipe = compose_cfg("stage=task", "experiment=mrpc/task", "seed=7")
+    measured = compose_cfg(
+        "stage=task", "experiment=demo/task", "stage.general_dir=${paths.artifacts_dir}/general/demo_3l_192",
+        "aug.mlm_model=${paths.artifacts_dir}/mlm/minilm_l6_encoder", "aug.max_examples=500",
+        "stage.intermediate.max_steps=1200", "stage.run_name=recipe", "seed=7")
+    for c in (recipe, measured):
+        OmegaConf.resolve(c)
+    assert OmegaConf.to_container(recipe) == OmegaConf.to_container(measured)
+    from tinydistill.stages.task import run_dir
+
+    baseline = compose_cfg("stage=finetune", "experiment=mrpc/nodistill", "seed=7")
+    OmegaConf.resolve(baseline)
+    assert baseline.task.name == "mrpc" and baseline.stage.model == recipe.stage.general_dir
+    assert baseline.stage.match_steps_of == str(run_dir(recipe)) and baseline.stage.lr == recipe.distill.pred_lr
+    assert baseline.stage.output_dir.endswith("nodistill/mrpc/recipe/seed7")
+
+
 def test_run_folders_of_runs_started_in_the_same_second_differ():
     """Two runs started together (seeds in parallel) must not share a log/checkpoint folder: the folder name
     carries microseconds."""
