@@ -34,7 +34,8 @@ def run(cfg: DictConfig) -> Path | None:
     coordinator = distributed.from_environment()
     try:
         if cfg.get("force", False):
-            path = augment_task(cfg.aug, task, data_dir, aug_dir(artifacts, task, cfg.aug.get("output_dir")), coordinator=coordinator)
+            out = aug_dir(artifacts, task, cfg.aug.get("output_dir"))
+            path = augment_task(cfg.aug, task, data_dir, out, coordinator=coordinator)
         else:
             path = ensure_augmented(cfg.aug, task, data_dir, artifacts, coordinator=coordinator)
     finally:
