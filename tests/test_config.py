@@ -125,6 +125,7 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.stage.output_dir.endswith(f"nodistill/{cfg.task.name}/demo_3l_192/seed7")
         assert cfg.stage.match_steps_of.endswith("/seed7") and f"task/{cfg.task.name}/" in cfg.stage.match_steps_of
         assert cfg.stage.compare_to.endswith(f"teacher/{cfg.task.name}")
+        assert cfg.stage.evals == "matched"  # as many dev evaluations as the distilled run
     if experiment == "sst2/distilbert":
         # the DistilBERT-style student, fine-tuned with the SST-2 teacher's recipe, one folder per seed
         teacher = compose_cfg("stage=finetune", "experiment=sst2/finetune")

@@ -173,6 +173,8 @@ def test_finetune_resumes_exactly(compose_cfg, reference, monkeypatch, tmp_path,
     assert_same_training_state(expected_last, resumed_last)
     # the same best evaluation exported, with the same dev metrics
     assert (result["steps"], result["dev"]) == (expected["steps"], expected["dev"])
+    # the evaluations made before the kill count too (a matched baseline's number comes from here)
+    assert result["evaluations"] == expected["evaluations"] == 2 * evals  # 2 epochs
     assert Path(result["best_checkpoint"]).name == Path(expected["best_checkpoint"]).name
     assert_same_export(expected["output_dir"], result["output_dir"])
 
@@ -304,6 +306,7 @@ def test_task_resumes_exactly_in_either_phase(compose_cfg, reference, monkeypatc
     assert_same_training_state(expected_last, resumed_last)
     assert result["intermediate"] == expected["intermediate"] and result["intermediate"]["steps"] == 4
     assert (result["pred"]["steps"], result["dev"]) == (expected["pred"]["steps"], expected["dev"])
+    assert result["pred"]["evaluations"] == expected["pred"]["evaluations"] == 2
     assert_same_export(expected["output_dir"], result["output_dir"])
     assert_same_export(Path(expected["output_dir"]) / "intermediate", Path(result["output_dir"]) / "intermediate")
     saved = json.loads((Path(result["output_dir"]) / "metrics.json").read_text())

@@ -1,5 +1,6 @@
 """stage=task: phases, cached teacher logits, ablations, the multirun report (tiny random BERTs)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -263,9 +264,15 @@ def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(t
 
     results = {}
     for seed in (1, 2):
-        cfg = compose_config(tmp_path, *task_overrides(tiny_teacher, data_dir, f"seed={seed}"))
+        # Seed 1 evaluates after each prediction step (3 evaluations), seed 2 once at the end.
+        every = ["stage.pred.val_every_n_steps=1"] if seed == 1 else []
+        cfg = compose_config(tmp_path, *task_overrides(tiny_teacher, data_dir, f"seed={seed}", *every))
         cfg.paths.output_dir = str(tmp_path / "logs" / f"task{seed}")
         results[seed] = run(cfg)
+        with open(tmp_path / "logs" / f"task{seed}" / "csv" / "version_1" / "metrics.csv") as f:
+            logged = sum(1 for row in csv.DictReader(f) if row.get("val/accuracy"))
+        # The log also holds the final evaluation of the best checkpoint, which is no training-time evaluation.
+        assert results[seed]["pred"]["evaluations"] == logged - 1 == (3 if seed == 1 else 1)
         assert results[seed]["output_dir"].endswith(os.path.join("none-noaug-init_random", f"seed{seed}"))
         saved = json.loads(open(os.path.join(results[seed]["output_dir"], "metrics.json")).read())
         assert saved["constant"]["prediction"] == "entailment" and saved["constant"]["dev"]["accuracy"] > 0.5
@@ -280,6 +287,8 @@ def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(t
         cfg.paths.output_dir = str(tmp_path / "logs" / f"nodistill{seed}")
         baseline[seed] = run(cfg)
         assert baseline[seed]["steps"] == results[seed]["intermediate"]["steps"] + results[seed]["pred"]["steps"] == 6
+        # stage.evals=matched: as many dev evaluations as the distilled run's prediction phase, spread evenly.
+        assert baseline[seed]["evaluations"] == results[seed]["pred"]["evaluations"]
         assert baseline[seed]["output_dir"].endswith(os.path.join("nodistill", "rte", "demo_3l_192", f"seed{seed}"))
         assert "gap_closed" in baseline[seed] or baseline[seed]["teacher"]["dev"]["accuracy"] <= 0.5271
     rows = report_rows(load_results(tmp_path / "logs"))
@@ -303,6 +312,28 @@ def test_nodistill_needs_the_distilled_run(compose_cfg, tmp_path, tiny_bert, dat
     cfg = compose_cfg("stage=finetune", "experiment=nodistill", "task=rte", f"stage.model={tiny_bert}",
                       "stage.compare_to=null", f"paths.data_dir={data_dir}")
     with pytest.raises(ConfigError, match=r"stage.match_steps_of=.*none/seed42: no metrics.json"):
+        run(cfg)
+
+
+@pytest.mark.parametrize("overrides,error", [
+    (["stage.evals=matched"], r"stage.evals=matched: .*metrics.json does not record .* stage.evals=3"),
+    (["stage.evals=matched", "stage.match_steps_of=null"], r"stage.evals=matched counts .* set stage.match_steps_of"),
+    (["stage.evals=0"], r"stage.evals=0: expected a whole number"),
+    (["stage.evals=7"], r"stage.evals=7: more dev evaluations than the 6 training steps"),
+    (["stage.evals=2", "stage.match_steps_of=null"], r"stage.evals=2 spreads evaluations over a step budget"),
+])
+def test_baseline_evaluation_count_errors(compose_cfg, tmp_path, tiny_bert, data_dir, overrides, error):
+    """stage.evals names what is wrong before anything loads; `matched` needs a distilled run that counted its
+    evaluations (runs older than pred.evaluations did not)."""
+    from tinydistill.errors import ConfigError
+
+    old_run = tmp_path / "task" / "seed42"
+    old_run.mkdir(parents=True)
+    (old_run / "metrics.json").write_text(json.dumps({"intermediate": {"steps": 3}, "pred": {"steps": 3}}))
+    cfg = compose_cfg("stage=finetune", "experiment=nodistill", "task=rte", f"stage.model={tiny_bert}",
+                      "stage.compare_to=null", f"paths.data_dir={data_dir}", f"stage.match_steps_of={old_run}",
+                      *overrides)
+    with pytest.raises(ConfigError, match=error):
         run(cfg)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -33,6 +35,25 @@ def best_checkpoint_callback(cfg: DictConfig, task: GlueTask) -> ResumableCheckp
         # stage=task: overwrite the intermediate phase's last.ckpt rather than write last-v1.ckpt beside it
         enable_version_counter=False,
     )
+
+
+class EvaluationCount(Callback):
+    """Counts the dev evaluations a fit runs (not the sanity check, not a later `trainer.validate`), kept in
+    checkpoints: a no-distillation baseline can then pick its best from as many evaluations as the distilled run
+    (`stage.evals=matched`), since the best of many evaluations flatters a run by its luckiest one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.count = int(state_dict.get("count", 0))
 
 
 def validate_best(

@@ -33,13 +33,14 @@ from tinydistill.modules.finetune import FinetuneModule
 from tinydistill.optim import optimizer_options
 from tinydistill.paths import recorded_path
 from tinydistill.stages.common import (
+    EvaluationCount,
     add_latency,
     add_yardsticks,
     best_checkpoint_callback,
     dev_metrics,
     validate_best,
 )
-from tinydistill.trainer import build_trainer, validate_n_times_per_epoch
+from tinydistill.trainer import build_trainer, validate_every_n_steps, validate_n_times_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +71,61 @@ def comparison_teacher(cfg: DictConfig, task: GlueTask) -> tuple[str, PreTrained
     return str(ref), load_teacher_classifier(str(ref), task, setting="stage.compare_to")
 
 
-def step_budget(cfg: DictConfig) -> dict[str, Any]:
-    """Trainer overrides for a step budget, which replaces `stage.epochs`: `stage.match_steps_of=<task-distilled run
-    folder>` (as many optimiser steps as that run took in both phases, by its metrics.json: the budget of the
-    no-distillation baseline), else `stage.max_steps` > 0; {} when neither is set."""
+def matched_run(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
+    """`stage.match_steps_of`'s metrics.json (path and content), or None when unset."""
     ref = cfg.stage.get("match_steps_of")
     if ref is None:
-        max_steps = cfg.stage.get("max_steps", -1)
-        # Otherwise Lightning would stop at whichever of epochs and steps comes first, short of the asked steps.
-        return {"max_steps": int(max_steps), "max_epochs": -1} if max_steps and max_steps > 0 else {}
+        return None
     path = Path(str(ref)) / "metrics.json"
     if not path.is_file():
         raise ConfigError(f"stage.match_steps_of={ref}: no metrics.json of a task-distilled run there; run "
                           f"`python train.py stage=task` with the same seed first, or set stage.match_steps_of=null")
-    data = json.loads(path.read_text())
+    return path, json.loads(path.read_text())
+
+
+def step_budget(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer overrides for a step budget, which replaces `stage.epochs`: `stage.match_steps_of=<task-distilled run
+    folder>` (as many optimiser steps as that run took in both phases, by its metrics.json: the budget of the
+    no-distillation baseline), else `stage.max_steps` > 0; {} when neither is set."""
+    matched = matched_run(cfg)
+    if matched is None:
+        max_steps = cfg.stage.get("max_steps", -1)
+        # Otherwise Lightning would stop at whichever of epochs and steps comes first, short of the asked steps.
+        return {"max_steps": int(max_steps), "max_epochs": -1} if max_steps and max_steps > 0 else {}
+    path, data = matched
     steps = int(data.get("intermediate", {}).get("steps", 0)) + int(data.get("pred", {}).get("steps", 0))
     if steps <= 0:
-        raise ConfigError(f"stage.match_steps_of={ref}: {path} records no training steps")
+        raise ConfigError(f"stage.match_steps_of={cfg.stage.match_steps_of}: {path} records no training steps")
     return {"max_steps": steps, "max_epochs": -1}
+
+
+def evaluation_schedule(cfg: DictConfig, budget: dict[str, Any]) -> dict[str, Any]:
+    """Trainer overrides for when to evaluate on dev. `stage.evals=<n>`: n evaluations spread evenly over the step
+    budget (every ⌊steps / n⌋ steps, so the last comes at most n − 1 steps before the end); `stage.evals=matched`:
+    as many as the `stage.match_steps_of` run's prediction phase made, so a baseline picks its best from as many
+    dev evaluations as the distilled student did. `stage.evals=null`: `stage.evals_per_epoch`."""
+    evals = cfg.stage.get("evals")
+    if evals is None:
+        return validate_n_times_per_epoch(cfg, cfg.stage.evals_per_epoch, "stage.evals_per_epoch")
+    if evals == "matched":
+        matched = matched_run(cfg)
+        if matched is None:
+            raise ConfigError("stage.evals=matched counts the dev evaluations of the stage.match_steps_of run: set "
+                              "stage.match_steps_of, or give a number (stage.evals=3)")
+        path, data = matched
+        evals = data.get("pred", {}).get("evaluations")
+        if evals is None:
+            raise ConfigError(f"stage.evals=matched: {path} does not record its prediction phase's dev evaluations "
+                              f"(runs before pred.evaluations existed); give their number, e.g. stage.evals=3")
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < 1:
+        raise ConfigError(f"stage.evals={evals}: expected a whole number of dev evaluations, at least 1, or matched")
+    steps = budget.get("max_steps", -1)
+    if steps <= 0:
+        raise ConfigError(f"stage.evals={cfg.stage.evals} spreads evaluations over a step budget: set "
+                          f"stage.match_steps_of or stage.max_steps, or use stage.evals_per_epoch")
+    if evals > steps:
+        raise ConfigError(f"stage.evals={evals}: more dev evaluations than the {steps} training steps")
+    return validate_every_n_steps(cfg, steps // evals)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -95,6 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     st = cfg.stage
     compare_to, teacher = comparison_teacher(cfg, task)  # checked before training, not after
     budget = step_budget(cfg)
+    schedule = evaluation_schedule(cfg, budget)  # its errors before any loading
     tokenizer = load_tokenizer(st.model)
     if compare_to is not None and load_config(compare_to).vocab_size < len(tokenizer):
         raise ConfigError(f"stage.compare_to={compare_to}: its vocabulary is smaller than the tokenizer of "
@@ -121,12 +160,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         schedule=st.schedule,
         **optimizer_options(st),
     )
-    checkpoint = best_checkpoint_callback(cfg, task)
-    trainer = build_trainer(
-        cfg, callbacks=[checkpoint], **validate_n_times_per_epoch(cfg, st.evals_per_epoch, "stage.evals_per_epoch"),
-        **budget,
-    )
+    checkpoint, evaluations = best_checkpoint_callback(cfg, task), EvaluationCount()
+    trainer = build_trainer(cfg, callbacks=[checkpoint, evaluations], **schedule, **budget)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    made = evaluations.count  # before validate_best, whose checkpoint restores the count saved with it
     metrics = dev_metrics(task, validate_best(trainer, module, datamodule, checkpoint))
     result: dict[str, Any] = {
         "stage": "finetune",
@@ -139,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "steps": trainer.global_step,
         "matched_steps_of": str(st.match_steps_of) if st.get("match_steps_of") is not None else None,
         "lr": st.lr,
+        "evaluations": made,
         "best_checkpoint": recorded_path(checkpoint.best_model_path),
         **metrics,
         "parameters": {"model": count_parameters(module.classifier)},

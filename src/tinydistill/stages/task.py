@@ -63,6 +63,7 @@ from tinydistill.resume import ResumableCheckpoint
 from tinydistill.stages.common import (
     add_latency,
     add_yardsticks,
+    EvaluationCount,
     best_checkpoint_callback,
     dev_metrics,
     evaluate_teacher,
@@ -303,11 +304,13 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
         regression_target=cfg.distill.regression_target, weight_decay=cfg.stage.weight_decay,
         warmup_proportion=ph.warmup_proportion, schedule=ph.schedule, **loop_options(cfg), **kwargs,
     )
-    checkpoint = best_checkpoint_callback(cfg, task)
-    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint], **step_budget_validation(cfg, ph))
+    checkpoint, evaluations = best_checkpoint_callback(cfg, task), EvaluationCount()
+    trainer = phase_trainer(cfg, ph, callbacks=[checkpoint, evaluations], **step_budget_validation(cfg, ph))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    made = evaluations.count  # before validate_best, whose checkpoint restores the count saved with it
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
-    return module, trainer, {"phase": phase, "steps": trainer.global_step, "best_checkpoint": recorded_path(checkpoint.best_model_path), **metrics}
+    return module, trainer, {"phase": phase, "steps": trainer.global_step, "evaluations": made,
+                             "best_checkpoint": recorded_path(checkpoint.best_model_path), **metrics}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
