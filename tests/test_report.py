@@ -35,14 +35,19 @@ def write(path, data, name="metrics.json"):
 def test_runs_that_differ_only_in_seed_become_one_row(tmp_path):
     accs, f1s, speedups = [0.70, 0.74, 0.75], [0.82, 0.83, 0.85], [5.0, 6.0, 7.0]
     for seed, acc, f1, sp in zip((1, 2, 3), accs, f1s, speedups):
-        write(tmp_path / "task" / "mrpc" / "none" / f"seed{seed}", task_record(seed, f1, acc, speedup=sp))
+        record = task_record(seed, f1, acc, speedup=sp, intermediate={"steps": 300}, pred={"steps": 2193, "evaluations": 3})
+        write(tmp_path / "task" / "mrpc" / "none" / f"seed{seed}", record)
         # the run's log folder holds the same record (plus output_dir): it must not count twice
-        write(tmp_path / "logs" / str(seed), {**task_record(seed, f1, acc, speedup=sp), "output_dir": "x"}, "result.json")
+        write(tmp_path / "logs" / str(seed), {**record, "output_dir": "x"}, "result.json")
     write(tmp_path / "task" / "mrpc" / "no_pred" / "seed1", {**task_record(1, 0.80, 0.66), "run": "no_pred"})
+    # a baseline whose seeds trained for different budgets, one of them before evaluations were counted
+    for seed, steps, evals in ((1, 2493, 59), (2, 2500, None)):
+        write(tmp_path / "nodistill" / f"seed{seed}", {**task_record(seed, 0.82, 0.70), "stage": "finetune",
+                                                      "run": "nodistill", "steps": steps, "evaluations": evals})
     results = load_results(tmp_path)
-    assert len(results) == 4
+    assert len(results) == 6
     rows = report_rows(results)
-    assert [r["kind"] for r in rows] == ["constant", "teacher", "run", "run"]
+    assert [r["kind"] for r in rows] == ["constant", "teacher", "run", "run", "run"]
     none = next(r for r in rows if r["run"] == "none")
     assert none["n"] == 3 and sorted(none["seeds"]) == [1, 2, 3]
     assert none["dev"]["accuracy"]["mean"] == pytest.approx(statistics.mean(accs))
@@ -56,7 +61,10 @@ def test_runs_that_differ_only_in_seed_become_one_row(tmp_path):
     acc = f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
     gap = f"{100 * statistics.mean(gaps):.0f} ± {100 * statistics.stdev(gaps):.0f}%"
     row = next(line for line in text.splitlines() if line.startswith("| mrpc | none |"))
-    assert f"| mrpc | none | 3 | {acc} |" in row and gap in row and "| 7.1M | 6.0 ± 1.0x | 3.0 ± 0.0x |" in row
+    assert f"| mrpc | none | 3 | {acc} |" in row and gap in row
+    assert "| 2493 | 3 | 7.1M | 6.0 ± 1.0x | 3.0 ± 0.0x |" in row  # 300 + 2193 steps, 3 evaluations
+    baseline = next(line for line in text.splitlines() if line.startswith("| mrpc | nodistill |"))
+    assert "| 2493-2500 | 59 | 7.1M |" in baseline
     assert "| mrpc | constant predictor (1) |  | 0.6800 | 0.8100 |" in text
     assert "| mrpc | teacher (artifacts/teacher/mrpc) |  | 0.7900 | 0.8600 |" in text
     single = next(line for line in text.splitlines() if line.startswith("| mrpc | no_pred |"))
@@ -65,7 +73,7 @@ def test_runs_that_differ_only_in_seed_become_one_row(tmp_path):
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [r["run"] for r in saved["rows"]] == [r["run"] for r in rows]
     assert next(r for r in saved["rows"] if r["run"] == "none")["dev"]["f1"]["values"] == f1s
-    assert len(saved["runs"]) == 4
+    assert len(saved["runs"]) == 6
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
 
 

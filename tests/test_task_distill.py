@@ -254,7 +254,7 @@ def test_report_on_a_partial_sweep(tmp_path):
     (running / ".hydra" / "overrides.yaml").write_text("- ablation=no_emb\n")
     assert len(load_results(tmp_path)) == 1
     text = write_report(tmp_path).read_text()
-    assert "| mrpc | none | 1 | 0.8000 | 0.8500 | 97.6% | 96.6% |  |  | 7.0M | 6.5x |  |" in text
+    assert "| mrpc | none | 1 | 0.8000 | 0.8500 | 97.6% | 96.6% |  |  |  |  | 7.0M | 6.5x |  |" in text
     assert "`1`: ablation=no_emb" in text
 
 

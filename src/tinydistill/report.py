@@ -148,6 +148,24 @@ def _speedup(r: dict[str, Any], suffix: str) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def budget(r: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The optimiser steps a record trained (both phases of stage=task) and the training-time dev evaluations its
+    exported checkpoint was picked from; None where the record does not say (older records: no evaluations)."""
+    if r.get("stage") == "task":
+        pred = r.get("pred") or {}
+        steps = None if pred.get("steps") is None else pred["steps"] + (r.get("intermediate") or {}).get("steps", 0)
+        return steps, pred.get("evaluations")
+    return r.get("steps"), r.get("evaluations")
+
+
+def _span(values: list[int | None]) -> str | None:
+    """`8420` when the seeds agree, `3393-3400` when not; None when no record says."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return str(min(known)) if min(known) == max(known) else f"{min(known)}-{max(known)}"
+
+
 def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the records of runs that differ only in seed."""
     first = runs[0]
@@ -166,6 +184,8 @@ def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "parameters": own(first.get("parameters", {})),
         "teacher_parameters": first.get("parameters", {}).get("teacher"),
         "teacher_dir": first.get("teacher_dir"),
+        "steps": _span([budget(r)[0] for r in runs]),
+        "evaluations": _span([budget(r)[1] for r in runs]),
     }
     for suffix in ("", "_batch1"):
         speedups = [s for s in (_speedup(r, suffix) for r in runs) if s is not None]
@@ -355,7 +375,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     metrics = sorted({m for r in rows for m in r.get("dev", {})})
     head = (["task", "run", "n"] + [f"dev {m}" for m in metrics] + [f"retention {m}" for m in metrics]
             + [f"gap closed {m}" for m in metrics]
-            + ["params", "speed-up (batch 32)", "speed-up (batch 1)", "ms/example (batch 32)"])
+            + ["steps", "dev evals", "params", "speed-up (batch 32)", "speed-up (batch 1)", "ms/example (batch 32)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         params = r.get("parameters")
@@ -363,7 +383,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells += [_pm(r.get("dev", {}).get(m)) for m in metrics]
         cells += [_pm(r.get("retention", {}).get(m), 1, 100, "%") for m in metrics]
         cells += [_pm(r.get("gap_closed", {}).get(m), 0, 100, "%") for m in metrics]
-        cells += [f"{params / 1e6:.1f}M" if params else "",
+        cells += [r.get("steps"), r.get("evaluations"), f"{params / 1e6:.1f}M" if params else "",
                   _pm(r.get("speedup"), 1, unit="x"), _pm(r.get("speedup_batch1"), 1, unit="x"),
                   _pm(r.get("ms_per_example"), 2)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
@@ -445,6 +465,9 @@ def write_report(
     md += ["- `n`: runs that differ only in seed, aggregated as mean ± sample standard deviation.",
            "- `gap closed`: (run − constant predictor) / (teacher − constant predictor); 100% is the teacher, "
            "0% the constant predictor (the majority training label; the mean training score for regression).",
+           "- `steps`: optimiser steps (both phases of task distillation); `dev evals`: the dev evaluations during "
+           "training that the exported checkpoint was picked from (a baseline compared with a distilled run should "
+           "match both: the best of more evaluations flatters a run).",
            "- Latency: dev-set inference on CPU, each run and its teacher on the same batches; `speed-up` is the "
            "teacher's time over the run's. Latencies of different runs are only comparable when measured on "
            "the same machine under the same load.", ""]
