@@ -162,8 +162,9 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     recipe = compose_cfg("stage=task", "experiment=mrpc/task", "seed=7")
     measured = compose_cfg(
         "stage=task", "experiment=demo/task", "stage.general_dir=${paths.artifacts_dir}/general/demo_3l_192",
-        "aug.mlm_model=${paths.artifacts_dir}/mlm/minilm_l6_encoder", "aug.max_examples=500",
-        "stage.intermediate.max_steps=1200", "stage.run_name=recipe", "seed=7")
+        "aug.mlm_model=${paths.artifacts_dir}/mlm/minilm_l6_encoder", "aug.max_examples=null",
+        "aug.output_dir=${paths.artifacts_dir}/aug/mrpc-all", "stage.intermediate.max_steps=1200",
+        "stage.pred.max_steps=2193", "stage.pred.val_every_n_steps=731", "stage.run_name=recipe", "seed=7")
     for c in (recipe, measured):
         OmegaConf.resolve(c)
     assert OmegaConf.to_container(recipe) == OmegaConf.to_container(measured)
