@@ -61,9 +61,9 @@ from tinydistill.optim import optimizer_options
 from tinydistill.paths import recorded_path
 from tinydistill.resume import ResumableCheckpoint
 from tinydistill.stages.common import (
+    EvaluationCount,
     add_latency,
     add_yardsticks,
-    EvaluationCount,
     best_checkpoint_callback,
     dev_metrics,
     evaluate_teacher,
