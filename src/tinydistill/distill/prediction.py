@@ -87,6 +87,50 @@ def compute_teacher_logits(
     return out
 
 
+LOGIT_CACHE_MODES = ("full", "seen")
+
+
+def logit_cache_path(cache_dir: str | os.PathLike, teacher_dir: str, dataset: Dataset) -> Path:
+    """Where the teacher's logits for (`teacher_dir`, `dataset`) are cached."""
+    return Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.pt"
+
+
+def unknown_rows(logits: Tensor) -> Tensor:
+    """Rows of a logit cache not computed yet (NaN: a partial cache, see `cached_teacher_logits`)."""
+    return torch.isnan(logits).any(dim=1)
+
+
+def _read_cache(path: Path, n: int) -> Tensor | None:
+    """The cached (n, C) tensor at `path`, or None when missing, unreadable or of another shape."""
+    if not path.is_file():
+        return None
+    try:
+        # weights_only=True: a tensor needs no unpickling of code, so a tampered cache cannot run any
+        logits = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: computed again
+        log.warning("teacher-logit cache %s is unreadable (%s: %s): computing the logits again",
+                    path, type(e).__name__, e)
+        return None
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == n:
+        return logits.float()
+    return None
+
+
+def save_logit_cache(path: str | os.PathLike, logits: Tensor) -> Tensor:
+    """Write a (possibly partial) logit cache, keeping the rows another run wrote meanwhile that `logits` lacks;
+    atomic (`atomic_file`, which also removes what killed writers of this key left, never a live writer's).
+    Returns what was written."""
+    path = Path(path)
+    on_disk = _read_cache(path, logits.shape[0])
+    if on_disk is not None and on_disk.shape == logits.shape:
+        missing = unknown_rows(logits)
+        logits = logits.clone()
+        logits[missing] = on_disk[missing]
+    with atomic_file(path) as tmp:
+        torch.save(logits, tmp)
+    return logits
+
+
 def cached_teacher_logits(
     teacher: PreTrainedModel,
     teacher_dir: str,
@@ -94,25 +138,27 @@ def cached_teacher_logits(
     tokenizer: PreTrainedTokenizerBase,
     cache_dir: str | os.PathLike,
     batch_size: int = 128,
+    mode: str = "full",
 ) -> Tensor:
-    """`compute_teacher_logits`, stored on disk so every run on the same data and teacher reuses it. Written to
-    `<key>.pt.tmp-<host>-<pid>-<random>` and renamed into place; stale temporaries of the same key are removed first
-    (`tinydistill.atomic.remove_stale_temporary_files`)."""
-    path = Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.pt"
-    if path.is_file():
-        try:
-            # weights_only=True: a tensor needs no unpickling of code, so a tampered cache cannot run any
-            logits = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated or foreign file: computed again below
-            log.warning("teacher-logit cache %s is unreadable (%s: %s): computing the logits again",
-                        path, type(e).__name__, e)
-            logits = None
-        if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == len(dataset):
-            log.info("teacher logits from %s", path)
-            return logits
-    logits = compute_teacher_logits(teacher, dataset, tokenizer, batch_size)
-    # atomic_file also removes what killed writers of this key left (a whole logits tensor each), never a live
-    # writer's (atomic.py's rule).
-    with atomic_file(path) as tmp:
-        torch.save(logits, tmp)
-    return logits
+    """The teacher's logits for `dataset`, stored on disk so every run on the same data and teacher reuses them.
+
+    `mode` (`distill.teacher_logits`): ``full`` returns every row, computing (in one length-sorted pass,
+    `compute_teacher_logits`) the rows the cache lacks and writing the file; ``seen`` computes nothing and returns
+    what the cache holds, NaN for the rows it lacks, for the prediction phase to fill as its batches draw them
+    (`TaskDistillModule`) and to save with `save_logit_cache`. A cache written by ``seen`` runs is partial; a
+    ``full`` run completes it."""
+    if mode not in LOGIT_CACHE_MODES:
+        raise ConfigError(f"distill.teacher_logits={mode!r} must be one of {', '.join(LOGIT_CACHE_MODES)}")
+    path = logit_cache_path(cache_dir, teacher_dir, dataset)
+    logits = _read_cache(path, len(dataset))
+    if logits is not None and logits.shape[1] != teacher.config.num_labels:
+        logits = None
+    if logits is None:
+        logits = torch.full((len(dataset), teacher.config.num_labels), float("nan"))
+    missing = unknown_rows(logits)
+    if mode == "seen" or not missing.any():
+        log.info("teacher logits from %s (%d of %d rows)", path, int((~missing).sum()), len(dataset))
+        return logits
+    rows = missing.nonzero().flatten()
+    logits[rows] = compute_teacher_logits(teacher, dataset.select(rows.tolist()), tokenizer, batch_size)
+    return save_logit_cache(path, logits)

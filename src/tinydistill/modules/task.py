@@ -4,8 +4,9 @@
   general distillation); the student's encoder and the projections train, its classifier does not.
 - phase ``pred``: prediction-layer loss against the teacher's logits; the whole student trains, the projections
   do not. With an eval-mode teacher (``teacher_mode="eval"``, default) the logits are computed once per training
-  example and looked up by the batch's ``idx``; with a train-mode teacher (the reference's dropout noise) they are
-  computed afresh for every batch, as the reference's ``task_distill.py`` does.
+  example and looked up by the batch's ``idx``: all before the phase, or, in a partial cache (NaN rows), by the
+  teacher the first time a batch draws the row (`distill.teacher_logits=seen`); with a train-mode teacher (the
+  reference's dropout noise) they are computed afresh for every batch, as the reference's ``task_distill.py`` does.
 - phase ``gold`` (the ``no_pred`` ablation): cross-entropy (MSE for regression) on gold labels.
 
 Dev metrics are computed by `GlueEvalModule` on the student.
@@ -13,6 +14,7 @@ Dev metrics are computed by `GlueEvalModule` on the student.
 
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,7 +22,7 @@ from transformers import PreTrainedModel
 
 from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller
-from tinydistill.distill.prediction import prediction_loss
+from tinydistill.distill.prediction import prediction_loss, unknown_rows
 from tinydistill.errors import ConfigError
 from tinydistill.models.capture import forward_with_capture
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
@@ -28,6 +30,8 @@ from tinydistill.modules.glue_eval import GlueEvalModule
 from tinydistill.optim import configure_from_hparams
 
 PHASES = ("intermediate", "pred", "gold")
+# Checkpoint key of a partial logit cache's rows (distill.teacher_logits=seen).
+SEEN_LOGITS_KEY = "teacher_logits_seen"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -60,8 +64,8 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             raise ConfigError(f"task distillation phase {phase!r} must be one of {PHASES}")
         if phase == "intermediate" and (teacher is None or distiller is None):
             raise ValueError("the intermediate phase needs the teacher and a distiller")
-        if phase == "pred" and teacher_logits is None and teacher is None:
-            raise ValueError("the pred phase needs the teacher's logits for the training set, or the teacher")
+        if phase == "pred" and teacher is None and (teacher_logits is None or unknown_rows(teacher_logits).any()):
+            raise ValueError("the pred phase needs the teacher's logits for the whole training set, or the teacher")
         if teacher_mode == "train" and teacher_logits is not None:
             raise ValueError("a train-mode teacher's logits change every batch: pass the teacher, not cached logits")
         self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits"])
@@ -108,12 +112,33 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         return losses["loss"]
 
     def teacher_targets(self, batch: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
-        """The teacher's logits for the batch: cached ones by ``idx``, else a forward pass without gradients
-        (float32, in the teacher's mode: with dropout for a train-mode teacher)."""
-        if self.teacher_logits is not None:
-            return self.teacher_logits[batch["idx"]]
-        with torch.no_grad():
-            return self.teacher(**inputs).logits.float()
+        """The teacher's logits for the batch: cached ones by ``idx`` (the rows a partial cache lacks computed now
+        and kept), else a forward pass without gradients (float32, in the teacher's mode: with dropout for a
+        train-mode teacher)."""
+        if self.teacher_logits is None:
+            with torch.no_grad():
+                return self.teacher(**inputs).logits.float()
+        idx = batch["idx"]
+        missing = unknown_rows(self.teacher_logits[idx])
+        if missing.any():
+            # The batch's padding stays: the missing rows' logits are those of the row alone, up to float rounding.
+            with torch.no_grad():
+                fresh = self.teacher(**{k: v[missing] for k, v in inputs.items()}).logits.float()
+            self.teacher_logits[idx[missing]] = fresh.to(self.teacher_logits.dtype)
+        return self.teacher_logits[idx]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # A partial cache fills as training goes: a resumed run needs the same values for the rows already seen.
+        if self.teacher_logits is not None and self.teacher is not None:
+            checkpoint[SEEN_LOGITS_KEY] = self.teacher_logits.clone()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get(SEEN_LOGITS_KEY)
+        if saved is not None and self.teacher_logits is not None and saved.shape == self.teacher_logits.shape:
+            known = ~unknown_rows(saved)
+            self.teacher_logits[known] = saved[known].to(self.teacher_logits.dtype)
 
     def configure_optimizers(self) -> dict:
         named = list(self.classifier.named_parameters(prefix="student"))

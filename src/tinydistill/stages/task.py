@@ -51,7 +51,7 @@ from tinydistill.data.files import load_task, task_json
 from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
-from tinydistill.distill.prediction import cached_teacher_logits
+from tinydistill.distill.prediction import cached_teacher_logits, logit_cache_path, save_logit_cache
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
@@ -296,9 +296,13 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
         phase = "pred"
         data.prepare_data()
         data.setup("fit")
+        logits_mode = cfg.distill.get("teacher_logits", "full")
         kwargs["teacher_logits"] = cached_teacher_logits(
-            teacher, t_dir, data.splits["train"], dm.tokenizer, cfg.paths.cache_dir, cfg.stage.eval_batch_size
+            teacher, t_dir, data.splits["train"], dm.tokenizer, cfg.paths.cache_dir, cfg.stage.eval_batch_size,
+            mode=logits_mode,
         )
+        if logits_mode == "seen":
+            kwargs["teacher"] = teacher  # fills the cache's missing rows as batches draw them
     module = TaskDistillModule(
         student, task, phase, lr=ph.lr, pred_weight=cfg.distill.weights.pred, temperature=cfg.distill.temperature,
         regression_target=cfg.distill.regression_target, weight_decay=cfg.stage.weight_decay,
@@ -307,6 +311,9 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
     checkpoint, evaluations = best_checkpoint_callback(cfg, task), EvaluationCount()
     trainer = phase_trainer(cfg, ph, callbacks=[checkpoint, evaluations], **step_budget_validation(cfg, ph))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    if "teacher" in kwargs and "teacher_logits" in kwargs and trainer.is_global_zero:
+        # The rows this run computed, for later runs on the same data and teacher (other seeds).
+        save_logit_cache(logit_cache_path(cfg.paths.cache_dir, t_dir, data.splits["train"]), module.teacher_logits)
     made = evaluations.count  # before validate_best, whose checkpoint restores the count saved with it
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "evaluations": made,
