@@ -94,7 +94,8 @@ sst2: install
 
 # The MRPC recipe (conf/experiment/mrpc/; docs/results/mrpc.md): the teacher, the encoder-trained masked LM that
 # augmentation draws from, the general-distilled student (shared with SST-2), then for each seed the task-distilled
-# student (the first seed augments the whole training set and caches the teacher's logits; later seeds reuse both)
+# student (the first seed augments the whole training set; each caches the teacher's logits for the rows it draws,
+# for later seeds to reuse)
 # and its no-distillation baseline with the same steps and dev evaluations, and a report with every stage's wall
 # time. Stages whose result exists are skipped, so an interrupted run continues where it stopped.
 mrpc: install
