@@ -287,6 +287,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
     gold = cfg.ablation.pred == "gold"
     data = dm_gold if gold else dm
     kwargs: dict[str, Any] = {}
+    seen_cache = None  # distill.teacher_logits=seen: where the rows this run computes are saved for later runs
     if gold:
         phase = "gold"
     elif loop_options(cfg)["teacher_mode"] == "train":
@@ -303,6 +304,7 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
         )
         if logits_mode == "seen":
             kwargs["teacher"] = teacher  # fills the cache's missing rows as batches draw them
+            seen_cache = logit_cache_path(cfg.paths.cache_dir, t_dir, data.splits["train"])
     module = TaskDistillModule(
         student, task, phase, lr=ph.lr, pred_weight=cfg.distill.weights.pred, temperature=cfg.distill.temperature,
         regression_target=cfg.distill.regression_target, weight_decay=cfg.stage.weight_decay,
@@ -311,9 +313,9 @@ def run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
     checkpoint, evaluations = best_checkpoint_callback(cfg, task), EvaluationCount()
     trainer = phase_trainer(cfg, ph, callbacks=[checkpoint, evaluations], **step_budget_validation(cfg, ph))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    if "teacher" in kwargs and "teacher_logits" in kwargs and trainer.is_global_zero:
+    if seen_cache is not None and trainer.is_global_zero:
         # The rows this run computed, for later runs on the same data and teacher (other seeds).
-        save_logit_cache(logit_cache_path(cfg.paths.cache_dir, t_dir, data.splits["train"]), module.teacher_logits)
+        save_logit_cache(seen_cache, module.teacher_logits)
     made = evaluations.count  # before validate_best, whose checkpoint restores the count saved with it
     metrics = dev_metrics(task, validate_best(trainer, module, data, checkpoint))
     return module, trainer, {"phase": phase, "steps": trainer.global_step, "evaluations": made,
