@@ -72,7 +72,9 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         self.phase = phase
         self.set_teacher(teacher, teacher_mode)
         self.distiller = distiller if phase == "intermediate" else None
-        self.register_buffer("teacher_logits", teacher_logits, persistent=False)
+        # A plain tensor on the CPU, not a buffer: DDP copies rank 0's buffers over every other process's at each
+        # forward, which would throw away the rows those processes fill (`teacher_targets`).
+        self.teacher_logits = None if teacher_logits is None else teacher_logits.cpu()
         # Only the parameters that receive a loss signal in this phase train: in the intermediate
         # phase the classifier head (and pooler, which only feeds it) get none.
         for name, p in self.classifier.named_parameters():
@@ -118,14 +120,23 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         if self.teacher_logits is None:
             with torch.no_grad():
                 return self.teacher(**inputs).logits.float()
-        idx = batch["idx"]
+        idx = batch["idx"].cpu()
         missing = unknown_rows(self.teacher_logits[idx])
         if missing.any():
             # The batch's padding stays: the missing rows' logits are those of the row alone, up to float rounding.
+            on_device = missing.to(batch["idx"].device)
             with torch.no_grad():
-                fresh = self.teacher(**{k: v[missing] for k, v in inputs.items()}).logits.float()
-            self.teacher_logits[idx[missing]] = fresh.to(self.teacher_logits.dtype)
-        return self.teacher_logits[idx]
+                fresh = self.teacher(**{k: v[on_device] for k, v in inputs.items()}).logits.float()
+            self.teacher_logits[idx[missing]] = fresh.to("cpu", self.teacher_logits.dtype)
+        return self.teacher_logits[idx].to(batch["idx"].device)
+
+    def on_train_end(self) -> None:
+        # Under DDP each process filled the rows its own batches drew: join them, so the cache saved after the fit
+        # (by rank 0) keeps every row computed, not one process's share.
+        if self.teacher_logits is not None and self.teacher is not None and self.trainer.world_size > 1:
+            for rows in self.all_gather(self.teacher_logits).cpu():
+                take = unknown_rows(self.teacher_logits) & ~unknown_rows(rows)
+                self.teacher_logits[take] = rows[take].to(self.teacher_logits.dtype)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
