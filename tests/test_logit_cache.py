@@ -1,14 +1,10 @@
 """Task phase 2's teacher-logit cache: `distill.teacher_logits=full|seen` (tiny random BERTs, real RTE rows)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from transformers import DataCollatorWithPadding
 
-from tests.conftest import ROOT
+from tests.test_finetune import train_py
 from tests.test_task_distill import make_module, rte_rows, task_overrides
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.prediction import (
@@ -113,13 +109,12 @@ def test_stage_task_in_seen_mode_leaves_a_partial_cache_that_a_full_run_complete
 
 def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teacher, data_dir):
     """Two CPU processes (gloo), 3 batches of 8 each, drawing disjoint rows: the cache keeps all 48, not 24."""
-    r = subprocess.run(
-        [sys.executable, "train.py", *task_overrides(tiny_teacher, data_dir, "stage.phase=pred"),
-         "stage.measure_latency=false", "distill.teacher_logits=seen", "trainer=ddp", "trainer.accelerator=cpu",
-         "trainer.devices=2", "logger=none", "trainer.enable_progress_bar=false",
-         f"paths.artifacts_dir={tmp_path / 'artifacts'}", f"paths.cache_dir={tmp_path / 'cache'}",
-         f"hydra.run.dir={tmp_path / 'hydra'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "TINYDISTILL_DATA_DIR": str(data_dir)},
+    r = train_py(
+        *task_overrides(tiny_teacher, data_dir, "stage.phase=pred"), "stage.measure_latency=false",
+        "distill.teacher_logits=seen", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
+        "trainer.enable_progress_bar=false", f"paths.artifacts_dir={tmp_path / 'artifacts'}",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        env={"TINYDISTILL_DATA_DIR": str(data_dir)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     (path,) = (tmp_path / "cache").glob("teacher_logits/*.pt")
