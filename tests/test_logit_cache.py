@@ -108,7 +108,8 @@ def test_stage_task_in_seen_mode_leaves_a_partial_cache_that_a_full_run_complete
 
 
 def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teacher, data_dir):
-    """Two CPU processes (gloo), 3 batches of 8 each, drawing disjoint rows: the cache keeps all 48, not 24."""
+    """Two CPU processes (gloo), 3 batches of 8 each, drawing disjoint rows: the cache and the last checkpoint
+    (which a resumed run reads the seen rows from) keep all 48, not rank 0's 24."""
     r = train_py(
         *task_overrides(tiny_teacher, data_dir, "stage.phase=pred"), "stage.measure_latency=false",
         "distill.teacher_logits=seen", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
@@ -119,3 +120,6 @@ def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teach
     assert r.returncode == 0, r.stderr[-3000:]
     (path,) = (tmp_path / "cache").glob("teacher_logits/*.pt")
     assert int((~unknown_rows(torch.load(path, weights_only=True))).sum()) == 2 * 3 * 8
+    (last,) = tmp_path.glob("**/checkpoints/last.ckpt")
+    saved = torch.load(last, map_location="cpu", weights_only=True)[SEEN_LOGITS_KEY]
+    assert int((~unknown_rows(saved)).sum()) == 2 * 3 * 8

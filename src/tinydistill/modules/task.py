@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from transformers import PreTrainedModel
 
@@ -130,18 +131,26 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             self.teacher_logits[idx[missing]] = fresh.to("cpu", self.teacher_logits.dtype)
         return self.teacher_logits[idx].to(batch["idx"].device)
 
+    def _join_process_rows(self) -> None:
+        # Under DDP each process fills the rows its own batches draw: take every process's, so the cache saved after
+        # the fit (by rank 0) and each checkpoint (written by rank 0) keep every row computed, not one process's
+        # share. A collective: Lightning runs both hooks below on every process. Gathered on the module's device,
+        # since NCCL cannot gather CPU tensors.
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if self.teacher_logits is None or self.teacher is None or not distributed:
+            return
+        for rows in self.all_gather(self.teacher_logits.to(self.device)).cpu():
+            take = unknown_rows(self.teacher_logits) & ~unknown_rows(rows)
+            self.teacher_logits[take] = rows[take].to(self.teacher_logits.dtype)
+
     def on_train_end(self) -> None:
-        # Under DDP each process filled the rows its own batches drew: join them, so the cache saved after the fit
-        # (by rank 0) keeps every row computed, not one process's share.
-        if self.teacher_logits is not None and self.teacher is not None and self.trainer.world_size > 1:
-            for rows in self.all_gather(self.teacher_logits).cpu():
-                take = unknown_rows(self.teacher_logits) & ~unknown_rows(rows)
-                self.teacher_logits[take] = rows[take].to(self.teacher_logits.dtype)
+        self._join_process_rows()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         # A partial cache fills as training goes: a resumed run needs the same values for the rows already seen.
         if self.teacher_logits is not None and self.teacher is not None:
+            self._join_process_rows()
             checkpoint[SEEN_LOGITS_KEY] = self.teacher_logits.clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
