@@ -203,11 +203,13 @@ def test_no_pred_trains_on_gold_labels_of_the_original_set(compose_cfg, tiny_tea
     assert not any(f.startswith("projections") for f in os.listdir(result["output_dir"]))
 
 
-def test_bfloat16_speed_settings_run_both_phases_and_save_a_float32_student(tmp_path, tiny_teacher, data_dir):
-    """The documented speed settings (bfloat16 teacher, bf16-mixed student with the trainer's clipping) train both
-    phases and save a float32 student with finite weights."""
+@pytest.mark.parametrize("precision", ["trainer.precision", "stage.intermediate.precision"])
+def test_bfloat16_speed_settings_run_both_phases_and_save_a_float32_student(tmp_path, tiny_teacher, data_dir,
+                                                                           precision):
+    """The documented speed settings (bfloat16 teacher, bf16-mixed student with the trainer's clipping), in both
+    phases or in phase 1 only, train both phases and save a float32 student with finite weights."""
     cfg = compose_config(tmp_path, *task_overrides(tiny_teacher, data_dir, "distill.teacher_dtype=bfloat16",
-                                                   "trainer.precision=bf16-mixed", "stage.latency_batch1=false"))
+                                                   f"{precision}=bf16-mixed", "stage.latency_batch1=false"))
     out = run(cfg)
     assert out["intermediate"]["steps"] == 3 and out["pred"]["steps"] == 3
     weights = load_file(os.path.join(out["output_dir"], "model.safetensors"))
@@ -348,3 +350,17 @@ def test_step_budget_replaces_the_phase_epochs(compose_cfg, tiny_teacher, data_d
     assert budget.max_steps == 500 and budget.max_epochs == -1
     epochs = phase_trainer(cfg, cfg.stage.pred)
     assert epochs.max_steps == -1 and epochs.max_epochs == cfg.stage.pred.epochs
+
+
+def test_a_phase_precision_replaces_the_trainers_for_that_phase_only(compose_cfg, tiny_teacher, data_dir):
+    """stage.intermediate.precision=bf16-mixed: phase 1 under CPU autocast, phase 2 at trainer.precision."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from tinydistill.stages.task import phase_trainer
+
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.precision=bf16-mixed"))
+    phase1, phase2 = phase_trainer(cfg, cfg.stage.intermediate), phase_trainer(cfg, cfg.stage.pred)
+    assert isinstance(phase1.precision_plugin, MixedPrecision) and phase1.precision_plugin.precision == "bf16-mixed"
+    assert not isinstance(phase2.precision_plugin, MixedPrecision) and phase2.precision_plugin.precision == "32-true"
+    both = compose_cfg(*task_overrides(tiny_teacher, data_dir, "trainer.precision=bf16-mixed"))
+    assert phase_trainer(both, both.stage.pred).precision_plugin.precision == "bf16-mixed"

@@ -185,11 +185,14 @@ def warn_aug_vocabulary(cfg: DictConfig, task: GlueTask, tokenizer, t_dir: str) 
 
 def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overrides):
     """The phase's Trainer. A step budget (`max_steps` > 0) replaces the phase's epochs, as in every stage: the
-    phase trains exactly that many steps, over as many epochs as it takes."""
+    phase trains exactly that many steps, over as many epochs as it takes. The phase's `precision`, when set,
+    replaces `trainer.precision` for this phase."""
     max_steps = phase_cfg.get("max_steps", -1)
     max_steps = -1 if max_steps is None or max_steps <= 0 else int(max_steps)
     overrides.setdefault("max_epochs", phase_cfg.epochs if max_steps < 0 else -1)
     overrides.setdefault("max_steps", max_steps)
+    if phase_cfg.get("precision") is not None:  # this phase only, e.g. bf16-mixed in phase 1, float32 in phase 2
+        overrides.setdefault("precision", phase_cfg.precision)
     return build_trainer(cfg, callbacks=callbacks, **overrides)
 
 
