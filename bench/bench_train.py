@@ -61,6 +61,7 @@ from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
 from tinydistill.modules.task import TaskDistillModule  # noqa: E402
 from tinydistill.optim import optimizer_options  # noqa: E402
 from tinydistill.paths import recorded_path  # noqa: E402
+from tinydistill.stages.task import phase_precision  # noqa: E402
 
 LOOPS = ("phase1", "phase2", "general")
 WAYS = ("project", "reference", "bfloat16")
@@ -129,7 +130,7 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
     timer = BatchTimer()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
-        precision=cfg.trainer.precision,
+        precision=cfg.trainer.precision if loop == "general" else phase_precision(cfg, ph),
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
         gradient_clip_val=None if opts["optimizer"] == "bertadam" else cfg.stage.max_grad_norm,
     )

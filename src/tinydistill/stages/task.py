@@ -191,9 +191,14 @@ def phase_trainer(cfg: DictConfig, phase_cfg: DictConfig, callbacks=(), **overri
     max_steps = -1 if max_steps is None or max_steps <= 0 else int(max_steps)
     overrides.setdefault("max_epochs", phase_cfg.epochs if max_steps < 0 else -1)
     overrides.setdefault("max_steps", max_steps)
-    if phase_cfg.get("precision") is not None:  # this phase only, e.g. bf16-mixed in phase 1, float32 in phase 2
-        overrides.setdefault("precision", phase_cfg.precision)
+    overrides.setdefault("precision", phase_precision(cfg, phase_cfg))
     return build_trainer(cfg, callbacks=callbacks, **overrides)
+
+
+def phase_precision(cfg: DictConfig, phase_cfg: DictConfig) -> str:
+    """The phase's Lightning precision: its own `precision` (e.g. bf16-mixed in phase 1 only), else trainer.precision."""
+    own = phase_cfg.get("precision")
+    return str(own if own is not None else cfg.trainer.precision)
 
 
 def step_budget_validation(cfg: DictConfig, phase_cfg: DictConfig) -> dict[str, Any]:
