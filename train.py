@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from tinydistill.errors import TinyDistillError
+from tinydistill.errors import StageInterrupted, TinyDistillError
 from tinydistill.stages import run
 
 log = logging.getLogger("tinydistill")
@@ -28,6 +28,9 @@ def main(cfg: DictConfig) -> None:
         # Bad input (data, config, paths): one clear line, no traceback.
         log.error("%s", e)
         sys.exit(2)
+    except StageInterrupted as e:
+        log.error("%s", e)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

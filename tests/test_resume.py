@@ -9,6 +9,11 @@ with dev evaluations in between (stage=general, distill=distilbert, stage=mlm), 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 
-from tests.conftest import TINY_CORPUS_SENTENCES, compose_config
+from tests.conftest import ROOT, TINY_CORPUS_SENTENCES, compose_config
 from tinydistill.data.sampler import SeededSampler
 from tinydistill.stages import run
 
@@ -177,6 +182,32 @@ def test_finetune_resumes_exactly(compose_cfg, reference, monkeypatch, tmp_path,
     assert result["evaluations"] == expected["evaluations"] == 2 * evals  # 2 epochs
     assert Path(result["best_checkpoint"]).name == Path(expected["best_checkpoint"]).name
     assert_same_export(expected["output_dir"], result["output_dir"])
+
+
+def test_sigterm_fails_the_command_and_names_the_checkpoint_to_resume(tmp_path, tiny_bert, data_dir):
+    """Lightning ends a fit on SIGTERM with a bare SystemExit (exit status 0), so `make` would go on to the next
+    stage: train.py must exit 143 with one line naming the last.ckpt to resume from, and export nothing."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in finetune_overrides(tiny_bert, data_dir, 1) if not o.startswith("stage.epochs=")]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *overrides, "stage.epochs=100000", f"paths.artifacts_dir={tmp_path}",
+         f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        while not last.is_file() and proc.poll() is None:  # the end of the first epoch's evaluation
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, output[-3000:]
+    assert f"stage=finetune stopped by SIGTERM before it finished (its result is not written); resume with " \
+           f"ckpt_path={last}" in output
+    assert load(last)["global_step"] >= 4  # a checkpoint a resumed run can continue from
+    assert not (tmp_path / "teacher" / "wnli" / "metrics.json").exists()
 
 
 # ------------------------------------------------------------------ stage=general

@@ -13,3 +13,9 @@ class DataError(TinyDistillError, ValueError):
 
 class ConfigError(TinyDistillError, ValueError):
     """A config value is invalid or inconsistent with the models or data."""
+
+
+class StageInterrupted(Exception):
+    """A stage stopped by SIGTERM (`kill`, a scheduler's time limit) before it finished: nothing exported."""
+
+    exit_code = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from tinydistill.atomic import atomic_write_text
 from tinydistill.ckpt_path import check_ckpt_path
-from tinydistill.errors import ConfigError
+from tinydistill.errors import ConfigError, StageInterrupted
 from tinydistill.timing import TIMING_JSON, RunClock, describe
 from tinydistill.validate import check_run
 
@@ -36,10 +37,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_run(cfg)  # bad values, paths, models and data files: one line each, before any work
     L.seed_everything(cfg.seed, workers=True)
     module = importlib.import_module(f"tinydistill.stages.{name}")
-    result = module.run(cfg)
+    try:
+        result = module.run(cfg)
+    except SIGTERMException as e:
+        # Lightning ends a fit on SIGTERM with a bare SystemExit, exit status 0: `make` and schedulers would take the
+        # unfinished stage for a finished one and go on.
+        raise StageInterrupted(interrupted_message(cfg)) from e
     out = result.get("output_dir") if isinstance(result, dict) else None
     if out:  # not for a skipped run or a DDP process other than rank 0
         timing = {"stage": name, **clock.stop(resumed=bool(cfg.get("ckpt_path")))}
         atomic_write_text(Path(out) / TIMING_JSON, json.dumps(timing, indent=2) + "\n")
         log.info("stage=%s took %s", name, describe(timing))
     return result
+
+
+def interrupted_message(cfg: DictConfig) -> str:
+    """One line for a stage SIGTERM stopped: its result is not written; the checkpoint to resume from, if any."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    again = f"resume with ckpt_path={last}" if last.is_file() else "no checkpoint yet: run the command again"
+    return f"stage={cfg.stage.name} stopped by SIGTERM before it finished (its result is not written); {again}"
