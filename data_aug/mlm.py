@@ -35,6 +35,7 @@ from typing import Sequence
 import torch
 
 from tinydistill.errors import ConfigError
+from tinydistill.hardware import warn_if_emulated_bf16
 
 _BRACKETED = re.compile(r"^\[.*\]$")
 _MARGIN = 16  # extra float32 preselected tokens re-scored in float64
@@ -73,6 +74,8 @@ class MaskedLM:
         self.fingerprint  # noqa: B018 - computed now, on the float32 weights
         self.device = torch.device(device)
         self.dtype = dtype
+        if dtype == "bfloat16":
+            warn_if_emulated_bf16("aug.dtype=bfloat16", device)
         model.eval()
         model.to(device=self.device, dtype=_torch_dtype(dtype))
         cfg = model.config

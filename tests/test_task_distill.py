@@ -364,3 +364,25 @@ def test_a_phase_precision_replaces_the_trainers_for_that_phase_only(compose_cfg
     assert not isinstance(phase2.precision_plugin, MixedPrecision) and phase2.precision_plugin.precision == "32-true"
     both = compose_cfg(*task_overrides(tiny_teacher, data_dir, "trainer.precision=bf16-mixed"))
     assert phase_trainer(both, both.stage.pred).precision_plugin.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_settings_warn_on_a_cpu_that_would_emulate_them(compose_cfg, tiny_teacher, data_dir, monkeypatch,
+                                                                caplog, native):
+    """Without avx512_bf16 or AMX torch emulates bfloat16, slower than float32: the speed settings say so once each."""
+    import tinydistill.hardware
+    from tinydistill.modules.frozen_teacher import teacher_dtype
+    from tinydistill.stages.task import phase_trainer
+
+    monkeypatch.setattr(tinydistill.hardware, "native_cpu_bf16", lambda: native)
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.precision=bf16-mixed"))
+    with caplog.at_level("WARNING", logger="tinydistill.hardware"):
+        phase_trainer(cfg, cfg.stage.pred)  # float32: never a warning
+        teacher_dtype("float32")
+        assert not caplog.records
+        phase_trainer(cfg, cfg.stage.intermediate)
+        assert teacher_dtype("bfloat16") == torch.bfloat16
+    expected = [] if native else ["precision=bf16-mixed", "distill.teacher_dtype=bfloat16"]
+    assert len(caplog.records) == len(expected)
+    assert all(r.getMessage().startswith(e) for r, e in zip(caplog.records, expected))
+    assert all("no bfloat16 instructions" in r.getMessage() for r in caplog.records)

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.errors import ConfigError
+from tinydistill.hardware import warn_if_emulated_bf16
 from tinydistill.resume import ExactResume
 
 
@@ -57,6 +59,10 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs.update(overrides)
+    precision = str(kwargs.get("precision") or "")
+    if precision.startswith("bf16") and kwargs.get("accelerator", "auto") in ("cpu", "auto") \
+            and not torch.cuda.is_available():
+        warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)")
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,

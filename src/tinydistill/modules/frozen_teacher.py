@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from tinydistill.errors import ConfigError
+from tinydistill.hardware import warn_if_emulated_bf16
 from tinydistill.models.capture import AttentionKind, Captured, forward_with_capture
 
 TEACHER_PREFIX = "teacher."
@@ -19,9 +20,11 @@ TEACHER_MODES = ("eval", "train")
 
 
 def teacher_dtype(name: str) -> torch.dtype:
-    """`distill.teacher_dtype` as a torch dtype."""
+    """`distill.teacher_dtype` as a torch dtype (a warning for bfloat16 on a CPU that would emulate it)."""
     if name not in DTYPES:
         raise ConfigError(f"distill.teacher_dtype={name!r} must be one of {', '.join(DTYPES)}")
+    if DTYPES[name] == torch.bfloat16 and not torch.cuda.is_available():
+        warn_if_emulated_bf16(f"distill.teacher_dtype={name}")
     return DTYPES[name]
 
 

@@ -1,0 +1,25 @@
+"""What this machine runs natively. bfloat16 matrix products are fast on CPUs with avx512_bf16 or AMX; on other CPUs
+torch emulates them, slower than float32, so the bfloat16 speed settings would cost time instead of saving it."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has the bfloat16 instructions torch's CPU kernels use (avx512_bf16 or AMX)."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
+def warn_if_emulated_bf16(setting: str, device: str = "cpu") -> bool:
+    """Log one warning, and return True, when `setting` asks for bfloat16 on a CPU that would emulate it."""
+    if str(device).startswith("cuda") or native_cpu_bf16():
+        return False
+    log.warning("%s: this CPU has no bfloat16 instructions (avx512_bf16 or AMX), so torch emulates them, slower than "
+                "float32; drop the setting on this machine", setting)
+    return True
