@@ -77,6 +77,35 @@ def test_runs_that_differ_only_in_seed_become_one_row(tmp_path):
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
 
 
+def run_config(seed, lr):
+    """A run_config.yaml as stage runs write it: the seed, where the run writes and its logger differ by design."""
+    return (f"seed: {seed}\nckpt_path: null\npaths:\n  output_dir: /logs/2026-12-01_{seed}\n"
+            f"logger:\n  name: run-{seed}\ndistill:\n  intermediate_lr: {lr}\n  pred_lr: 0.0001\n"
+            f"stage:\n  output_dir: artifacts/task/sst2/recipe/seed{seed}\n")
+
+
+@pytest.mark.parametrize("lrs", [(3e-4, 3e-4, 3e-4), (3e-4, 3e-4, 6e-4)])
+def test_seeds_whose_settings_differ_beyond_the_seed_are_flagged(tmp_path, caplog, lrs):
+    """Seeds under one run name from two versions of a recipe (e.g. a clone that kept earlier seeds) must not be
+    averaged silently: the row names each setting that differs. A run saved before run_config.yaml is left out."""
+    for seed, lr in zip((1, 2, 3), lrs):
+        folder = tmp_path / "task" / "recipe" / f"seed{seed}"
+        write(folder, {**task_record(seed, 0.83, 0.74), "run": "recipe"})
+        (folder / "run_config.yaml").write_text(run_config(seed, lr))
+    write(tmp_path / "task" / "recipe" / "seed4", {**task_record(4, 0.83, 0.74), "run": "recipe"})  # no settings
+    with caplog.at_level("WARNING"):
+        text = write_report(tmp_path, tmp_path / "report").read_text()
+    (row,) = [r for r in json.loads((tmp_path / "report" / "report.json").read_text())["rows"] if r["run"] == "recipe"]
+    assert row["n"] == 4
+    if len(set(lrs)) == 1:
+        assert row["config_differences"] == {}
+        assert "differ in more than the seed" not in text and not caplog.records
+    else:
+        assert row["config_differences"] == {"distill.intermediate_lr": list(lrs)}
+        assert "- `recipe` (mrpc): `distill.intermediate_lr` = 0.0003, 0.0003, 0.0006" in text
+        assert "recipe aggregates seeds whose settings differ" in caplog.text
+
+
 def test_older_records_without_gap_closed_get_it_from_their_fields(tmp_path):
     record = task_record(42, 0.83, 0.735)
     del record["gap_closed"], record["speedup_batch1"], record["latency_batch1"]

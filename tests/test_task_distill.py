@@ -212,6 +212,11 @@ def test_bfloat16_speed_settings_run_both_phases_and_save_a_float32_student(tmp_
                                                    f"{precision}=bf16-mixed", "stage.latency_batch1=false"))
     out = run(cfg)
     assert out["intermediate"]["steps"] == 3 and out["pred"]["steps"] == 3
+    # the run's settings beside its result and its log folder's result.json, interpolations resolved
+    for folder in (out["output_dir"], cfg.paths.output_dir):
+        saved = OmegaConf.load(os.path.join(folder, "run_config.yaml"))
+        assert saved.distill.teacher_dtype == "bfloat16" and OmegaConf.select(saved, precision) == "bf16-mixed"
+        assert saved.stage.intermediate.lr == cfg.distill.intermediate_lr  # a number, not ${distill.intermediate_lr}
     weights = load_file(os.path.join(out["output_dir"], "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}
     assert all(torch.isfinite(t).all() for t in weights.values())

@@ -45,6 +45,7 @@ from tinydistill.baselines import gap_closed
 from tinydistill.data.tasks import get_task
 from tinydistill.frontier import frontier_points, main_metric, plot_frontier
 from tinydistill.inference import EXPORT_JSON
+from tinydistill.run_config import config_differences, load_run_config
 from tinydistill.timing import ALONE_SHARE, TIMING_JSON
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "teacher_dir": first.get("teacher_dir"),
         "steps": _span([budget(r)[0] for r in runs]),
         "evaluations": _span([budget(r)[1] for r in runs]),
+        # settings other than the seed that differ between the aggregated runs (runs with run_config.yaml)
+        "config_differences": config_differences([load_run_config(Path(r["_file"]).parent) for r in runs]),
     }
     for suffix in ("", "_batch1"):
         speedups = [s for s in (_speedup(r, suffix) for r in runs) if s is not None]
@@ -472,6 +475,14 @@ def write_report(
            "teacher's time over the run's. Latencies of different runs are only comparable when measured on "
            "the same machine under the same load.", ""]
     md += ["![dev metrics](report.png)", ""]
+    mixed = [row for row in rows if row.get("config_differences")]
+    for row in mixed:
+        log.warning("report: %s aggregates seeds whose settings differ: %s", row["run"], row["config_differences"])
+    if mixed:
+        md += ["**Rows whose seeds differ in more than the seed** (their `run_config.yaml`; rerun or rename one):", ""]
+        md += [f"- `{row['run']}` ({row['task']}): " + "; ".join(
+            f"`{key}` = {', '.join(str(v) for v in values)}" for key, values in row["config_differences"].items())
+            for row in mixed] + [""]
     missing = [m for f in folders for m in unfinished_jobs(f)]
     if missing:
         md += ["Sweep jobs without a result yet (running, failed or not started):", ""]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from tinydistill.atomic import atomic_write_text
 from tinydistill.ckpt_path import check_ckpt_path
 from tinydistill.errors import ConfigError, StageInterrupted
+from tinydistill.run_config import RUN_CONFIG, run_config_yaml
 from tinydistill.timing import TIMING_JSON, RunClock, describe
 from tinydistill.validate import check_run
 
@@ -47,6 +48,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if out:  # not for a skipped run or a DDP process other than rank 0
         timing = {"stage": name, **clock.stop(resumed=bool(cfg.get("ckpt_path")))}
         atomic_write_text(Path(out) / TIMING_JSON, json.dumps(timing, indent=2) + "\n")
+        # The settings beside the result (and the log folder's result.json): the report warns when runs it
+        # aggregates over seeds differ in anything else, e.g. seeds left by an earlier version of a recipe.
+        for folder in {Path(out), Path(cfg.paths.output_dir)}:
+            if folder.is_dir():
+                atomic_write_text(folder / RUN_CONFIG, run_config_yaml(cfg))
         log.info("stage=%s took %s", name, describe(timing))
     return result
 
