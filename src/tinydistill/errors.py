@@ -16,6 +16,6 @@ class ConfigError(TinyDistillError, ValueError):
 
 
 class StageInterrupted(Exception):
-    """A stage stopped by SIGTERM (`kill`, a scheduler's time limit) before it finished: nothing exported."""
+    """A stage stopped by SIGTERM (`kill`, a scheduler's time limit) before it finished: its result is not written."""
 
     exit_code = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended
