@@ -197,8 +197,9 @@ def test_sigterm_fails_the_command_and_names_the_checkpoint_to_resume(tmp_path, 
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     try:
-        while not last.is_file() and proc.poll() is None:  # the end of the first epoch's evaluation
-            time.sleep(0.1)
+        deadline = time.monotonic() + 600  # a run that never checkpoints must fail the test, not hang it
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the first epoch's evaluation writes last.ckpt
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=300)
     finally:
