@@ -16,8 +16,11 @@ def native_cpu_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-def warn_if_emulated_bf16(setting: str, device: str = "cpu") -> bool:
-    """Log one warning, and return True, when `setting` asks for bfloat16 on a CPU that would emulate it."""
+def warn_if_emulated_bf16(setting: str, device: str | None = None) -> bool:
+    """Log one warning, and return True, when `setting` asks for bfloat16 on a CPU that would emulate it. `device`:
+    where the work runs (None: a GPU when there is one, else the CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") or native_cpu_bf16():
         return False
     log.warning("%s: this CPU has no bfloat16 instructions (avx512_bf16 or AMX), so torch emulates them, slower than "

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -59,10 +58,10 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs.update(overrides)
-    precision = str(kwargs.get("precision") or "")
-    if precision.startswith("bf16") and kwargs.get("accelerator", "auto") in ("cpu", "auto") \
-            and not torch.cuda.is_available():
-        warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)")
+    precision, accelerator = str(kwargs.get("precision") or ""), kwargs.get("accelerator", "auto")
+    if precision.startswith("bf16") and accelerator in ("cpu", "auto"):
+        warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)",
+                              "cpu" if accelerator == "cpu" else None)
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,

@@ -23,7 +23,7 @@ def teacher_dtype(name: str) -> torch.dtype:
     """`distill.teacher_dtype` as a torch dtype (a warning for bfloat16 on a CPU that would emulate it)."""
     if name not in DTYPES:
         raise ConfigError(f"distill.teacher_dtype={name!r} must be one of {', '.join(DTYPES)}")
-    if DTYPES[name] == torch.bfloat16 and not torch.cuda.is_available():
+    if DTYPES[name] == torch.bfloat16:
         warn_if_emulated_bf16(f"distill.teacher_dtype={name}")
     return DTYPES[name]
 
