@@ -70,25 +70,22 @@ demo: install
 # the task-distilled student and the no-distillation baseline with the same number of steps, then the
 # DistilBERT-style student (masked LM, triple-loss distillation, fine-tuning per seed); the report
 # aggregates the seeds (mean ± sd) beside the teacher and the constant predictor, and lists each stage's wall time
-# (the masked LM's and the DistilBERT student's from their folders). Stages whose result exists are
-# skipped, so an interrupted run continues where it stopped.
+# (the masked LM's and the DistilBERT student's from their folders). Every stage runs with skip_done=true: one whose
+# result exists with the same settings is skipped, so an interrupted run continues where it stopped, and one whose
+# result was made with other settings (an older recipe) stops the run, naming them.
 SEEDS ?= 42 1 2
+RUN := $(PY) train.py skip_done=true
 sst2: install
 	set -e; \
-	if [ ! -f artifacts/teacher/sst2/metrics.json ]; then $(PY) train.py stage=finetune experiment=sst2/finetune; fi; \
-	if [ ! -f artifacts/general/demo_3l_192/config.json ]; then $(PY) train.py stage=general experiment=quick; fi; \
+	$(RUN) stage=finetune experiment=sst2/finetune; \
+	$(RUN) stage=general experiment=quick; \
 	for seed in $(SEEDS); do \
-	  if [ ! -f artifacts/task/sst2/none-noaug/seed$$seed/metrics.json ]; then \
-	    $(PY) train.py stage=task experiment=sst2/task seed=$$seed; fi; \
-	  if [ ! -f artifacts/nodistill/sst2/demo_3l_192/seed$$seed/metrics.json ]; then \
-	    $(PY) train.py stage=finetune experiment=sst2/nodistill seed=$$seed; fi; \
+	  $(RUN) stage=task experiment=sst2/task seed=$$seed; \
+	  $(RUN) stage=finetune experiment=sst2/nodistill seed=$$seed; \
 	done; \
-	if [ ! -f artifacts/mlm/minilm_l6/config.json ]; then $(PY) train.py stage=mlm experiment=demo/mlm; fi; \
-	if [ ! -f artifacts/distilbert/minilm_l6/config.json ]; then $(PY) train.py stage=general experiment=distilbert/general; fi; \
-	for seed in $(SEEDS); do \
-	  if [ ! -f artifacts/finetune/distilbert_minilm_l6/sst2/seed$$seed/metrics.json ]; then \
-	    $(PY) train.py stage=finetune experiment=sst2/distilbert seed=$$seed; fi; \
-	done
+	$(RUN) stage=mlm experiment=demo/mlm; \
+	$(RUN) stage=general experiment=distilbert/general; \
+	for seed in $(SEEDS); do $(RUN) stage=finetune experiment=sst2/distilbert seed=$$seed; done
 	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 artifacts/finetune/distilbert_minilm_l6/sst2 \
 	  artifacts/mlm/minilm_l6 artifacts/distilbert/minilm_l6 --out artifacts/report_sst2
 
@@ -97,17 +94,15 @@ sst2: install
 # student (the first seed augments the whole training set; each caches the teacher's logits for the rows it draws,
 # for later seeds to reuse)
 # and its no-distillation baseline with the same steps and dev evaluations, and a report with every stage's wall
-# time. Stages whose result exists are skipped, so an interrupted run continues where it stopped.
+# time. Stages run with skip_done=true, as in `make sst2`.
 mrpc: install
 	set -e; \
-	if [ ! -f artifacts/teacher/mrpc/metrics.json ]; then $(PY) train.py stage=finetune experiment=demo/finetune; fi; \
-	if [ ! -f artifacts/mlm/minilm_l6_encoder/config.json ]; then $(PY) train.py stage=mlm experiment=mlm_encoder; fi; \
-	if [ ! -f artifacts/general/demo_3l_192/config.json ]; then $(PY) train.py stage=general experiment=quick; fi; \
+	$(RUN) stage=finetune experiment=demo/finetune; \
+	$(RUN) stage=mlm experiment=mlm_encoder; \
+	$(RUN) stage=general experiment=quick; \
 	for seed in $(SEEDS); do \
-	  if [ ! -f artifacts/task/mrpc/recipe/seed$$seed/metrics.json ]; then \
-	    $(PY) train.py stage=task experiment=mrpc/task seed=$$seed; fi; \
-	  if [ ! -f artifacts/nodistill/mrpc/recipe/seed$$seed/metrics.json ]; then \
-	    $(PY) train.py stage=finetune experiment=mrpc/nodistill seed=$$seed; fi; \
+	  $(RUN) stage=task experiment=mrpc/task seed=$$seed; \
+	  $(RUN) stage=finetune experiment=mrpc/nodistill seed=$$seed; \
 	done
 	$(PY) -m tinydistill.report artifacts/task/mrpc/recipe artifacts/nodistill/mrpc/recipe artifacts/mlm/minilm_l6_encoder \
 	  --out artifacts/report_mrpc

@@ -137,9 +137,9 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.stage.lr == 1e-4  # the distilled run's prediction-phase rate
     if experiment == "sst2/nodistill":
         task = compose_cfg("stage=task", "experiment=sst2/task", "seed=7")
-        from tinydistill.stages.task import run_dir
+        from tinydistill.stages.task import result_dir
 
-        assert str(run_dir(task)) == cfg.stage.match_steps_of
+        assert str(result_dir(task)) == cfg.stage.match_steps_of
 
 
 @pytest.mark.parametrize("experiment", ["sst2/task", "demo/task"])
@@ -174,12 +174,12 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     for c in (recipe, measured):
         OmegaConf.resolve(c)
     assert OmegaConf.to_container(recipe) == OmegaConf.to_container(measured)
-    from tinydistill.stages.task import run_dir
+    from tinydistill.stages.task import result_dir
 
     baseline = compose_cfg("stage=finetune", "experiment=mrpc/nodistill", "seed=7")
     OmegaConf.resolve(baseline)
     assert baseline.task.name == "mrpc" and baseline.stage.model == recipe.stage.general_dir
-    assert baseline.stage.match_steps_of == str(run_dir(recipe)) and baseline.stage.lr == recipe.distill.pred_lr
+    assert baseline.stage.match_steps_of == str(result_dir(recipe)) and baseline.stage.lr == recipe.distill.pred_lr
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/recipe/seed7")
 
 

@@ -1,7 +1,9 @@
 """One function per stage: build data, models and module from the config, fit, export.
 
 `run(cfg)` dispatches on `cfg.stage.name`; train.py only composes the config and calls it. Each stage's result
-folder also gets `timing.json`: its wall time and whether the machine was otherwise idle (`tinydistill.timing`).
+folder also gets `timing.json`: its wall time and whether the machine was otherwise idle (`tinydistill.timing`), and
+`run_config.yaml`: its settings, which `skip_done=true` compares before doing any work. A stage module whose result
+is not `stage.output_dir` says where it is with `result_dir(cfg)`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from omegaconf import DictConfig
 from tinydistill.atomic import atomic_write_text
 from tinydistill.ckpt_path import check_ckpt_path
 from tinydistill.errors import ConfigError, StageInterrupted
-from tinydistill.run_config import RUN_CONFIG, run_config_yaml
+from tinydistill.run_config import RUN_CONFIG, result_is_current, run_config_yaml
 from tinydistill.timing import TIMING_JSON, RunClock, describe
 from tinydistill.validate import check_run
 
@@ -34,10 +36,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise ConfigError(f"stage={name!r} is not one of: {', '.join(STAGES)}")
+    module = importlib.import_module(f"tinydistill.stages.{name}")
+    if cfg.get("skip_done"):
+        folder = result_dir(cfg, module)
+        if result_is_current(cfg, folder):
+            return {"skipped": str(folder)}
     check_ckpt_path(cfg.get("ckpt_path"))  # before any work: a remote checkpoint would be fully unpickled
     check_run(cfg)  # bad values, paths, models and data files: one line each, before any work
     L.seed_everything(cfg.seed, workers=True)
-    module = importlib.import_module(f"tinydistill.stages.{name}")
     try:
         result = module.run(cfg)
     except SIGTERMException as e:
@@ -55,6 +61,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 atomic_write_text(folder / RUN_CONFIG, run_config_yaml(cfg))
         log.info("stage=%s took %s", name, describe(timing))
     return result
+
+
+def result_dir(cfg: DictConfig, module: Any) -> Path:
+    """The folder the stage exports its result to."""
+    find = getattr(module, "result_dir", None)
+    return Path(find(cfg)) if find is not None else Path(cfg.stage.output_dir)
 
 
 def interrupted_message(cfg: DictConfig) -> str:

@@ -179,6 +179,11 @@ def run_summary(
     }
 
 
+def result_dir(cfg: DictConfig) -> Path:
+    """TinyBERT's general student goes to stage.output_dir, the DistilBERT-style one to distill.output_dir."""
+    return Path(cfg.distill.output_dir if cfg.distill.name == "distilbert" else cfg.stage.output_dir)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.distill.name == "distilbert":
         from tinydistill.stages import distilbert  # here: that module imports this one's helpers

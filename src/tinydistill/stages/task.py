@@ -80,7 +80,7 @@ PHASE_JSON = "phase.json"
 RESULT_JSON = "metrics.json"
 
 
-def run_dir(cfg: DictConfig) -> Path:
+def result_dir(cfg: DictConfig) -> Path:
     """`<stage.output_root>/<run name>/seed<seed>/`: runs that differ only in seed sit side by side, and the
     report aggregates them."""
     return Path(cfg.stage.output_root) / run_name(cfg) / f"seed{cfg.seed}"
@@ -355,7 +355,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the teacher's dev score against the constant predictor's. Nothing is written before they pass.
     teacher = load_teacher_classifier(t_dir, task)
     tokenizer = load_tokenizer(t_dir)
-    out_dir = run_dir(cfg)
+    out_dir = result_dir(cfg)
     inter_dir = out_dir / INTERMEDIATE_DIR
 
     source = student_source(cfg)
