@@ -90,8 +90,8 @@ def result_is_current(cfg: DictConfig, folder: str | Path) -> bool:
         return False
     saved = load_run_config(folder)
     if saved is None:
-        log.warning("skip_done: %s has a result but no %s (made by an older version): kept without comparing its "
-                    "settings", folder, RUN_CONFIG)
+        log.warning("skip_done: %s has a result but no %s (made by an older version, or stopped right after its "
+                    "export): kept without comparing its settings", folder, RUN_CONFIG)
         return True
     now = flatten(yaml.safe_load(run_config_yaml(cfg)))
     saved = _rebased(saved, now)
