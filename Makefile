@@ -41,8 +41,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Tests run in parallel (pytest-xdist), one worker per core; TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The main pipeline on MRPC with the offline teacher, in demo-sized settings (conf/experiment/demo/).
 DEMO_STAGES := finetune mlm general task

@@ -27,6 +27,15 @@ from data_aug import pipeline as aug_pipeline
 # the handler writes to pytest's session stream, not to the capsys stream of the first test that runs train.py.
 importlib.import_module("lightning")
 
+# Under pytest-xdist (`make test` runs `pytest -n auto`) each worker gets its share of the cores, and so do the
+# processes its tests start (OMP_NUM_THREADS): one torch thread pool per core, not per worker, which would
+# oversubscribe the cores and run slower than one worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _threads = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 

@@ -121,6 +121,8 @@ def test_learning_rate_not_positive(tmp_path, train_py, overrides, message):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["stage=finetune", "stage.batch_size=0"], "stage.batch_size=0: a batch size must be a whole number >= 1"),
     (["stage=finetune", "stage.latency_batch_size=-1"], "stage.latency_batch_size=-1: a batch size"),
+    (["stage=task", "stage.latency_max_examples=0"],
+     "stage.latency_max_examples=0: a number of examples must be a whole number >= 1"),
     (["stage=task", "stage.eval_batch_size=-4"], "stage.eval_batch_size=-4: a batch size"),
     (["stage=general", "stage.batch_size=0"], "stage.batch_size=0: a batch size"),
     (["stage=mlm", "stage.eval_batch_size=0"], "stage.eval_batch_size=0: a batch size"),

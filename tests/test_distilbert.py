@@ -358,7 +358,7 @@ def test_baseline_end_to_end_distil_finetune_report(tmp_path, tiny_mlm, corpus, 
     root = tmp_path / "run"
     common = [f"teacher.name_or_path={tiny_mlm}", f"paths.data_dir={data_dir}"]
     limits = ["stage.epochs=1", "stage.batch_size=8", "trainer.limit_train_batches=3",
-              "trainer.limit_val_batches=2", "stage.latency_repeats=1"]
+              "trainer.limit_val_batches=2", "stage.latency_repeats=1", "stage.latency_max_examples=40"]
     job = itertools.count()
 
     def go(*o, logger="logger=none"):
@@ -382,10 +382,11 @@ def test_baseline_end_to_end_distil_finetune_report(tmp_path, tiny_mlm, corpus, 
         assert saved["gap_closed"]["accuracy"] == pytest.approx(
             (saved["dev"]["accuracy"] - const) / (teacher["dev"]["accuracy"] - const))
     assert saved["latency_batch1"]["model"]["ms_per_example"] > 0 and saved["speedup_batch1"] > 0
+    assert saved["latency"]["teacher"]["examples"] == saved["latency_batch1"]["model"]["examples"] == 40
     task = go("stage=task", "task=mrpc", "student.init=random", "student.num_hidden_layers=1",
               "student.hidden_size=16", "student.num_attention_heads=4", "student.intermediate_size=32",
               "stage.batch_size=8", "stage.intermediate.max_steps=2", "stage.pred.max_steps=2",
-              "trainer.limit_val_batches=2", "stage.latency_repeats=1",
+              "trainer.limit_val_batches=2", "stage.latency_repeats=1", "stage.latency_max_examples=40",
               "stage.allow_weak_teacher=true")  # the tiny teacher (3 batches) is no better than the constant
 
     artifacts = root / "artifacts"

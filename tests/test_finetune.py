@@ -27,7 +27,7 @@ def tiny_finetune_overrides(tiny_bert, data_dir, *extra):
         "stage.batch_size=8",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
-        "stage.latency_repeats=1",
+        "stage.latency_repeats=1", "stage.latency_max_examples=32",
         *extra,
     ]
 
@@ -145,8 +145,10 @@ def test_minilm_teacher_finetunes_on_real_mrpc_rows(compose_cfg, data_dir, minil
     cfg = compose_cfg(
         "stage=finetune", "task=mrpc", f"paths.data_dir={data_dir}", "logger=csv",
         "stage.epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "stage.latency_repeats=1",
+        "stage.latency_max_examples=64",
     )
     result = run(cfg)
+    assert result["latency_batch1"]["model"]["examples"] == 64 and result["latency"]["model"]["ms_per_example"] > 0
     model = AutoModelForSequenceClassification.from_pretrained(result["output_dir"])
     assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
     assert model.num_labels == 2

@@ -118,6 +118,25 @@ def test_tokenized_cache_is_reused_and_invalidated(tmp_path, minilm_path):
     assert c["labels"] == [1] and len(list((tmp_path / "cache" / "glue" / "rte").iterdir())) == 2
 
 
+def test_tokenizer_fingerprint_is_hashed_once_per_tokenizer_and_again_after_a_change(minilm_path, monkeypatch):
+    import datasets
+
+    from tinydistill.data.glue import tokenizer_fingerprint
+
+    calls = []
+    hash_ = datasets.fingerprint.Hasher.hash
+    monkeypatch.setattr(datasets.fingerprint.Hasher, "hash", lambda value: calls.append(1) or hash_(value))
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    first = tokenizer_fingerprint(tok)
+    assert first == hash_(tok) and tokenizer_fingerprint(tok) == first and len(calls) == 1
+    other = AutoTokenizer.from_pretrained(minilm_path)  # another object, the same tokenizer: hashed, same value
+    assert tokenizer_fingerprint(other) == first and len(calls) == 2
+    tok.truncation_side = "left"  # a setting that changes the encoding
+    assert tokenizer_fingerprint(tok) not in (first, None) and len(calls) == 3
+    other.add_tokens(["zzqxnew"])
+    assert tokenizer_fingerprint(other) not in (first, tokenizer_fingerprint(tok)) and len(calls) == 4
+
+
 def test_datamodule_on_real_mrpc(data_dir, tmp_path, minilm_path):
     tok = AutoTokenizer.from_pretrained(minilm_path)
     dm = GlueDataModule("mrpc", tok, max_seq_length=128, data_dir=str(data_dir), cache_dir=str(tmp_path), batch_size=8)

@@ -12,6 +12,7 @@ import yaml
 
 from tests.conftest import compose_config
 from tinydistill.errors import ConfigError
+from tinydistill.report import load_results
 from tinydistill.run_config import RUN_CONFIG, result_is_current, run_config_yaml
 from tinydistill.stages import result_dir, run
 
@@ -28,13 +29,17 @@ def test_a_finished_run_is_skipped_and_a_changed_setting_stops_the_next(tmp_path
     weights = out / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
 
-    # Same settings, another log folder (a new run of `make`): nothing is trained or written.
+    # Same settings, another log folder (a new run of `make`, or a multirun's job): nothing is trained, and the
+    # log folder gets the finished run's record, so a sweep folder alone still holds every job's row.
     again = compose_config(tmp_path, *finetune_overrides(tiny_bert, data_dir))
     again.paths.output_dir = str(tmp_path / "run2")
     with caplog.at_level(logging.INFO, logger="tinydistill.run_config"):
         assert run(again) == {"skipped": str(out)}
     assert "up to date" in caplog.text
-    assert weights.stat().st_mtime_ns == stamp and not (tmp_path / "run2").exists()
+    assert weights.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (tmp_path / "run2").iterdir()) == ["result.json"]
+    assert (tmp_path / "run2" / "result.json").read_text() == (out / "metrics.json").read_text()
+    assert [r["_file"] for r in load_results(tmp_path / "run2")] == [str(tmp_path / "run2" / "result.json")]
 
     # Another learning rate, written to the same folder: a clear error, and the old result is left as it was.
     changed = compose_config(tmp_path, *finetune_overrides(tiny_bert, data_dir, "stage.lr=1e-3"))

@@ -27,7 +27,7 @@ def task_overrides(tiny_teacher, data_dir, *extra):
         "stage=task", "task=rte", f"stage.teacher={tiny_teacher}", f"paths.data_dir={data_dir}", "logger=csv",
         "student.init=random", *TINY_STUDENT, "stage.batch_size=8",
         "stage.intermediate.max_steps=3", "stage.pred.max_steps=3", "trainer.limit_val_batches=1",
-        "stage.latency_repeats=1",
+        "stage.latency_repeats=1", "stage.latency_max_examples=32",
         # The tiny teacher is barely trained (3 batches): no better than the constant predictor on RTE dev.
         "stage.allow_weak_teacher=true", *extra,
     ]

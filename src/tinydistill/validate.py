@@ -79,6 +79,8 @@ def check_run(cfg: DictConfig) -> None:
     for key in BATCH_SIZES:
         if OmegaConf.select(cfg, key) is not None:
             check_positive_int(cfg, key, "a batch size")
+    if OmegaConf.select(cfg, "stage.latency_max_examples") is not None:
+        check_positive_int(cfg, "stage.latency_max_examples", "a number of examples")
     if stage in SEQUENCE_LENGTH:
         check_positive_int(cfg, SEQUENCE_LENGTH[stage], "a sequence length")
     check_checkpoint_file(cfg.get("ckpt_path"))

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import weakref
 from pathlib import Path
 
 import datasets
@@ -107,8 +108,20 @@ def _source_fingerprint(task: GlueTask, split: str, data_dir, file) -> str:
     return f"file:{h.hexdigest()}"
 
 
+#: Each tokenizer object's fingerprint, with the settings it was computed under (see tokenizer_fingerprint).
+_FINGERPRINTS: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    return datasets.fingerprint.Hasher.hash(tokenizer)
+    """datasets' hash of the tokenizer (vocabulary, settings, class), computed once per tokenizer object: it pickles
+    the whole vocabulary (about a second), and a stage asks for it for every split, in prepare_data and setup. It is
+    computed again if tokens were added or a setting that changes the encoding was set since."""
+    settings = (len(tokenizer), tokenizer.padding_side, tokenizer.truncation_side, tokenizer.model_max_length)
+    known = _FINGERPRINTS.get(tokenizer)
+    if known is None or known[0] != settings:
+        known = (settings, datasets.fingerprint.Hasher.hash(tokenizer))
+        _FINGERPRINTS[tokenizer] = known
+    return known[1]
 
 
 def tokenized_split(

@@ -27,6 +27,9 @@ from tinydistill.validate import check_run
 
 log = logging.getLogger(__name__)
 
+#: The record of a classifier stage (task, finetune) beside its model, and its copy in the run's log folder.
+RESULT_FILE, LOG_RESULT_FILE = "metrics.json", "result.json"
+
 # Each name is a module under tinydistill.stages that defines `run(cfg)`.
 STAGES = ("finetune", "mlm", "general", "task", "init_student")
 
@@ -40,6 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("skip_done"):
         folder = result_dir(cfg, module)
         if result_is_current(cfg, folder):
+            copy_result_to_log(folder, Path(cfg.paths.output_dir))
             return {"skipped": str(folder)}
     check_ckpt_path(cfg.get("ckpt_path"))  # before any work: a remote checkpoint would be fully unpickled
     check_run(cfg)  # bad values, paths, models and data files: one line each, before any work
@@ -67,6 +71,15 @@ def result_dir(cfg: DictConfig, module: Any) -> Path:
     """The folder the stage exports its result to."""
     find = getattr(module, "result_dir", None)
     return Path(find(cfg)) if find is not None else Path(cfg.stage.output_dir)
+
+
+def copy_result_to_log(folder: Path, log_dir: Path) -> None:
+    """A skipped classifier stage still leaves its record (the metrics.json beside the model) as result.json in this
+    run's log folder, as a run that trained would: a multirun's sweep folder alone is then enough for the report."""
+    metrics = folder / RESULT_FILE
+    if metrics.is_file():
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(log_dir / LOG_RESULT_FILE, metrics.read_text(encoding="utf-8"))
 
 
 def interrupted_message(cfg: DictConfig) -> str:

@@ -80,15 +80,19 @@ def dev_metrics(task: GlueTask, logged: dict[str, float]) -> dict[str, dict[str,
 def dev_latency(
     cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule, batch_size: int | None = None
 ) -> dict[str, dict[str, float]]:
-    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`)."""
+    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`), on the
+    first `stage.latency_max_examples` dev examples when that is set."""
     dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
+    limit = cfg.stage.get("latency_max_examples")
+    if limit is not None and limit < len(dev):
+        dev = dev.select(range(limit))
     loader = torch.utils.data.DataLoader(dev, batch_size=batch_size or cfg.stage.latency_batch_size,
                                          collate_fn=dm.collator)
     batches = list(loader)
     out = {}
     for name, model in models.items():
         seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
-        out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev)}
+        out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev), "examples": len(dev)}
     return out
 
 
