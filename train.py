@@ -15,13 +15,16 @@ import hydra
 from omegaconf import DictConfig
 
 from tinydistill.errors import StageInterrupted, TinyDistillError
-from tinydistill.stages import run
 
 log = logging.getLogger("tinydistill")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    # Imported here, after Hydra has composed the config: torch and Lightning take seconds to import, and a typo in
+    # an override (an unknown task or option) should fail at once.
+    from tinydistill.stages import run
+
     try:
         run(cfg)
     except TinyDistillError as e:
