@@ -133,6 +133,15 @@ def test_batch_size_not_positive(tmp_path, train_py, overrides, message):
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["stage=finetune", "trainer.progress=fancy"], "trainer.progress=fancy: expected one of auto, bar, log"),
+    (["stage=task", "trainer.progress_every_s=-1"], "trainer.progress_every_s=-1: expected a number of seconds"),
+])
+def test_progress_setting_unusable(tmp_path, train_py, overrides, message):
+    assert_one_line(train_py(*overrides), message)
+    assert_nothing_written(tmp_path)
+
+
 @pytest.mark.parametrize(("value", "shown"), [("abc", "'abc'"), ("-1", "-1"), ("1.5", "1.5"), ("4294967296", "4294967296")])
 def test_seed_not_a_whole_number(tmp_path, train_py, value, shown):
     assert_one_line(train_py(f"seed={value}"), f"seed={shown}: expected a whole number from 0 to 4294967295")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.errors import ConfigError
 from tinydistill.hardware import warn_if_emulated_bf16
+from tinydistill.progress import progress_callbacks
 from tinydistill.resume import ExactResume
 
 
@@ -44,6 +45,8 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     """A Trainer from `cfg.trainer` (hardware), with epochs/steps/clipping from `cfg.stage`; its checkpoints resume
     exactly (`tinydistill.resume.ExactResume`)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # Ours, not the Trainer's: how progress is shown (progress.py).
+    progress = progress_callbacks(kwargs.pop("progress", "auto"), kwargs.pop("progress_every_s", 60))
     stage = cfg.stage
     kwargs.setdefault("max_epochs", stage.get("epochs"))
     kwargs.setdefault("max_steps", stage.get("max_steps", -1))
@@ -55,6 +58,8 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     logger = build_logger(cfg)
     callbacks = [*callbacks, ExactResume(cfg.seed)]
+    if kwargs.get("enable_progress_bar", True):
+        callbacks.extend(progress)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs.update(overrides)

@@ -3,6 +3,7 @@
 `check_run(cfg)` runs in `stages.run` before any stage starts. Each problem is one line (ConfigError or DataError;
 train.py: exit code 2) naming the option or file and the value:
 
+- **progress**: ``trainer.progress`` one of auto/bar/log, ``trainer.progress_every_s`` >= 0;
 - **numbers**: ``seed`` a whole number in NumPy's seed range; every learning rate the stage uses > 0 (named by the
   option the user sets: ``stage.pred.lr`` is ``${distill.pred_lr}``, so the error names ``distill.pred_lr``); every
   batch size and ``max_seq_length`` a whole number >= 1;
@@ -36,6 +37,7 @@ from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import PACKAGE_SCHEME, resolve_model_path
 from tinydistill.models.student import student_config
+from tinydistill.progress import check_progress_settings
 
 #: Lightning's seed_everything (NumPy) accepts these seeds.
 SEED_RANGE = (0, 2**32 - 1)
@@ -83,6 +85,7 @@ def check_run(cfg: DictConfig) -> None:
         check_positive_int(cfg, "stage.latency_max_examples", "a number of examples")
     if stage in SEQUENCE_LENGTH:
         check_positive_int(cfg, SEQUENCE_LENGTH[stage], "a sequence length")
+    check_progress_settings(cfg.trainer.get("progress", "auto"), cfg.trainer.get("progress_every_s", 60))
     check_checkpoint_file(cfg.get("ckpt_path"))
     check_data_source(cfg)
     check_models(cfg)
