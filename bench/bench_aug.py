@@ -42,7 +42,7 @@ from data_aug import Augmenter, GloveNeighbours, MaskedLM, load_glove, load_mlm,
 from data_aug.augmenter import SentenceCandidates  # noqa: E402
 from data_aug.words import basic_tokenize, is_candidate_word  # noqa: E402
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.bench import cpu_model, encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 
@@ -274,6 +274,7 @@ def main() -> None:
             "repeats": args.repeats,
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "cpu_count": os.cpu_count(),
+            "cpu": cpu_model(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         }

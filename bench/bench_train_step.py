@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from tinydistill.atomic import atomic_write_text
+from tinydistill.bench import cpu_model
 from tinydistill.data.glue import load_examples
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
+        "cpu": cpu_model(),
     }
     atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
     for k, v in rows.items():

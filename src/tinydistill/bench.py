@@ -67,6 +67,19 @@ def matmul_gflops(size: int = 1024, repeats: int = 20, timings: int = 5) -> floa
     return 2 * size ** 3 * repeats / best / 1e9
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so a benchmark's JSON says which machine its times are from:
+    2-core machines of different models differ up to 2x."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def matmul_rate_samples(before: float) -> dict[str, Any]:
     """The floor's rate from two measurements, one `before` the timed work and one now: the higher (the machine's
     capacity during the run), and both, so a reader sees how much the rate moved."""
@@ -188,6 +201,7 @@ def measure_variants(
         "batch_sizes": sizes,
         "max_seq_length": max_len, "threads": torch.get_num_threads(), "repeats": repeats,
         "reference": rows[0]["model"], "versions": versions(), "machine": platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(), "rows": rows,
     }
 
