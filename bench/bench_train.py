@@ -49,7 +49,8 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import cpu_model, encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.hardware import cpu_model  # noqa: E402
 from tinydistill.data.glue import GlueDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from tinydistill.atomic import atomic_write_text
-from tinydistill.bench import cpu_model
+from tinydistill.hardware import cpu_model
 from tinydistill.data.glue import load_examples
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tinydistill.bench import cpu_model, encoder_forward_flops, layer_forward_flops, matmul_gflops, matmul_rate_samples
+from tinydistill.bench import encoder_forward_flops, layer_forward_flops, matmul_gflops, matmul_rate_samples
+from tinydistill.hardware import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -311,6 +311,7 @@ def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(t
     text = write_report(tmp_path / "artifacts", out=tmp_path / "report").read_text()
     table = text.split("## Wall times")[1]
     assert all(f"`{folder}`" in table for folder in folders) and f"`{tiny_teacher}`" in table
+    assert "| alone | CPU |" in table and f"| {timing['cpu']} |" in table  # which machine the times are from
 
 
 def test_nodistill_needs_the_distilled_run(compose_cfg, tmp_path, tiny_bert, data_dir):

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from tinydistill import timing
+from tinydistill.hardware import cpu_model
 from tinydistill.timing import RunClock, describe, machine_busy_seconds
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -43,6 +44,7 @@ def test_others_share_is_the_rest_of_the_machines_busy_time(tmp_path, monkeypatc
     assert got["wall_seconds"] == 100.0 and got["cpu_seconds"] == 80.0 and got["cores"] == 2
     assert got["others_cpu_share"] == pytest.approx(others_busy / 200, abs=1e-3)
     assert got["alone"] is alone and got["resumed"] is True
+    assert got["cpu"] == cpu_model()  # which machine the time is from
     assert ("not alone (other processes used 15% of the machine)" in describe(got)) is not alone
     assert describe(got).startswith("1.7 min") and describe(got).endswith("resumed from a checkpoint")
 

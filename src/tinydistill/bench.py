@@ -35,6 +35,7 @@ from tinydistill.data.glue import tokenized_split
 from tinydistill.data.files import task_from_argument
 from tinydistill.data.tasks import GlueTask
 from tinydistill.errors import TinyDistillError
+from tinydistill.hardware import cpu_model
 from tinydistill.inference import Classifier, TorchClassifier, load_classifier, onnx_variants
 from tinydistill.metrics import compute_metrics, predictions
 
@@ -65,19 +66,6 @@ def matmul_gflops(size: int = 1024, repeats: int = 20, timings: int = 5) -> floa
             torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 * repeats / best / 1e9
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), so a benchmark's JSON says which machine its times are from:
-    2-core machines of different models differ up to 2x."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_rate_samples(before: float) -> dict[str, Any]:

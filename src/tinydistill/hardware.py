@@ -1,9 +1,13 @@
-"""What this machine runs natively. bfloat16 matrix products are fast on CPUs with avx512_bf16 or AMX; on other CPUs
-torch emulates them, slower than float32, so the bfloat16 speed settings would cost time instead of saving it."""
+"""What this machine is and runs natively.
+
+Its CPU model goes into every stage's timing.json and every benchmark's JSON: 2-core machines of different models
+differ up to 2x in speed. bfloat16 matrix products are fast on CPUs with avx512_bf16 or AMX; on other CPUs torch
+emulates them, slower than float32, so the bfloat16 speed settings would cost time instead of saving it."""
 
 from __future__ import annotations
 
 import logging
+import platform
 
 import torch
 
@@ -26,3 +30,16 @@ def warn_if_emulated_bf16(setting: str, device: str | None = None) -> bool:
     log.warning("%s: this CPU has no bfloat16 instructions (avx512_bf16 or AMX), so torch emulates them, slower than "
                 "float32; drop the setting on this machine", setting)
     return True
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; else what `platform` knows), so a time says which machine it
+    is from."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -269,14 +269,15 @@ def load_timings(folders: Sequence[str | os.PathLike], results: list[dict[str, A
 
 
 def timings_table(timings: list[dict[str, Any]]) -> str:
-    head = ["stage", "folder", "started (UTC)", "wall (min)", "torch threads", "other processes' CPU share", "alone"]
+    head = ["stage", "folder", "started (UTC)", "wall (min)", "torch threads", "other processes' CPU share", "alone",
+            "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in timings:
         share = t.get("others_cpu_share")
         alone = {True: "yes", False: "no", None: "unknown"}[t.get("alone")]
         cells = [t.get("stage"), f"`{t['folder']}`", t.get("started"), f"{t['wall_seconds'] / 60:.1f}",
                  t.get("torch_threads"), "" if share is None else f"{share:.0%}",
-                 alone + (" (resumed: partial)" if t.get("resumed") else "")]
+                 alone + (" (resumed: partial)" if t.get("resumed") else ""), t.get("cpu") or "unknown"]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

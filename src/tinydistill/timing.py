@@ -8,7 +8,8 @@ its result (`tinydistill.stages.run`), and `python -m tinydistill.report` lists 
   could give (wall time x cores), from the kernel's counters in /proc/stat (Linux; None elsewhere);
 - `alone`: `others_cpu_share` below `ALONE_SHARE`, i.e. the figure may be quoted as "measured alone";
   under DDP on one machine the run's other processes count as others, so such a run never reads as alone;
-- `resumed`: the run continued from a checkpoint, so its wall time covers only the part after the restart.
+- `resumed`: the run continued from a checkpoint, so its wall time covers only the part after the restart;
+- `cpu`: the CPU's model, since 2-core machines of different models differ up to 2x in speed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tinydistill.hardware import cpu_model
 
 #: Other processes may use this share of the machine (wall x cores) and the run still counts as alone: room for
 #: the kernel and an idle shell, not for another job.
@@ -73,7 +76,7 @@ class RunClock:
             "started": self.started, "finished": _now(), "wall_seconds": round(wall, 2),
             "cpu_seconds": round(own, 2), "cores": cores, "torch_threads": torch.get_num_threads(),
             "others_cpu_share": None if others is None else round(others, 4),
-            "alone": None if others is None else others < ALONE_SHARE, "resumed": resumed,
+            "alone": None if others is None else others < ALONE_SHARE, "resumed": resumed, "cpu": cpu_model(),
         }
 
 
