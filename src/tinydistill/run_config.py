@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 RUN_CONFIG = "run_config.yaml"
 #: Not settings of a result: where a run writes and logs, how it shows progress, and how it was started (resumed,
 #: skip_done).
-NOT_SETTINGS = ("ckpt_path", "skip_done", "paths.", "logger.", "hydra.", "trainer.progress", "trainer.enable_progress_bar")
+NOT_SETTINGS = ("ckpt_path", "skip_done", "paths.", "logger.", "hydra.", "trainer.progress",
+                "trainer.enable_progress_bar")
 #: Settings that differ between the seeds of one experiment by design.
 PER_RUN = ("seed", *NOT_SETTINGS)
 #: Every stage's result is a Hugging Face folder, exported atomically as the stage's last step.

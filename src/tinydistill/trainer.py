@@ -58,11 +58,11 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     logger = build_logger(cfg)
     callbacks = [*callbacks, ExactResume(cfg.seed)]
-    if kwargs.get("enable_progress_bar", True):
-        callbacks.extend(progress)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs.update(overrides)
+    if kwargs.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback when it is off
+        callbacks.extend(progress)
     precision, accelerator = str(kwargs.get("precision") or ""), kwargs.get("accelerator", "auto")
     if precision.startswith("bf16") and accelerator in ("cpu", "auto"):
         warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)",
