@@ -19,7 +19,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo sst2 mrpc test bench bench-aug bench-latency bench-train-step bench-train clean help
+.PHONY: install demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-train-step bench-train clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
@@ -28,6 +28,7 @@ help:
 	@echo "              student, and a report"
 	@echo "make mrpc   - install, then the MRPC recipe: teacher, masked LM, general student, then for each seed in SEEDS"
 	@echo "              task distillation on the whole augmented training set and its no-distillation baseline, and a report"
+	@echo "make mrpc-budget - the same with half the masked LM's and general student's steps (slower machines)"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run the benchmarks (JSON under bench/)"
 
@@ -108,6 +109,20 @@ mrpc: install
 	done
 	$(PY) -m tinydistill.report artifacts/task/mrpc/recipe artifacts/nodistill/mrpc/recipe artifacts/mlm/minilm_l6_encoder \
 	  --out artifacts/report_mrpc
+
+# The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's and the general
+# student's steps and two thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours.
+mrpc-budget: install
+	set -e; \
+	$(RUN) stage=finetune experiment=demo/finetune; \
+	$(RUN) stage=mlm experiment=mrpc/budget/mlm; \
+	$(RUN) stage=general experiment=mrpc/budget/general; \
+	for seed in $(SEEDS); do \
+	  $(RUN) stage=task experiment=mrpc/budget/task seed=$$seed; \
+	  $(RUN) stage=finetune experiment=mrpc/budget/nodistill seed=$$seed; \
+	done
+	$(PY) -m tinydistill.report artifacts/task/mrpc/budget artifacts/nodistill/mrpc/budget \
+	  artifacts/mlm/minilm_l6_encoder150 --out artifacts/report_mrpc_budget
 
 bench: bench-aug bench-latency bench-train-step bench-train
 

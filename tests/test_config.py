@@ -186,6 +186,53 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/recipe/seed7")
 
 
+def _diff(a, b, prefix=""):
+    """Dotted keys whose values differ between two plain nested dicts."""
+    keys = set(a) | set(b)
+    out = set()
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out |= _diff(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_cfg):
+    """experiment=mrpc/budget/* must be the MRPC recipe with fewer steps and their own folders, and its stages must
+    chain: the task stage reads the budget masked LM and general student, the baseline the same student and the
+    task run's steps."""
+    from tinydistill.stages.task import result_dir
+
+    def plain(*overrides):
+        cfg = compose_cfg(*overrides)
+        OmegaConf.resolve(cfg)
+        return cfg, OmegaConf.to_container(cfg)
+
+    task, task_d = plain("stage=task", "experiment=mrpc/budget/task", "seed=7")
+    _, recipe_d = plain("stage=task", "experiment=mrpc/task", "seed=7")
+    assert _diff(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.general_dir", "stage.run_name",
+                                       "stage.pred.max_steps"}
+    assert task.stage.pred.max_steps == 1462 and task.stage.pred.val_every_n_steps == 731
+    assert task.stage.intermediate.max_steps == 1200 and task.distill.intermediate_lr == 3e-4
+
+    mlm, mlm_d = plain("stage=mlm", "experiment=mrpc/budget/mlm")
+    _, full_mlm_d = plain("stage=mlm", "experiment=mlm_encoder")
+    assert _diff(mlm_d, full_mlm_d) == {"stage.max_steps", "stage.val_every_n_steps", "stage.output_dir"}
+    assert mlm.stage.max_steps == 150 and mlm.stage.output_dir == task.aug.mlm_model
+
+    general, general_d = plain("stage=general", "experiment=mrpc/budget/general")
+    _, quick_d = plain("stage=general", "experiment=quick")
+    assert _diff(general_d, quick_d) == {"stage.max_steps", "stage.output_dir"}
+    assert general.stage.max_steps == 1000 and general.stage.output_dir == task.stage.general_dir
+
+    baseline, _ = plain("stage=finetune", "experiment=mrpc/budget/nodistill", "seed=7")
+    assert baseline.stage.model == task.stage.general_dir
+    assert baseline.stage.match_steps_of == str(result_dir(task)) and baseline.stage.lr == task.distill.pred_lr
+    assert baseline.stage.output_dir.endswith("nodistill/mrpc/budget/seed7")
+
+
 def test_run_folders_of_runs_started_in_the_same_second_differ():
     """Two runs started together (seeds in parallel) must not share a log/checkpoint folder: the folder name
     carries microseconds."""
