@@ -111,7 +111,8 @@ mrpc: install
 	  --out artifacts/report_mrpc
 
 # The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's and the general
-# student's steps and two thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours.
+# student's steps and two thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours;
+# its student is less accurate than the full recipe's (docs/results/mrpc.md).
 mrpc-budget: install
 	set -e; \
 	$(RUN) stage=finetune experiment=demo/finetune; \
