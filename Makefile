@@ -98,32 +98,29 @@ sst2: install
 # for later seeds to reuse)
 # and its no-distillation baseline with the same steps and dev evaluations, and a report with every stage's wall
 # time. Stages run with skip_done=true, as in `make sst2`.
-mrpc: install
+# $(call mrpc_stages,<folder of the task and baseline experiments>,<masked-LM experiment>,<general experiment>,
+#   <run name>,<masked-LM folder>,<report folder>): the MRPC recipe's stages, shared by `mrpc` and `mrpc-budget`.
+define mrpc_stages
 	set -e; \
 	$(RUN) stage=finetune experiment=demo/finetune; \
-	$(RUN) stage=mlm experiment=mlm_encoder; \
-	$(RUN) stage=general experiment=quick; \
+	$(RUN) stage=mlm experiment=$(2); \
+	$(RUN) stage=general experiment=$(3); \
 	for seed in $(SEEDS); do \
-	  $(RUN) stage=task experiment=mrpc/task seed=$$seed; \
-	  $(RUN) stage=finetune experiment=mrpc/nodistill seed=$$seed; \
+	  $(RUN) stage=task experiment=$(1)/task seed=$$seed; \
+	  $(RUN) stage=finetune experiment=$(1)/nodistill seed=$$seed; \
 	done
-	$(PY) -m tinydistill.report artifacts/task/mrpc/recipe artifacts/nodistill/mrpc/recipe artifacts/mlm/minilm_l6_encoder \
-	  --out artifacts/report_mrpc
+	$(PY) -m tinydistill.report artifacts/task/mrpc/$(4) artifacts/nodistill/mrpc/$(4) artifacts/mlm/$(5) \
+	  --out artifacts/$(6)
+endef
+
+mrpc: install
+	$(call mrpc_stages,mrpc,mlm_encoder,quick,recipe,minilm_l6_encoder,report_mrpc)
 
 # The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's and the general
 # student's steps and two thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours;
 # its student is less accurate than the full recipe's (docs/results/mrpc.md).
 mrpc-budget: install
-	set -e; \
-	$(RUN) stage=finetune experiment=demo/finetune; \
-	$(RUN) stage=mlm experiment=mrpc/budget/mlm; \
-	$(RUN) stage=general experiment=mrpc/budget/general; \
-	for seed in $(SEEDS); do \
-	  $(RUN) stage=task experiment=mrpc/budget/task seed=$$seed; \
-	  $(RUN) stage=finetune experiment=mrpc/budget/nodistill seed=$$seed; \
-	done
-	$(PY) -m tinydistill.report artifacts/task/mrpc/budget artifacts/nodistill/mrpc/budget \
-	  artifacts/mlm/minilm_l6_encoder150 --out artifacts/report_mrpc_budget
+	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,mrpc/budget/general,budget,minilm_l6_encoder150,report_mrpc_budget)
 
 bench: bench-aug bench-latency bench-train-step bench-train
 

@@ -186,17 +186,11 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/recipe/seed7")
 
 
-def _diff(a, b, prefix=""):
-    """Dotted keys whose values differ between two plain nested dicts."""
-    keys = set(a) | set(b)
-    out = set()
-    for k in keys:
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out |= _diff(x, y, f"{prefix}{k}.")
-        elif x != y:
-            out.add(f"{prefix}{k}")
-    return out
+def _differing_keys(a: dict, b: dict) -> set[str]:
+    """Dotted settings that differ between two composed configs (seed and paths aside, as skip_done compares)."""
+    from tinydistill.run_config import config_differences, flatten
+
+    return set(config_differences([flatten(a), flatten(b)]))
 
 
 def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_cfg):
@@ -212,19 +206,19 @@ def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_
 
     task, task_d = plain("stage=task", "experiment=mrpc/budget/task", "seed=7")
     _, recipe_d = plain("stage=task", "experiment=mrpc/task", "seed=7")
-    assert _diff(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.general_dir", "stage.run_name",
-                                       "stage.pred.max_steps"}
+    assert _differing_keys(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.general_dir",
+                                                 "stage.run_name", "stage.pred.max_steps"}
     assert task.stage.pred.max_steps == 1462 and task.stage.pred.val_every_n_steps == 731
     assert task.stage.intermediate.max_steps == 1200 and task.distill.intermediate_lr == 3e-4
 
     mlm, mlm_d = plain("stage=mlm", "experiment=mrpc/budget/mlm")
     _, full_mlm_d = plain("stage=mlm", "experiment=mlm_encoder")
-    assert _diff(mlm_d, full_mlm_d) == {"stage.max_steps", "stage.val_every_n_steps", "stage.output_dir"}
+    assert _differing_keys(mlm_d, full_mlm_d) == {"stage.max_steps", "stage.val_every_n_steps", "stage.output_dir"}
     assert mlm.stage.max_steps == 150 and mlm.stage.output_dir == task.aug.mlm_model
 
     general, general_d = plain("stage=general", "experiment=mrpc/budget/general")
     _, quick_d = plain("stage=general", "experiment=quick")
-    assert _diff(general_d, quick_d) == {"stage.max_steps", "stage.output_dir"}
+    assert _differing_keys(general_d, quick_d) == {"stage.max_steps", "stage.output_dir"}
     assert general.stage.max_steps == 1000 and general.stage.output_dir == task.stage.general_dir
 
     baseline, _ = plain("stage=finetune", "experiment=mrpc/budget/nodistill", "seed=7")
