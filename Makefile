@@ -58,10 +58,11 @@ demo: install
 	$(PY) train.py stage=finetune experiment=demo/nodistill
 	@echo "=== ship the student: ONNX and int8, checked and timed against the teacher on MRPC dev ==="
 	$(PY) -m tinydistill.export artifacts/task/mrpc/none/seed42 --int8 --task mrpc
-	$(PY) -m tinydistill.report artifacts/task/mrpc artifacts/nodistill/mrpc artifacts/mlm/minilm_l6 --out artifacts/report
+	$(PY) -m tinydistill.report artifacts/task/mrpc/none artifacts/nodistill/mrpc/demo_3l_192 artifacts/mlm/minilm_l6-demo \
+	  --out artifacts/report
 	@echo
 	@echo "Fine-tuned teacher:        artifacts/teacher/mrpc/"
-	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6/"
+	@echo "Masked LM (augmentation):  artifacts/mlm/minilm_l6-demo/"
 	@echo "General-distilled student: artifacts/general/demo_3l_192-demo/"
 	@echo "Augmented MRPC:            artifacts/aug/mrpc/train_aug.tsv"
 	@echo "Task-distilled student:    artifacts/task/mrpc/none/seed42/  (metrics.json beside it)"
@@ -86,7 +87,7 @@ sst2: install
 	  $(RUN) stage=task experiment=sst2/task seed=$$seed; \
 	  $(RUN) stage=finetune experiment=sst2/nodistill seed=$$seed; \
 	done; \
-	$(RUN) stage=mlm experiment=demo/mlm; \
+	$(RUN) stage=mlm experiment=distilbert/mlm; \
 	$(RUN) stage=general experiment=distilbert/general; \
 	for seed in $(SEEDS); do $(RUN) stage=finetune experiment=sst2/distilbert seed=$$seed; done
 	$(PY) -m tinydistill.report artifacts/task/sst2 artifacts/nodistill/sst2 artifacts/finetune/distilbert_minilm_l6/sst2 \
