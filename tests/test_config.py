@@ -113,6 +113,24 @@ def test_distilbert_experiments(compose_cfg):
         "distilbert_minilm_l6/rte")
 
 
+def test_demo_and_distilbert_masked_lms_chain_to_their_own_users(compose_cfg):
+    """make demo augments from its own short masked LM; the DistilBERT baseline's teacher is experiment=distilbert/mlm
+    (the 200-step head of 128-token instances its SST-2 results used), so running the demo never replaces it."""
+    def resolved(*overrides):
+        cfg = compose_cfg(*overrides)
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    demo_mlm = resolved("stage=mlm", "experiment=demo/mlm")
+    distilbert_mlm = resolved("stage=mlm", "experiment=distilbert/mlm")
+    assert resolved("stage=task", "experiment=demo/task").aug.mlm_model == demo_mlm.stage.output_dir
+    assert resolved("stage=general", "experiment=distilbert/general").distill.teacher == distilbert_mlm.stage.output_dir
+    assert demo_mlm.stage.output_dir != distilbert_mlm.stage.output_dir
+    assert (distilbert_mlm.stage.max_steps, distilbert_mlm.stage.max_seq_length) == (200, 128)
+    assert distilbert_mlm.stage.train_encoder is False and demo_mlm.stage.train_encoder is False
+    assert demo_mlm.stage.max_steps < distilbert_mlm.stage.max_steps
+
+
 @pytest.mark.parametrize("experiment,stage", [
     ("sst2/finetune", "finetune"), ("sst2/task", "task"), ("sst2/nodistill", "finetune"),
     ("demo/nodistill", "finetune"), ("nodistill", "finetune"), ("sst2/distilbert", "finetune"),
