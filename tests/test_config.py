@@ -215,8 +215,8 @@ def _differing_keys(a: dict, b: dict) -> set[str]:
 
 def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_cfg):
     """experiment=mrpc/budget/* must be the MRPC recipe with fewer steps and their own folders, and its stages must
-    chain: the task stage reads the budget masked LM and general student, the baseline the same student and the
-    task run's steps."""
+    chain: the task stage reads the budget masked LM and the recipe's general student, the baseline the same student
+    and the task run's steps."""
     from tinydistill.stages.task import result_dir
 
     def plain(*overrides):
@@ -225,9 +225,9 @@ def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_
         return cfg, OmegaConf.to_container(cfg)
 
     task, task_d = plain("stage=task", "experiment=mrpc/budget/task", "seed=7")
-    _, recipe_d = plain("stage=task", "experiment=mrpc/task", "seed=7")
-    assert _differing_keys(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.general_dir",
-                                                 "stage.run_name", "stage.pred.max_steps"}
+    recipe, recipe_d = plain("stage=task", "experiment=mrpc/task", "seed=7")
+    assert _differing_keys(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.run_name",
+                                                 "stage.pred.max_steps"}
     assert task.stage.pred.max_steps == 1462 and task.stage.pred.val_every_n_steps == 731
     assert task.stage.intermediate.max_steps == 1200 and task.distill.intermediate_lr == 3e-4
 
@@ -236,15 +236,55 @@ def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_
     assert _differing_keys(mlm_d, full_mlm_d) == {"stage.max_steps", "stage.val_every_n_steps", "stage.output_dir"}
     assert mlm.stage.max_steps == 150 and mlm.stage.output_dir == task.aug.mlm_model
 
-    general, general_d = plain("stage=general", "experiment=mrpc/budget/general")
-    _, quick_d = plain("stage=general", "experiment=quick")
-    assert _differing_keys(general_d, quick_d) == {"stage.max_steps", "stage.output_dir"}
-    assert general.stage.max_steps == 1000 and general.stage.output_dir == task.stage.general_dir
+    general, _ = plain("stage=general", "experiment=quick")
+    assert general.stage.max_steps == 2000 and general.stage.output_dir == task.stage.general_dir
 
     baseline, _ = plain("stage=finetune", "experiment=mrpc/budget/nodistill", "seed=7")
     assert baseline.stage.model == task.stage.general_dir
     assert baseline.stage.match_steps_of == str(result_dir(task)) and baseline.stage.lr == task.distill.pred_lr
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/budget/seed7")
+
+
+def _make_dry_run(target: str) -> str:
+    """The shell commands `make <target>` would run (make -n: nothing runs)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run(["make", "-n", "--no-print-directory", target, "PY=python"], cwd=CONF_DIR.parent,
+                          capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@pytest.mark.parametrize(("target", "experiment"), [("mrpc", "mrpc/task"), ("mrpc-budget", "mrpc/budget/task")])
+def test_make_mrpc_augments_ahead_exactly_as_its_task_stage_would(tmp_path, compose_cfg, target, experiment):
+    """`make mrpc[-budget]` augments the training set with `python -m data_aug` beside the general stage, so the
+    task stage can reuse the file: that command must compose the augmentation settings the task stage reads (any
+    difference, e.g. another masked LM, would make the task stage augment again, or train on other rows). Only the
+    thread count may differ, and it does not change the output."""
+    import re
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    commands = _make_dry_run(target)
+    found = re.findall(r"-m data_aug (.*?) \)", commands, flags=re.S)
+    assert len(found) == 1, commands
+    overrides = shlex.split(found[0])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        augment = compose(config_name="augment", overrides=[f"paths.artifacts_dir={tmp_path / 'artifacts'}", *overrides])
+    GlobalHydra.instance().clear()
+    task = compose_cfg("stage=task", f"experiment={experiment}")
+    aug, expected = (OmegaConf.to_container(c.aug, resolve=True) for c in (augment, task))
+    assert augment.task.name == task.task.name == "mrpc"
+    assert {k for k in aug.keys() | expected.keys() if aug.get(k) != expected.get(k)} == {"num_threads"}
+    assert aug["num_threads"] == 1
+    # the general stage runs beside it, on one thread, and every seed's task stage after both
+    assert re.search(r"OMP_NUM_THREADS=1 python train\.py skip_done=true stage=general experiment=quick .*&", commands)
+    assert commands.index("wait $general") < commands.index(f"stage=task experiment={experiment}")
 
 
 def test_run_folders_of_runs_started_in_the_same_second_differ():
