@@ -128,8 +128,8 @@ mrpc: install
 	$(call mrpc_stages,mrpc,mlm_encoder,minilm_l6_encoder,mrpc-all,recipe,report_mrpc)
 
 # The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's steps and two
-# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours; its student is less
-# accurate than the full recipe's (docs/results/mrpc.md).
+# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours (docs/results/mrpc.md
+# compares the two students).
 mrpc-budget: install
 	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,minilm_l6_encoder150,mrpc-all-encoder150,budget,report_mrpc_budget)
 
