@@ -47,26 +47,13 @@ TEST_WORKERS ?= auto
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
-# The main pipeline on MRPC with the offline teacher, in demo-sized settings (conf/experiment/demo/). The teacher
-# runs on one core while the other trains the general-distilled student and then the masked LM, which need only the
-# pretrained teacher (two one-thread processes get more done on 2 cores than one two-thread process); the second
-# chain writes to artifacts/logs/demo-general-mlm.log, and the first of the two to fail stops the other. Then task
-# distillation and the no-distillation baseline, which matches the task run's steps, on both cores.
+# The main pipeline on MRPC with the offline teacher, in demo-sized settings (conf/experiment/demo/).
+DEMO_STAGES := finetune mlm general task
 demo: install
-	mkdir -p artifacts/logs
-	set -e; \
-	trap 'kill $$lane $$teacher 2>/dev/null || true' EXIT; \
-	echo "=== stage=finetune (the teacher), and beside it stage=general then stage=mlm: artifacts/logs/demo-general-mlm.log ==="; \
-	( export OMP_NUM_THREADS=1; trap 'kill $$job 2>/dev/null; exit 143' TERM; \
-	  $(PY) train.py stage=general experiment=demo/general & job=$$!; wait $$job; \
-	  $(PY) train.py stage=mlm experiment=demo/mlm & job=$$!; wait $$job ) > artifacts/logs/demo-general-mlm.log 2>&1 & lane=$$!; \
-	OMP_NUM_THREADS=1 $(PY) train.py stage=finetune experiment=demo/finetune & teacher=$$!; \
-	for _ in 1 2; do wait -n -p done $$lane $$teacher || { [ "$$done" = "$$lane" ] \
-	  && echo "stage=general or stage=mlm failed: see artifacts/logs/demo-general-mlm.log" \
-	  || echo "stage=finetune (the teacher) failed"; exit 1; }; done; \
-	trap - EXIT
-	@echo "=== stage=task ==="
-	$(PY) train.py stage=task experiment=demo/task
+	set -e; for stage in $(DEMO_STAGES); do \
+	  echo "=== stage=$$stage ==="; \
+	  $(PY) train.py stage=$$stage experiment=demo/$$stage; \
+	done
 	@echo "=== no-distillation baseline ==="
 	$(PY) train.py stage=finetune experiment=demo/nodistill
 	@echo "=== ship the student: ONNX and int8, checked and timed against the teacher on MRPC dev ==="
