@@ -10,7 +10,10 @@ process:
   general  general distillation (the intermediate losses on the encoder)
   project    the default configuration (`stage=task task=mrpc student=demo`): batches of similar length padded to
              their longest example, float32, eval-mode teacher, fused AdamW; phase 2 reads the teacher's logits
-             from a cache, computed once and charged here at 1 / `distill.pred_epochs` of its cost per example
+             from a cache, computed once and charged here at 1 / `distill.pred_epochs` of its cost per example;
+             phase 1 keeps the teacher's targets of each batch (`distill.teacher_cache`): each round times one
+             epoch that fills the cache and one that reads it, charged as a run of `distill.intermediate_epochs`
+             epochs (one filling, the rest reading); both epochs' own speeds are reported too
   reference  the same composed with `faithful=reference`: every example padded to max_seq_length (128), random
              batches, the teacher forward every step in train mode (dropout), BertAdam, as TinyBERT's
              task_distill.py / general_distill.py run
@@ -18,7 +21,8 @@ process:
              in bfloat16) and `trainer.precision=bf16-mixed` (the student's matrix products under CPU autocast)
 Reported per loop and way: examples/s and tokens/s (real tokens, padding excluded), the median over rounds;
 `speedup_vs_reference` (and `bfloat16_speedup_vs_reference`); and the floor: the encoder FLOPs the loop needs on
-the real tokens (teacher forward + student forward and backward, 3x its forward) divided by this machine's measured
+the real tokens (teacher forward, charged as its cache is in phases 1 and 2, + student forward and backward, 3x its
+forward) divided by this machine's measured
 float32 matmul rate, with the fraction of it each way reaches. Teacher: artifacts/teacher/mrpc if present, else
 all-MiniLM-L6-v2 with a random classifier; student: the demo shape (3 layers, hidden 192), random. Timing needs a
 quiet machine: the JSON records the load average before and after.
@@ -55,6 +59,7 @@ from tinydistill.data.glue import GlueDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 from tinydistill.distill.intermediate import IntermediateDistiller  # noqa: E402
+from tinydistill.distill.teacher_cache import TeacherCache  # noqa: E402
 from tinydistill.models.loading import load_classifier, load_tokenizer  # noqa: E402
 from tinydistill.models.student import student_config  # noqa: E402
 from tinydistill.modules.frozen_teacher import teacher_dtype  # noqa: E402
@@ -103,8 +108,14 @@ def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int
     return [dm.collator([rows[j] for j in order[i:i + 32]]) for i in range(0, len(order), 32)]
 
 
+def caches_phase1(cfg: DictConfig) -> bool:
+    """Whether phase 1 configured by `cfg` keeps the teacher's targets for later epochs (as stage=task would)."""
+    return bool(cfg.distill.get("teacher_cache", False)) and cfg.distill.teacher_mode == "eval"
+
+
 def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
-    """Seconds per batch of one pass of `loop` over `batches` configured by `cfg`."""
+    """Seconds per batch of `loop` over `batches` configured by `cfg`: one pass, or for a phase 1 with the teacher
+    cache two (the first fills the cache, the second, the same batches in reverse order, reads it)."""
     task = get_task("mrpc")
     dtype = teacher_dtype(cfg.distill.teacher_dtype)
     if dtype != torch.float32 and loop != "phase2":  # as stage=task and stage=general: a copy in that dtype
@@ -123,7 +134,11 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
         student = copy.deepcopy(student_template)
         if loop == "phase1":
             distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-            module = TaskDistillModule(student, task, "intermediate", teacher=teacher, distiller=distiller, **common)
+            cache = TeacherCache(*distiller.teacher_reads, max_bytes=float("inf")) if caches_phase1(cfg) else None
+            module = TaskDistillModule(student, task, "intermediate", teacher=teacher, distiller=distiller,
+                                       teacher_cache=cache, **common)
+            if cache is not None:
+                batches = batches + batches[::-1]
         elif cfg.distill.teacher_mode == "train":
             module = TaskDistillModule(student, task, "pred", teacher=teacher, **common)
         else:
@@ -202,12 +217,19 @@ def main(argv: list[str] | None = None) -> None:
             run_loop(loop, cfgs[way], batches[way][:2], teacher, student_template, logits)
     gflops_before = matmul_gflops()  # the floor's rate, measured again after the rounds (the higher counts)
     per_round: dict[str, dict[str, list[float]]] = {loop: {w: [] for w in ways} for loop in LOOPS}
+    cached_epochs: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}  # phase 1: (filling, reading)
     for r in range(a.rounds):
         for loop in LOOPS:
             for way in ways:
-                seconds = sum(run_loop(loop, cfgs[way], batches[way], teacher, student_template, logits))
+                per_batch = run_loop(loop, cfgs[way], batches[way], teacher, student_template, logits)
+                seconds = sum(per_batch)
                 if loop == "phase2" and way == "project":  # the cache's share of one epoch
                     seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
+                if loop == "phase1" and caches_phase1(cfgs[way]):  # one filling epoch in intermediate_epochs
+                    fill, read = sum(per_batch[:len(batches[way])]), sum(per_batch[len(batches[way]):])
+                    epochs = cfgs[way].distill.intermediate_epochs
+                    seconds = (fill + (epochs - 1) * read) / epochs
+                    cached_epochs[way].append((fill, read))
                 per_round[loop][way].append(seconds)
                 print(f"round {r + 1} {loop:8s} {way:9s} {examples / seconds:7.1f} examples/s", file=sys.stderr)
 
@@ -215,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     gflops = rate["gflops"]
     teacher_flops = encoder_forward_flops(lengths, teacher.config)
     student_flops = 3 * encoder_forward_flops(lengths, student_cfg)
-    needed = {"phase1": teacher_flops + student_flops, "general": teacher_flops + student_flops,
+    phase1_teacher = teacher_flops / (cfgs["project"].distill.intermediate_epochs if caches_phase1(cfgs["project"])
+                                      else 1)
+    needed = {"phase1": phase1_teacher + student_flops, "general": teacher_flops + student_flops,
               "phase2": student_flops + teacher_flops / cfgs["project"].distill.pred_epochs}
     report: dict = {"loops": {}}
     for loop in LOOPS:
@@ -226,10 +250,22 @@ def main(argv: list[str] | None = None) -> None:
             entry[way] = {"examples_per_s": round(examples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
                           "seconds_per_round": [round(s, 3) for s in per_round[loop][way]],
                           "fraction_of_floor": round(floor_seconds / seconds, 3)}
+            if loop == "phase1" and cached_epochs[way]:
+                fill = statistics.median(f for f, _ in cached_epochs[way])
+                read = statistics.median(r for _, r in cached_epochs[way])
+                entry[way]["teacher_cache"] = {
+                    "epochs_charged": int(cfgs[way].distill.intermediate_epochs),
+                    "filling_epoch_examples_per_s": round(examples / fill, 2),
+                    "reading_epoch_examples_per_s": round(examples / read, 2)}
         if "reference" in entry:
             for way, key in (("project", "speedup_vs_reference"), ("bfloat16", "bfloat16_speedup_vs_reference")):
                 if way in entry:
                     entry[key] = round(entry[way]["examples_per_s"] / entry["reference"]["examples_per_s"], 2)
+                    for epoch in ("filling", "reading"):
+                        if "teacher_cache" in entry[way]:
+                            speed = entry[way]["teacher_cache"][f"{epoch}_epoch_examples_per_s"]
+                            entry[way]["teacher_cache"][f"{epoch}_epoch_speedup_vs_reference"] = round(
+                                speed / entry["reference"]["examples_per_s"], 2)
         entry["floor"] = {"examples_per_s": round(examples / floor_seconds, 1), "gflop": round(needed[loop] / 1e9, 2)}
         report["loops"][loop] = entry
     report.update({

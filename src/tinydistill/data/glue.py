@@ -206,7 +206,9 @@ class GlueDataModule(L.LightningDataModule):
     `train_file` replaces the training split's file (used for augmented training sets).
     `with_index` adds an `idx` column (example position) to training batches, so per-example
     values computed once (cached teacher logits) can be looked up.
-    `seed` draws the training order of every epoch (`tinydistill.data.sampler.SeededSampler`).
+    `seed` draws the training order of every epoch (`tinydistill.data.sampler.SeededSampler`); with `fixed_batches`
+    set (an attribute, so one DataModule can serve a phase with it and one without) every epoch reuses the first
+    epoch's batches in a new order.
     Validation uses every dev split of the task (MNLI: matched, then mismatched).
     """
 
@@ -240,6 +242,7 @@ class GlueDataModule(L.LightningDataModule):
         self.pad_to_max_length = pad_to_max_length
         self.group_by_length = group_by_length and not pad_to_max_length
         self.with_index = with_index
+        self.fixed_batches = False
         # Examples are truncated to max_seq_length, so rounding up to a multiple of it pads to exactly it.
         multiple = max_seq_length if pad_to_max_length else None
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
@@ -271,7 +274,8 @@ class GlueDataModule(L.LightningDataModule):
             raise DataError(f"task {self.task.name}: the training split is empty")
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(ds, batch_size, shuffle, self.collator, self.num_workers, self.group_by_length, self.seed)
+        return make_loader(ds, batch_size, shuffle, self.collator, self.num_workers, self.group_by_length, self.seed,
+                           fixed_batches=self.fixed_batches and shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], self.batch_size, shuffle=True)

@@ -28,14 +28,16 @@ def make_loader(
     num_workers: int = 0,
     group_by_length: bool = False,
     seed: int = 0,
+    fixed_batches: bool = False,
 ) -> StatefulDataLoader:
     """`shuffle` (training): a new order every epoch, drawn from `seed` and the epoch; `group_by_length`:
     shuffled mega-batches sorted by length, as transformers' `group_by_length`: little padding, still random
-    batches."""
+    batches; `fixed_batches`: the first epoch's batches in every epoch, in a new order (see `SeededSampler`)."""
     sampler = None
     if shuffle:
         lengths = [len(ids) for ids in ds["input_ids"]] if group_by_length else [0] * len(ds)
-        sampler = SeededSampler(lengths, batch_size, seed, group_by_length=group_by_length)
+        sampler = SeededSampler(lengths, batch_size, seed, group_by_length=group_by_length,
+                                fixed_batches=fixed_batches)
     with warnings.catch_warnings():
         # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13: a warning about torchdata, not about the run
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated")

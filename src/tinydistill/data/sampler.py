@@ -25,13 +25,20 @@ class SeededSampler(Sampler[int]):
     `group_by_length`: transformers' length grouping (random mega-batches of up to 50 batches, each sorted by
     length, the longest batch first), with this sampler's generator instead of the global one. Otherwise a plain
     random permutation.
+
+    `fixed_batches`: every epoch after the first reuses the first epoch's batches (the same examples in the same
+    order within each batch), in an order of its own drawn from `(seed, epoch)`; a last, smaller batch stays last,
+    so a DataLoader with the same `batch_size` cuts the same batches. For the teacher cache of phase 1
+    (`tinydistill.distill.teacher_cache`). The first epoch is the same as without it.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = False) -> None:
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = False,
+                 fixed_batches: bool = False) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = int(seed)
         self.group_by_length = group_by_length
+        self.fixed_batches = fixed_batches
         self.epoch = 0
         self.yielded = 0  # indices of the current epoch handed out so far
         self._resume: tuple[int, int] | None = None  # (epoch, position) loaded from a checkpoint
@@ -44,9 +51,21 @@ class SeededSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         """Epoch `epoch`'s order: the same for the same seed, whatever ran before."""
+        if self.fixed_batches and epoch > 0:
+            first = self._draw(0)
+            full = len(first) // self.batch_size * self.batch_size
+            batches = [first[i:i + self.batch_size] for i in range(0, full, self.batch_size)]
+            shuffle = torch.randperm(len(batches), generator=self._generator(epoch)).tolist()
+            return [i for b in shuffle for i in batches[b]] + first[full:]
+        return self._draw(epoch)
+
+    def _generator(self, epoch: int) -> torch.Generator:
         # SeedSequence mixes both numbers: (seed 1, epoch 2) and (seed 2, epoch 1) get unrelated orders.
         state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0]
-        generator = torch.Generator().manual_seed(int(state))
+        return torch.Generator().manual_seed(int(state))
+
+    def _draw(self, epoch: int) -> list[int]:
+        generator = self._generator(epoch)
         if self.group_by_length:
             return [int(i) for i in get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)]
         return torch.randperm(len(self.lengths), generator=generator).tolist()

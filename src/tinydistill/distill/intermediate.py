@@ -238,6 +238,14 @@ class IntermediateDistiller(nn.Module):
         return self.attention_kind if self.weights["att"] > 0 else None
 
     @property
+    def teacher_reads(self) -> tuple[set[int], set[int]]:
+        """Which of the teacher's captures the active terms read: indices into ``hidden_states`` (0 = embeddings)
+        and into the attention tuple (0 = layer 1)."""
+        hidden = ({0} if self.weights["emb"] > 0 else set()) | (set(self.mapping) if self.weights["hid"] > 0 else set())
+        attention = {g - 1 for g in self.mapping} if self.weights["att"] > 0 else set()
+        return hidden, attention
+
+    @property
     def active_terms(self) -> tuple[str, ...]:
         return tuple(t for t in TERMS if self.weights[t] > 0)
 

@@ -27,7 +27,7 @@ If a caller passes a prepared 4D float mask instead, entries ``<= -1e2`` count a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 import inspect
@@ -198,6 +198,48 @@ class Captured:
         return replace(self, hidden_states=cast(self.hidden_states), attention_scores=cast(self.attention_scores),
                        attention_probs=cast(self.attention_probs),
                        logits=None if self.logits is None else self.logits.float())
+
+    def keep(self, hidden: Iterable[int], attention: Iterable[int]) -> "Captured":
+        """Only the hidden states and attention layers (0-based indices into the tuples) a loss reads, for
+        keeping: the others become empty tensors (the tuples keep their length, so ``num_layers`` and the layer
+        indices stay valid), and the logits and the model's output object, which hold every layer, are dropped."""
+        hidden, attention = set(hidden), set(attention)
+        empty = torch.empty(0)
+
+        def pick(ts: tuple[Tensor, ...] | None, wanted: set[int]) -> tuple[Tensor, ...] | None:
+            return None if ts is None else tuple(_own(t) if i in wanted else empty for i, t in enumerate(ts))
+
+        return Captured(hidden_states=pick(self.hidden_states, hidden),
+                        attention_scores=pick(self.attention_scores, attention),
+                        attention_probs=pick(self.attention_probs, attention),
+                        attention_mask=self.attention_mask, logits=None, outputs=ModelOutput())
+
+    def to(self, device: torch.device | str) -> "Captured":
+        """The same captures on `device` (itself if they are there already)."""
+        if self.hidden_states[0].device == torch.device(device):
+            return self
+
+        def move(ts: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+            return None if ts is None else tuple(t.to(device) for t in ts)
+
+        mask = None if self.attention_mask is None else self.attention_mask.to(device)
+        return replace(self, hidden_states=move(self.hidden_states), attention_scores=move(self.attention_scores),
+                       attention_probs=move(self.attention_probs), attention_mask=mask,
+                       logits=None if self.logits is None else self.logits.to(device))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tensors (each counted once, views of one storage included)."""
+        tensors = [*self.hidden_states, *(self.attention_scores or ()), *(self.attention_probs or ())]
+        if self.attention_mask is not None:
+            tensors.append(self.attention_mask)
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t.numel()}
+        return sum(storages.values())
+
+
+def _own(t: Tensor) -> Tensor:
+    """`t`, or a copy of it when it is a view into a larger storage that keeping it would keep alive."""
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
 
 
 def _forward_arguments(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:

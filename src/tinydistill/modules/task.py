@@ -1,7 +1,9 @@
 """Task-specific distillation (TinyBERT stage 2): a fine-tuned teacher, a student classifier, two phases.
 
 - phase ``intermediate``: embedding/attention/hidden losses (the same `IntermediateDistiller` as
-  general distillation); the student's encoder and the projections train, its classifier does not.
+  general distillation); the student's encoder and the projections train, its classifier does not. With a
+  `TeacherCache` (eval-mode teacher) a batch drawn again in a later epoch reads the teacher's targets kept from
+  its first time instead of running the teacher.
 - phase ``pred``: prediction-layer loss against the teacher's logits; the whole student trains, the projections
   do not. With an eval-mode teacher (``teacher_mode="eval"``, default) the logits are computed once per training
   example and looked up by the batch's ``idx``: all before the phase, or, in a partial cache (NaN rows), by the
@@ -24,8 +26,9 @@ from transformers import PreTrainedModel
 from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import prediction_loss, unknown_rows
+from tinydistill.distill.teacher_cache import TeacherCache
 from tinydistill.errors import ConfigError
-from tinydistill.models.capture import forward_with_capture
+from tinydistill.models.capture import Captured, forward_with_capture
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.modules.glue_eval import GlueEvalModule
 from tinydistill.optim import configure_from_hparams
@@ -59,6 +62,7 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         teacher_mode: str = "eval",
         optimizer: str = "adamw",
         max_grad_norm: float | None = 1.0,
+        teacher_cache: TeacherCache | None = None,
     ) -> None:
         super().__init__(student, task)
         if phase not in PHASES:
@@ -69,10 +73,13 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             raise ValueError("the pred phase needs the teacher's logits for the whole training set, or the teacher")
         if teacher_mode == "train" and teacher_logits is not None:
             raise ValueError("a train-mode teacher's logits change every batch: pass the teacher, not cached logits")
-        self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits"])
+        if teacher_mode == "train" and teacher_cache is not None:
+            raise ValueError("a train-mode teacher's targets change every batch: a teacher cache needs teacher_mode=eval")
+        self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits", "teacher_cache"])
         self.phase = phase
         self.set_teacher(teacher, teacher_mode)
         self.distiller = distiller if phase == "intermediate" else None
+        self.teacher_cache = teacher_cache if phase == "intermediate" else None
         # A plain tensor on the CPU, not a buffer: DDP copies rank 0's buffers over every other process's at each
         # forward, which would throw away the rows those processes fill (`teacher_targets`).
         self.teacher_logits = None if teacher_logits is None else teacher_logits.cpu()
@@ -94,7 +101,7 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         n = inputs["input_ids"].shape[0]
         if self.phase == "intermediate":
             want = self.distiller.want_attention
-            t = self.teacher_captures(inputs, want)
+            t = self.intermediate_targets(batch, inputs, want)
             s = forward_with_capture(self.classifier, inputs, want)
             losses = self.distiller(s, t)
         elif self.phase == "pred":
@@ -113,6 +120,13 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             losses = {"gold": loss, "loss": loss}
         self._log(losses, n)
         return losses["loss"]
+
+    def intermediate_targets(self, batch: dict[str, Tensor], inputs: dict[str, Tensor], want: str | None) -> Captured:
+        """The teacher's hidden states and attention for the batch: from the teacher cache when this very batch
+        (same examples, same order) was seen before, else from the teacher (and kept, if the cache has room)."""
+        if self.teacher_cache is None or "idx" not in batch:
+            return self.teacher_captures(inputs, want)
+        return self.teacher_cache.get_or_compute(batch["idx"], lambda: self.teacher_captures(inputs, want))
 
     def teacher_targets(self, batch: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
         """The teacher's logits for the batch: cached ones by ``idx`` (the rows a partial cache lacks computed now

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -52,6 +53,7 @@ from tinydistill.data.glue import GlueDataModule
 from tinydistill.data.tasks import GlueTask
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections, PROJECTIONS_JSON
 from tinydistill.distill.prediction import cached_teacher_logits, logit_cache_path, save_logit_cache
+from tinydistill.distill.teacher_cache import TeacherCache, teacher_cache_bytes
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
@@ -260,6 +262,30 @@ def finished_intermediate(cfg: DictConfig, teacher, student, inter_dir: Path) ->
     return saved
 
 
+def intermediate_teacher_cache(cfg: DictConfig, distiller: IntermediateDistiller,
+                               dm: GlueDataModule) -> TeacherCache | None:
+    """`distill.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: an eval-mode teacher (a train-mode
+    teacher's dropout makes every batch's targets new, as in the reference), more steps than one epoch has (the
+    cache is read only when a batch comes back) and one process (under DDP each process's share of an epoch is cut
+    into new batches every epoch, so none would come back). Else None."""
+    if not cfg.distill.get("teacher_cache", False) or loop_options(cfg)["teacher_mode"] != "eval":
+        return None
+    if str(cfg.trainer.devices) != "1" or int(cfg.trainer.num_nodes) != 1:
+        log.info("trainer.devices=%s, trainer.num_nodes=%s: no phase-1 teacher cache with several processes",
+                 cfg.trainer.devices, cfg.trainer.num_nodes)
+        return None
+    ph = cfg.stage.intermediate
+    dm.prepare_data()
+    dm.setup("fit")
+    per_epoch = math.ceil(len(dm.splits["train"]) / dm.batch_size)
+    steps = ph.max_steps if ph.get("max_steps") and ph.max_steps > 0 else ph.epochs * per_epoch
+    if steps <= per_epoch:
+        log.info("phase 1 runs %d steps, no more than one epoch (%d batches): no teacher cache", steps, per_epoch)
+        return None
+    hidden, attention = distiller.teacher_reads
+    return TeacherCache(hidden, attention, teacher_cache_bytes(cfg.distill.get("teacher_cache_max_gb")))
+
+
 def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path,
                      ckpt_path: str | None = None) -> dict[str, Any]:
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
@@ -271,17 +297,27 @@ def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path
     dtype = teacher_dtype(cfg.distill.get("teacher_dtype", "float32"))
     if dtype != torch.float32:  # a copy: the prediction phase's logits and the latency use the float32 teacher
         teacher = copy.deepcopy(teacher).to(dtype)
+    cache = intermediate_teacher_cache(cfg, distiller, dm)
     module = TaskDistillModule(
         student, task, "intermediate", lr=ph.lr, teacher=teacher, distiller=distiller,
         weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion, schedule=ph.schedule,
-        **loop_options(cfg),
+        teacher_cache=cache, **loop_options(cfg),
     )
     # No dev evaluation: the classifier does not train in this phase.
     history = FirstAndLastLosses()  # in checkpoints: a resumed phase reports the last losses of the whole phase
     trainer = phase_trainer(cfg, ph, callbacks=[intermediate_checkpoint(cfg), history], limit_val_batches=0)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    dm.fixed_batches = cache is not None  # the cache's batches come back in later epochs; phase 2's need not
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    finally:
+        dm.fixed_batches = False
+        if cache is not None:
+            cache.clear()  # gigabytes that phase 2 does not read
     losses = dict(history.last)
     summary = {"steps": trainer.global_step, "last_losses": losses, **distiller.describe()}
+    if cache is not None:
+        summary["teacher_cache"] = cache.summary()
+        log.info("phase 1 teacher cache: %s", cache.summary())
     if trainer.is_global_zero:
         # "losses": the key earlier versions wrote
         export_pretrained(out_dir, student, dm.tokenizer, json_files={PHASE_JSON: {**summary, "losses": losses}},
