@@ -215,9 +215,7 @@ class Captured:
                         attention_mask=self.attention_mask, logits=None, outputs=ModelOutput())
 
     def to(self, device: torch.device | str) -> "Captured":
-        """The same captures on `device` (itself if they are there already)."""
-        if self.hidden_states[0].device == torch.device(device):
-            return self
+        """The same captures on `device` (tensors already there are not copied)."""
 
         def move(ts: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
             return None if ts is None else tuple(t.to(device) for t in ts)
