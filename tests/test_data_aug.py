@@ -250,6 +250,30 @@ def test_batched_and_sequential_modes_give_identical_candidates(mlm, small_kv):
     assert sum(s == "mlm" for sc in seq for s in sc.sources.values()) > 25
 
 
+def test_batched_mode_on_two_threads_runs_forwards_side_by_side_with_the_same_lists(tokenizer, small_kv):
+    """With 2 torch threads, batched mode runs its forwards in 2 Python threads of one torch thread each: the lists
+    are those of one forward at a time and of sequential mode, and the thread setting comes back."""
+    import threading
+
+    model = tiny_mlm_model(tokenizer)
+    side_by_side, one_at_a_time = MaskedLM(model, tokenizer), MaskedLM(model, tokenizer, parallel_batches=False)
+    seen: list[tuple[int, int]] = []  # (Python thread, torch threads) of each forward
+    model.bert.embeddings.register_forward_hook(lambda *_: seen.append((threading.get_ident(), torch.get_num_threads())))
+    sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)]
+    glove = GloveNeighbours(small_kv, top_k=3)
+    torch.set_num_threads(2)
+    try:
+        lists = Augmenter(side_by_side, glove, STOP, top_k=15, mode="batched", batch_size=4).candidates(sentences)
+        assert torch.get_num_threads() == 2
+        pooled, seen[:] = list(seen), []
+        assert len(pooled) > 4 and all(t != threading.get_ident() and n == 1 for t, n in pooled)
+        assert Augmenter(one_at_a_time, glove, STOP, top_k=15, mode="batched", batch_size=4).candidates(sentences) == lists
+        assert all(t == threading.get_ident() and n == 2 for t, n in seen)
+        assert Augmenter(side_by_side, glove, STOP, top_k=15, mode="sequential").candidates(sentences) == lists
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_batched_candidates_are_the_reference_algorithms(mlm, small_kv):
     """bench/bench_aug.py re-implements the reference script's own way (WordPiece-tokenise again per word, a full
     forward with autograd, the whole vocabulary sorted at the mask): the batched lists are exactly its lists, once
@@ -278,6 +302,33 @@ def test_encoder_hidden_states_do_not_depend_on_the_batch(mlm, tokenizer):
         batched = mlm.encoder(input_ids=x).last_hidden_state
         single = torch.cat([mlm.encoder(input_ids=x[i : i + 1]).last_hidden_state for i in range(5)])
     assert torch.equal(batched, single)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_last_layer_at_the_masks_only_gives_the_full_encoders_bits(tokenizer, threads):
+    """Batched mode runs the last layer's output projection and feed-forward at the masks only: the hidden states
+    there are bit for bit the full encoder's, for one copy (which takes the full layer) as for many."""
+    model = tiny_mlm_model(tokenizer)
+    pruned = MaskedLM(model, tokenizer, name="tiny")
+    full = MaskedLM(model, tokenizer, name="tiny", last_layer_at_masks=False)
+    assert pruned._layers is not None and full._layers is None
+    seen: list[int] = []  # rows reaching the last layer's feed-forward
+    model.bert.encoder.layer[-1].intermediate.register_forward_hook(lambda m, i, o: seen.append(i[0].numel() // 32))
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        for length, copies in [(9, 1), (9, 2), (23, 3), (12, 5), (15, 10), (40, 17)]:
+            x = torch.randint(1000, 20000, (copies, length), generator=g)
+            seg = (torch.arange(length) >= length // 2).long().expand(copies, -1)
+            rows, pos = torch.arange(copies), torch.randint(1, length, (copies,), generator=g)
+            with torch.inference_mode():
+                got = pruned._hidden_at_masks(x, seg, rows, pos)
+                want = full._hidden_at_masks(x, seg, rows, pos)
+                whole = model.bert(input_ids=x, token_type_ids=seg).last_hidden_state[rows, pos]
+            assert torch.equal(got, want) and torch.equal(want, whole), (length, copies)
+            assert seen[-3:] == [max(copies, 16), copies * length, copies * length]  # the work skipped
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_manifest_settings_cover_what_changes_the_output():
