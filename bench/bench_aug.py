@@ -80,7 +80,9 @@ def build_mlm(spec: str, dtype: str = "float32") -> tuple[MaskedLM, str]:
                                                num_attention_heads=2, intermediate_size=64))
             desc = "random BERT 2 layers, hidden 32 (bert-base-uncased vocab)"
         return MaskedLM(model, tok, name=spec, dtype=dtype), desc
-    return load_mlm(spec, allow_untrained_head=True, dtype=dtype), spec
+    parts = Path(spec).parts  # a folder is named from its artifacts/ folder on: no machine paths in the JSON
+    desc = str(Path(*parts[parts.index("artifacts"):])) if "artifacts" in parts else spec
+    return load_mlm(spec, allow_untrained_head=True, dtype=dtype), desc
 
 
 def reference_candidates(mlm: MaskedLM, glove: GloveNeighbours | None, stop: frozenset, sentences: list[str],
@@ -174,17 +176,13 @@ def masked_copy_flops(mlm: MaskedLM, reference: list[SentenceCandidates], last_l
     return total
 
 
-def timed(aug: Augmenter, sentences: list[str], repeats: int) -> tuple[float, list, int]:
-    best, result, forwards = float("inf"), None, 0
-    for _ in range(repeats):
-        if aug.glove is not None:
-            aug.glove.clear_cache()
-        f0 = aug.mlm.forwards
-        t = time.perf_counter()
-        result = aug.candidates(sentences)
-        best = min(best, time.perf_counter() - t)
-        forwards = aug.mlm.forwards - f0
-    return best, result, forwards
+def timed(aug: Augmenter, sentences: list[str]) -> tuple[float, list, int]:
+    if aug.glove is not None:
+        aug.glove.clear_cache()
+    f0 = aug.mlm.forwards
+    t = time.perf_counter()
+    result = aug.candidates(sentences)
+    return time.perf_counter() - t, result, aug.mlm.forwards - f0
 
 
 def main() -> None:
@@ -199,7 +197,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--top-k", type=int, default=15)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--repeats", type=int, default=1, help="best of R timings per mode")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="best of R timings per batched run, in alternated rounds (reference and sequential: once)")
     ap.add_argument("--no-bs1", action="store_true", help="skip the batched batch_size=1 run")
     ap.add_argument("--no-levers", action="store_true",
                     help="skip the batched runs without one of its levers (the whole last layer; one forward at a "
@@ -248,16 +247,25 @@ def main() -> None:
     runs += [] if args.no_levers else [(name, args.batch_size) for name in variants]
     runs += [] if args.no_bs1 else [("batched_bs1", 1)]
     results = {}
+    # The reference and sequential modes once (minutes each); the batched runs round by round, best of `repeats`,
+    # so a machine that speeds up or slows down meanwhile does not favour one of them.
+    best: dict[str, float] = {}
+    forwards_of: dict[str, int] = {}
+    for round_ in range(args.repeats):
+        for name, bs in runs:
+            if name == "sequential" and round_:
+                continue
+            seconds, results[name], forwards_of[name] = timed(make(name, bs), sentences)
+            best[name] = min(best.get(name, float("inf")), seconds)
     for name, bs in runs:
-        seconds, cands, forwards = timed(make(name, bs), sentences, args.repeats)
-        results[name] = cands
+        seconds = best[name]
         report[name] = {
             "seconds": round(seconds, 3),
             "sentences_per_s": round(len(sentences) / seconds, 3),
-            "forward_passes": forwards,
+            "forward_passes": forwards_of[name],
             "batch_size": bs,
         }
-        print(f"{name:12s} {seconds:8.2f} s  {len(sentences) / seconds:8.2f} sentences/s  {forwards} forwards",
+        print(f"{name:12s} {seconds:8.2f} s  {len(sentences) / seconds:8.2f} sentences/s  {forwards_of[name]} forwards",
               file=sys.stderr)
     mism = {n: sum(a != b for a, b in zip(results["sequential"], c)) for n, c in results.items() if n != "sequential"}
     for name in results:
