@@ -244,13 +244,16 @@ class MaskedLM:
         if workers > 1 and len(batches) > 1:
             # Small matrix products share a CPU's threads poorly: one single-threaded forward per thread, the
             # biggest batches first so the threads end together. The results are the same bits (tests).
-            order = sorted(range(len(batches)), key=lambda i: -len(batches[i]) * len(bases[requests[batches[i][0]][0]][0]))
+            def size(i: int) -> int:
+                return len(batches[i]) * len(bases[requests[batches[i][0]][0]][0])
+
             torch.set_num_threads(1)
+            pool = ThreadPoolExecutor(workers)
             try:
-                with ThreadPoolExecutor(workers) as pool:
-                    futures = {i: pool.submit(run, batches[i]) for i in order}
-                    outputs = [futures[i].result() for i in range(len(batches))]
-            finally:
+                futures = {i: pool.submit(run, batches[i]) for i in sorted(range(len(batches)), key=size, reverse=True)}
+                outputs = [futures[i].result() for i in range(len(batches))]
+            finally:  # an error or Ctrl-C drops the forwards not yet started
+                pool.shutdown(wait=True, cancel_futures=True)
                 torch.set_num_threads(workers)
         else:
             outputs = [run(batch) for batch in batches]
