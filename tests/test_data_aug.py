@@ -307,7 +307,7 @@ def test_encoder_hidden_states_do_not_depend_on_the_batch(mlm, tokenizer):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_last_layer_at_the_masks_only_gives_the_full_encoders_bits(tokenizer, threads):
     """Batched mode runs the last layer's output projection and feed-forward at the masks only: the hidden states
-    there are bit for bit the full encoder's, for one copy (which takes the full layer) as for many."""
+    there are bit for bit the full encoder's, for buckets below 16 copies (padded to 16 rows) as for larger ones."""
     model = tiny_mlm_model(tokenizer)
     pruned = MaskedLM(model, tokenizer, name="tiny")
     full = MaskedLM(model, tokenizer, name="tiny", last_layer_at_masks=False)
