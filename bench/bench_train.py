@@ -67,7 +67,7 @@ from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
 from tinydistill.modules.task import TaskDistillModule  # noqa: E402
 from tinydistill.optim import optimizer_options  # noqa: E402
 from tinydistill.paths import recorded_path  # noqa: E402
-from tinydistill.stages.task import phase_precision  # noqa: E402
+from tinydistill.stages.task import phase1_caches_teacher, phase_precision  # noqa: E402
 
 LOOPS = ("phase1", "phase2", "general")
 WAYS = ("project", "reference", "bfloat16")
@@ -108,11 +108,6 @@ def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int
     return [dm.collator([rows[j] for j in order[i:i + 32]]) for i in range(0, len(order), 32)]
 
 
-def caches_phase1(cfg: DictConfig) -> bool:
-    """Whether phase 1 configured by `cfg` keeps the teacher's targets for later epochs (as stage=task would)."""
-    return bool(cfg.distill.get("teacher_cache", False)) and cfg.distill.teacher_mode == "eval"
-
-
 def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
     """Seconds per batch of `loop` over `batches` configured by `cfg`: one pass, or for a phase 1 with the teacher
     cache two (the first fills the cache, the second, the same batches in reverse order, reads it)."""
@@ -134,7 +129,8 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
         student = copy.deepcopy(student_template)
         if loop == "phase1":
             distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-            cache = TeacherCache(*distiller.teacher_reads, max_bytes=float("inf")) if caches_phase1(cfg) else None
+            caches = phase1_caches_teacher(cfg)
+            cache = TeacherCache(*distiller.teacher_reads, max_bytes=float("inf")) if caches else None
             module = TaskDistillModule(student, task, "intermediate", teacher=teacher, distiller=distiller,
                                        teacher_cache=cache, **common)
             if cache is not None:
@@ -225,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
                 seconds = sum(per_batch)
                 if loop == "phase2" and way == "project":  # the cache's share of one epoch
                     seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
-                if loop == "phase1" and caches_phase1(cfgs[way]):  # one filling epoch in intermediate_epochs
+                if loop == "phase1" and phase1_caches_teacher(cfgs[way]):  # one filling epoch in intermediate_epochs
                     fill, read = sum(per_batch[:len(batches[way])]), sum(per_batch[len(batches[way]):])
                     epochs = cfgs[way].distill.intermediate_epochs
                     seconds = (fill + (epochs - 1) * read) / epochs
@@ -237,10 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     gflops = rate["gflops"]
     teacher_flops = encoder_forward_flops(lengths, teacher.config)
     student_flops = 3 * encoder_forward_flops(lengths, student_cfg)
-    phase1_teacher = teacher_flops / (cfgs["project"].distill.intermediate_epochs if caches_phase1(cfgs["project"])
-                                      else 1)
+    project = cfgs["project"]
+    phase1_teacher = teacher_flops / (project.distill.intermediate_epochs if phase1_caches_teacher(project) else 1)
     needed = {"phase1": phase1_teacher + student_flops, "general": teacher_flops + student_flops,
-              "phase2": student_flops + teacher_flops / cfgs["project"].distill.pred_epochs}
+              "phase2": student_flops + teacher_flops / project.distill.pred_epochs}
     report: dict = {"loops": {}}
     for loop in LOOPS:
         floor_seconds = needed[loop] / (gflops * 1e9)

@@ -979,3 +979,43 @@ def test_aug_configs_keep_the_gensim_download_off(compose_cfg):
     assert on.glove == "glove-wiki-gigaword-300" and on.allow_gensim_download is False
     offline = AugConfig.from_cfg(compose_cfg("aug=offline").aug)
     assert offline.glove.endswith("glove/glove.6B.50d.top50k.txt") and offline.allow_gensim_download is False
+
+
+@pytest.mark.parametrize("blocks, bf16_blocks", [
+    ("ffn", {"intermediate", "output"}), ("attn", {"attention", "attention_output"}),
+    ("all", {"intermediate", "output", "attention", "attention_output", "cls"})])
+def test_precision_bench_puts_only_the_named_blocks_under_autocast(tokenizer, blocks, bf16_blocks):
+    """bench/bench_aug_precision.py: a variant's named blocks compute in bfloat16, the rest and the original model
+    in float32, and the variant still proposes a list for every masked word the float32 model does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_aug_precision", ROOT / "bench" / "bench_aug_precision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    mlm32 = MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny")
+    variant = bench.autocast_variant(mlm32, blocks)
+
+    def output_dtypes(model) -> dict[str, torch.dtype]:
+        seen, hooks = {}, []
+        layer = model.bert.encoder.layer[0]  # each block's matrix products (its LayerNorm stays float32)
+        named = {"intermediate": layer.intermediate.dense, "output": layer.output.dense,
+                 "attention": layer.attention.self.query, "attention_output": layer.attention.output.dense,
+                 "cls": model.cls.predictions.decoder}
+        for key, module in named.items():
+            def hook(_m, _inp, out, key=key):
+                seen[key] = (out[0] if isinstance(out, tuple) else out).dtype
+            hooks.append(module.register_forward_hook(hook))
+        x = torch.tensor([[tokenizer.cls_token_id, 2000, tokenizer.mask_token_id, tokenizer.sep_token_id]])
+        with torch.inference_mode():
+            model(input_ids=x)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    got = output_dtypes(variant.model)
+    assert {k for k, d in got.items() if d == torch.bfloat16} == bf16_blocks, got
+    assert set(output_dtypes(mlm32.model).values()) == {torch.float32}
+    sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)]
+    lists32 = Augmenter(mlm32, None, STOP, top_k=15, mode="batched").candidates(sentences)
+    lists16 = Augmenter(variant, None, STOP, top_k=15, mode="batched").candidates(sentences)
+    assert [sorted(sc.sources.items()) for sc in lists16] == [sorted(sc.sources.items()) for sc in lists32]

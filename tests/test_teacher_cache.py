@@ -151,6 +151,10 @@ def test_stage_task_phase_1_reads_every_later_epoch_from_the_cache(tmp_path, tin
     (["distill.teacher_mode=train"], False),  # dropout: new targets every step
     ([f"stage.intermediate.max_steps={PER_EPOCH}"], False),  # no batch would come back
     ([f"stage.intermediate.max_steps={PER_EPOCH + 1}"], True),
+    # trainer.limit_train_batches shortens every epoch: PER_EPOCH steps then run over several, and batches come back
+    ([f"stage.intermediate.max_steps={PER_EPOCH}", "trainer.limit_train_batches=2"], True),
+    ([f"stage.intermediate.max_steps={PER_EPOCH}", "trainer.limit_train_batches=0.5"], True),
+    (["stage.intermediate.max_steps=2", "trainer.limit_train_batches=2"], False),
     (["distill.intermediate_epochs=1"], False),
     (["trainer.devices=2"], False),  # DDP: each process's batches are new every epoch
 ])

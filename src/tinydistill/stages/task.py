@@ -262,13 +262,29 @@ def finished_intermediate(cfg: DictConfig, teacher, student, inter_dir: Path) ->
     return saved
 
 
+def phase1_caches_teacher(cfg: DictConfig) -> bool:
+    """Whether `distill.*` lets phase 1 keep the teacher's targets: `distill.teacher_cache` on and an eval-mode
+    teacher (a train-mode teacher's dropout makes every batch's targets new, as in the reference)."""
+    return bool(cfg.distill.get("teacher_cache", False)) and loop_options(cfg)["teacher_mode"] == "eval"
+
+
+def batches_per_epoch(cfg: DictConfig, batches: int) -> int:
+    """The batches an epoch of `batches` runs under `trainer.limit_train_batches` (Lightning's meaning: an int is a
+    number of batches, a float a fraction of the epoch)."""
+    limit = cfg.trainer.get("limit_train_batches")
+    if limit is None:
+        return batches
+    if isinstance(limit, float):
+        return max(1, int(batches * limit)) if limit <= 1.0 else min(batches, int(limit))
+    return min(batches, int(limit))
+
+
 def intermediate_teacher_cache(cfg: DictConfig, distiller: IntermediateDistiller,
                                dm: GlueDataModule) -> TeacherCache | None:
-    """`distill.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: an eval-mode teacher (a train-mode
-    teacher's dropout makes every batch's targets new, as in the reference), more steps than one epoch has (the
-    cache is read only when a batch comes back) and one process (under DDP each process's share of an epoch is cut
-    into new batches every epoch, so none would come back). Else None."""
-    if not cfg.distill.get("teacher_cache", False) or loop_options(cfg)["teacher_mode"] != "eval":
+    """`distill.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: `phase1_caches_teacher`, more steps
+    than one epoch runs (the cache is read only when a batch comes back) and one process (under DDP each process's
+    share of an epoch is cut into new batches every epoch, so none would come back). Else None."""
+    if not phase1_caches_teacher(cfg):
         return None
     if str(cfg.trainer.devices) != "1" or int(cfg.trainer.num_nodes) != 1:
         log.info("trainer.devices=%s, trainer.num_nodes=%s: no phase-1 teacher cache with several processes",
@@ -277,7 +293,7 @@ def intermediate_teacher_cache(cfg: DictConfig, distiller: IntermediateDistiller
     ph = cfg.stage.intermediate
     dm.prepare_data()
     dm.setup("fit")
-    per_epoch = math.ceil(len(dm.splits["train"]) / dm.batch_size)
+    per_epoch = batches_per_epoch(cfg, math.ceil(len(dm.splits["train"]) / dm.batch_size))
     steps = ph.max_steps if ph.get("max_steps") and ph.max_steps > 0 else ph.epochs * per_epoch
     if steps <= per_epoch:
         log.info("phase 1 runs %d steps, no more than one epoch (%d batches): no teacher cache", steps, per_epoch)
