@@ -14,6 +14,8 @@ float32's lists it reproduces (identical, and the same candidates in any order):
                   bfloat16; LayerNorm, softmax and the residual sums stay float32)
   autocast_ffn    only the feed-forward blocks under autocast (2/3 of a layer's matrix-product FLOPs)
   autocast_attn   only the attention blocks under autocast
+  int8_dynamic    every linear layer dynamically quantised to int8 (torch.ao's quantize_dynamic: int8 weights per
+                  tensor, activations quantised per batch)
 One torch thread per forward, in the calling thread (autocast is per thread, so batched mode's side-by-side forwards
 are off here: every row is timed the same way). Rounds alternate the precisions; the best of --repeats counts.
 """
@@ -42,7 +44,7 @@ from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 from tinydistill.hardware import cpu_model  # noqa: E402
 
-VARIANTS = ("float32", "bf16_cast", "autocast_all", "autocast_ffn", "autocast_attn")
+VARIANTS = ("float32", "bf16_cast", "autocast_all", "autocast_ffn", "autocast_attn", "int8_dynamic")
 
 
 def _under_autocast(module: torch.nn.Module) -> None:
@@ -65,11 +67,27 @@ def autocast_variant(mlm: MaskedLM, blocks: str) -> MaskedLM:
         if blocks in ("all", "ffn"):
             _under_autocast(layer.intermediate)
             _under_autocast(layer.output)
-        if blocks in ("all", "attn"):
-            _under_autocast(layer.attention)
+        if blocks in ("all", "attn"):  # its parts: batched mode calls them directly in the last layer
+            _under_autocast(layer.attention.self)
+            _under_autocast(layer.attention.output)
     if blocks == "all":
         _under_autocast(model.cls)
     return MaskedLM(model, mlm.tokenizer, name=mlm.name, parallel_batches=False)
+
+
+def int8_variant(mlm: MaskedLM) -> MaskedLM:
+    """A copy of float32 `mlm` with every linear layer dynamically quantised to int8."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    variant = MaskedLM(copy.deepcopy(mlm.model), mlm.tokenizer, name=mlm.name, parallel_batches=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))  # torch.ao is deprecated
+        # In place, after MaskedLM has read the float32 weights (its fingerprint cannot read packed int8 ones): the
+        # encoder and head it holds are the quantised modules' parents.
+        quantize_dynamic(variant.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return variant
 
 
 def main() -> None:
@@ -96,6 +114,7 @@ def main() -> None:
         "autocast_all": autocast_variant(mlm32, "all"),
         "autocast_ffn": autocast_variant(mlm32, "ffn"),
         "autocast_attn": autocast_variant(mlm32, "attn"),
+        "int8_dynamic": int8_variant(mlm32),
     }
     glove_path = data / "glove" / "glove.6B.50d.top50k.txt"
     glove = GloveNeighbours(load_glove(str(glove_path), 100_000), args.top_k) if glove_path.is_file() else None

@@ -983,10 +983,11 @@ def test_aug_configs_keep_the_gensim_download_off(compose_cfg):
 
 @pytest.mark.parametrize("blocks, bf16_blocks", [
     ("ffn", {"intermediate", "output"}), ("attn", {"attention", "attention_output"}),
-    ("all", {"intermediate", "output", "attention", "attention_output", "cls"})])
+    ("all", {"intermediate", "output", "attention", "attention_output"})])
 def test_precision_bench_puts_only_the_named_blocks_under_autocast(tokenizer, blocks, bf16_blocks):
-    """bench/bench_aug_precision.py: a variant's named blocks compute in bfloat16, the rest and the original model
-    in float32, and the variant still proposes a list for every masked word the float32 model does."""
+    """bench/bench_aug_precision.py: in batched mode (whose last layer runs its parts one by one), a variant's named
+    blocks compute in bfloat16 in every layer, the others and the original model in float32; the variant still
+    proposes a list for every masked word the float32 model does."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_aug_precision", ROOT / "bench" / "bench_aug_precision.py")
@@ -994,28 +995,47 @@ def test_precision_bench_puts_only_the_named_blocks_under_autocast(tokenizer, bl
     spec.loader.exec_module(bench)
     mlm32 = MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny")
     variant = bench.autocast_variant(mlm32, blocks)
-
-    def output_dtypes(model) -> dict[str, torch.dtype]:
-        seen, hooks = {}, []
-        layer = model.bert.encoder.layer[0]  # each block's matrix products (its LayerNorm stays float32)
-        named = {"intermediate": layer.intermediate.dense, "output": layer.output.dense,
-                 "attention": layer.attention.self.query, "attention_output": layer.attention.output.dense,
-                 "cls": model.cls.predictions.decoder}
-        for key, module in named.items():
-            def hook(_m, _inp, out, key=key):
-                seen[key] = (out[0] if isinstance(out, tuple) else out).dtype
-            hooks.append(module.register_forward_hook(hook))
-        x = torch.tensor([[tokenizer.cls_token_id, 2000, tokenizer.mask_token_id, tokenizer.sep_token_id]])
-        with torch.inference_mode():
-            model(input_ids=x)
-        for h in hooks:
-            h.remove()
-        return seen
-
-    got = output_dtypes(variant.model)
-    assert {k for k, d in got.items() if d == torch.bfloat16} == bf16_blocks, got
-    assert set(output_dtypes(mlm32.model).values()) == {torch.float32}
     sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)]
-    lists32 = Augmenter(mlm32, None, STOP, top_k=15, mode="batched").candidates(sentences)
-    lists16 = Augmenter(variant, None, STOP, top_k=15, mode="batched").candidates(sentences)
+
+    def candidates_and_dtypes(mlm: MaskedLM) -> tuple[list, dict]:
+        seen, hooks = {}, []
+        for i, layer in enumerate(mlm.model.bert.encoder.layer):  # each block's matrix products
+            named = {"intermediate": layer.intermediate.dense, "output": layer.output.dense,
+                     "attention": layer.attention.self.query, "attention_output": layer.attention.output.dense}
+            for key, module in named.items():
+                def hook(_m, _inp, out, key=key, i=i):
+                    seen.setdefault(key, set()).add((i, out.dtype))
+                hooks.append(module.register_forward_hook(hook))
+        try:
+            lists = Augmenter(mlm, None, STOP, top_k=15, mode="batched").candidates(sentences)
+        finally:
+            for h in hooks:
+                h.remove()
+        return lists, seen
+
+    lists16, seen = candidates_and_dtypes(variant)
+    layers = range(len(variant.model.bert.encoder.layer))
+    assert {k: v for k, v in seen.items() if k in bf16_blocks} == {k: {(i, torch.bfloat16) for i in layers}
+                                                                   for k in bf16_blocks}, seen
+    assert all(v == {(i, torch.float32) for i in layers} for k, v in seen.items() if k not in bf16_blocks), seen
+    lists32, seen32 = candidates_and_dtypes(mlm32)
+    assert {d for v in seen32.values() for _, d in v} == {torch.float32}
     assert [sorted(sc.sources.items()) for sc in lists16] == [sorted(sc.sources.items()) for sc in lists32]
+
+
+def test_precision_bench_int8_variant_quantises_every_linear_layer_and_leaves_the_original(tokenizer):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_aug_precision", ROOT / "bench" / "bench_aug_precision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    mlm32 = MaskedLM(tiny_mlm_model(tokenizer), tokenizer, name="tiny")
+    variant = bench.int8_variant(mlm32)
+    linear = [type(m).__module__ for m in variant.model.modules() if type(m).__name__ == "Linear"]
+    assert linear and all("quantized" in m for m in linear), linear
+    assert all(type(m) is torch.nn.Linear for m in mlm32.model.modules() if type(m).__name__ == "Linear")
+    sentences = [r[c] for r in MRPC_ROWS for c in (3, 4)]
+    lists8 = Augmenter(variant, None, STOP, top_k=15, mode="batched").candidates(sentences)
+    lists32 = Augmenter(mlm32, None, STOP, top_k=15, mode="batched").candidates(sentences)
+    assert [sorted(sc.sources.items()) for sc in lists8] == [sorted(sc.sources.items()) for sc in lists32]
+    assert all(sc.candidates for sc in lists8 if "mlm" in sc.sources.values())
