@@ -25,10 +25,15 @@ two near-tied predictions. So the float32 logits only preselect the top k+16 tok
 then re-scored in float64 from the hidden state at the mask (BERT-style heads: `model.cls`) and
 ordered by that score (ties: lower token id first). The encoder's hidden states themselves do not
 depend on the batch (checked by the tests).
+
+`dtype="bfloat16"` (aug.dtype) runs the encoder and head under autocast: bfloat16 matrix products, float32
+weights and everything else. It is faster on CPUs with bfloat16 instructions but changes some lists, and its
+products do depend on the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import re
@@ -49,8 +54,13 @@ _MARGIN = 16  # extra float32 preselected tokens re-scored in float64
 _MIN_ROWS = 16
 
 
-def _torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """bfloat16: the matrix products under autocast, with float32 weights, LayerNorm, softmax and residual sums
+    (it kept more float32 lists than casting the whole model to bfloat16, at about the same speed:
+    docs/results/benchmarks.md). Autocast is per thread: enter it in the thread that runs the forward."""
+    if dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class MaskedLM:
@@ -87,7 +97,7 @@ class MaskedLM:
         if dtype == "bfloat16":
             warn_if_emulated_bf16("aug.dtype=bfloat16", device)
         model.eval()
-        model.to(device=self.device, dtype=_torch_dtype(dtype))
+        model.to(device=self.device, dtype=torch.float32)  # bfloat16 runs under autocast (_autocast)
         cfg = model.config
         limit = int(getattr(cfg, "max_position_embeddings", 512) or 512)
         self.max_len = min(limit, max_seq_length) if max_seq_length else limit
@@ -208,7 +218,8 @@ class MaskedLM:
                 x = ids.clone()
                 x[1 + j] = self.mask_id
                 kwargs = {"token_type_ids": seg[None].to(self.device)} if self.use_token_types else {}
-                out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
+                with _autocast(self.device, self.dtype):
+                    out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
                 self.forwards += 1
                 hidden = out.hidden_states[-1][:, 1 + j]
                 results[r] = self._top_k(out.logits[:, 1 + j], hidden, k)[0]
@@ -232,12 +243,13 @@ class MaskedLM:
             if self.use_token_types:
                 kwargs["token_type_ids"] = torch.stack([bases[requests[r][0]][1] for r in batch]).to(self.device)
             rows_d, pos_d = rows.to(self.device), pos.to(self.device)
-            if self.encoder is not None:
-                hidden = self._hidden_at_masks(x, kwargs.get("token_type_ids"), rows_d, pos_d)
-                logits = self.head(hidden)
-            else:  # unknown head layout: full logits, then gather
-                out = self.model(input_ids=x, output_hidden_states=True, **kwargs)
-                hidden, logits = out.hidden_states[-1][rows_d, pos_d], out.logits[rows_d, pos_d]
+            with _autocast(self.device, self.dtype):
+                if self.encoder is not None:
+                    hidden = self._hidden_at_masks(x, kwargs.get("token_type_ids"), rows_d, pos_d)
+                    logits = self.head(hidden)
+                else:  # unknown head layout: full logits, then gather
+                    out = self.model(input_ids=x, output_hidden_states=True, **kwargs)
+                    hidden, logits = out.hidden_states[-1][rows_d, pos_d], out.logits[rows_d, pos_d]
             return self._top_k(logits, hidden, k)
 
         workers = torch.get_num_threads() if self.parallel_batches and self.device.type == "cpu" else 1

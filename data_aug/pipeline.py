@@ -197,6 +197,9 @@ def _settings(
         # bfloat16 (and GPU) kernels are not batch-invariant: the candidates then depend on how
         # masked sentences are grouped into forwards, so these become part of the identity.
         settings.update(mode=cfg.mode, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size)
+    if cfg.dtype == "bfloat16":
+        # Autocast since session 30; outputs of the earlier whole-model cast have other lists and are not reused.
+        settings["bfloat16"] = "autocast"
     return settings
 
 
