@@ -373,6 +373,25 @@ def test_a_phase_precision_replaces_the_trainers_for_that_phase_only(compose_cfg
 
 
 @pytest.mark.parametrize("native", [True, False])
+def test_a_float32_phase_1_on_a_cpu_with_native_bfloat16_hints_at_the_faster_setting(compose_cfg, tiny_teacher,
+                                                                                      data_dir, monkeypatch, native):
+    """The hint names both overrides, only where bfloat16 is native, and not once the run already uses either."""
+    import tinydistill.stages.task as task_stage
+
+    monkeypatch.setattr(task_stage, "native_cpu_bf16", lambda: native)
+    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir))
+    hint = task_stage.bf16_phase1_hint(cfg, cfg.stage.intermediate)
+    if not native:
+        assert hint is None
+        return
+    assert "distill.teacher_dtype=bfloat16 stage.intermediate.precision=bf16-mixed" in hint
+    for override in ("distill.teacher_dtype=bfloat16", "stage.intermediate.precision=bf16-mixed",
+                     "trainer.precision=bf16-mixed", "trainer.accelerator=gpu"):
+        other = compose_cfg(*task_overrides(tiny_teacher, data_dir, override))
+        assert task_stage.bf16_phase1_hint(other, other.stage.intermediate) is None, override
+
+
+@pytest.mark.parametrize("native", [True, False])
 def test_bfloat16_settings_warn_on_a_cpu_that_would_emulate_them(compose_cfg, tiny_teacher, data_dir, monkeypatch,
                                                                 caplog, native):
     """Without avx512_bf16 or AMX torch emulates bfloat16, slower than float32: the speed settings say so once each."""

@@ -55,6 +55,7 @@ from tinydistill.distill.intermediate import IntermediateDistiller, Projections,
 from tinydistill.distill.prediction import cached_teacher_logits, logit_cache_path, save_logit_cache
 from tinydistill.distill.teacher_cache import TeacherCache, teacher_cache_bytes
 from tinydistill.errors import ConfigError
+from tinydistill.hardware import native_cpu_bf16
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
 from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
@@ -203,6 +204,19 @@ def phase_precision(cfg: DictConfig, phase_cfg: DictConfig) -> str:
     return str(own if own is not None else cfg.trainer.precision)
 
 
+def bf16_phase1_hint(cfg: DictConfig, phase_cfg: DictConfig) -> str | None:
+    """A hint when phase 1 runs in float32 on a CPU with native bfloat16, where the phase-1 bfloat16 setting is
+    faster at no measured cost; float32 stays the default (the paper's precision, the same figures everywhere)."""
+    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
+    float32 = (cfg.distill.get("teacher_dtype", "float32") == "float32"
+               and phase_precision(cfg, phase_cfg) in ("32", "32-true"))
+    if not (on_cpu and float32 and native_cpu_bf16()):
+        return None
+    return ("this CPU runs bfloat16 natively: distill.teacher_dtype=bfloat16 stage.intermediate.precision=bf16-mixed "
+            "runs phase 1 1.3-1.4x as fast, with no accuracy loss beyond seed noise on MRPC and SST-2 "
+            "(docs/guide.md); float32, the default, is the paper's precision")
+
+
 def step_budget_validation(cfg: DictConfig, phase_cfg: DictConfig) -> dict[str, Any]:
     """A phase with a step budget can end mid-epoch, before any end-of-epoch dev evaluation: evaluate every
     `val_every_n_steps` steps instead (default: once, at the last step)."""
@@ -310,6 +324,8 @@ def run_intermediate(cfg, task, teacher, student, projections, dm, out_dir: Path
         log.info("all intermediate-layer weights are 0 (ablation %s): skipping phase 1", cfg.ablation.name)
         return {"skipped": True}
     ph = cfg.stage.intermediate
+    if hint := bf16_phase1_hint(cfg, ph):
+        log.info(hint)
     dtype = teacher_dtype(cfg.distill.get("teacher_dtype", "float32"))
     if dtype != torch.float32:  # a copy: the prediction phase's logits and the latency use the float32 teacher
         teacher = copy.deepcopy(teacher).to(dtype)
