@@ -1,6 +1,10 @@
-"""tinydistill.trainer: the Trainer built from the composed config, and the library noise it keeps out of logs."""
+"""tinydistill.trainer: the Trainer built from the composed config, the library noise it keeps out of logs, and where
+it runs."""
 
 import warnings
+
+import pytest
+import torch
 
 
 def test_build_trainer_silences_lightnings_leafspec_deprecation(compose_cfg):
@@ -73,3 +77,13 @@ def test_progress_mode_picks_bar_or_log_lines(compose_cfg):
     assert progress_callbacks("auto", 60, interactive=True) == []
     assert [type(c) for c in progress_callbacks("auto", 60, interactive=False)] == [LogProgress]
     assert progress_callbacks("log", 5, interactive=True)[0].every_s == 5.0
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_training_device_names_where_each_accelerator_runs(monkeypatch, cuda):
+    """The bfloat16 warning and hint ask this whether the work runs on the CPU."""
+    from tinydistill.hardware import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert training_device("auto") == ("cuda" if cuda else "cpu")
+    assert (training_device("cpu"), training_device("gpu"), training_device("mps")) == ("cpu", "cuda", "mps")

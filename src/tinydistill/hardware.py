@@ -20,6 +20,14 @@ def native_cpu_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def training_device(accelerator: str) -> str:
+    """Where a Lightning `trainer.accelerator` runs the work: "cpu", "cuda" (for "gpu", and "auto" with a GPU), or
+    the accelerator's own name."""
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if accelerator == "gpu" else str(accelerator)
+
+
 def warn_if_emulated_bf16(setting: str, device: str | None = None) -> bool:
     """Log one warning, and return True, when `setting` asks for bfloat16 on a CPU that would emulate it. `device`:
     where the work runs (None: a GPU when there is one, else the CPU)."""

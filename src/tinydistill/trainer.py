@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.errors import ConfigError
-from tinydistill.hardware import warn_if_emulated_bf16
+from tinydistill.hardware import training_device, warn_if_emulated_bf16
 from tinydistill.progress import progress_callbacks
 from tinydistill.resume import ExactResume
 
@@ -64,9 +64,8 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), **overrid
     if kwargs.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback when it is off
         callbacks.extend(progress)
     precision, accelerator = str(kwargs.get("precision") or ""), kwargs.get("accelerator", "auto")
-    if precision.startswith("bf16") and accelerator in ("cpu", "auto"):
-        warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)",
-                              "cpu" if accelerator == "cpu" else None)
+    if precision.startswith("bf16") and training_device(accelerator) == "cpu":
+        warn_if_emulated_bf16(f"precision={precision} (trainer.precision or a stage.<phase>.precision)", "cpu")
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,

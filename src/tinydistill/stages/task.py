@@ -55,7 +55,7 @@ from tinydistill.distill.intermediate import IntermediateDistiller, Projections,
 from tinydistill.distill.prediction import cached_teacher_logits, logit_cache_path, save_logit_cache
 from tinydistill.distill.teacher_cache import TeacherCache, teacher_cache_bytes
 from tinydistill.errors import ConfigError
-from tinydistill.hardware import native_cpu_bf16
+from tinydistill.hardware import native_cpu_bf16, training_device
 from tinydistill.models.loading import export_pretrained, load_classifier, load_tokenizer
 from tinydistill.models.student import student_config
 from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
@@ -207,7 +207,7 @@ def phase_precision(cfg: DictConfig, phase_cfg: DictConfig) -> str:
 def bf16_phase1_hint(cfg: DictConfig, phase_cfg: DictConfig) -> str | None:
     """A hint when phase 1 runs in float32 on a CPU with native bfloat16, where the phase-1 bfloat16 setting is
     faster at no measured cost; float32 stays the default (the paper's precision, the same figures everywhere)."""
-    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = training_device(cfg.trainer.accelerator) == "cpu"
     float32 = (cfg.distill.get("teacher_dtype", "float32") == "float32"
                and phase_precision(cfg, phase_cfg) in ("32", "32-true"))
     if not (on_cpu and float32 and native_cpu_bf16()):
