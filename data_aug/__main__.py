@@ -14,14 +14,14 @@ from omegaconf import DictConfig
 from data_aug import distributed
 from data_aug.config import run_cli
 from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
-from tinydistill.data.files import load_task
+from tinydistill.data.files import task_from_config
 from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig) -> Path | None:
-    task = load_task(cfg)
+    task = task_from_config(cfg.task)
     if not cfg.aug.enabled:
         raise ConfigError("aug.enabled is false (aug=off): nothing to do; use aug=on")
     if task.name in [str(t).lower() for t in (cfg.aug.skip_tasks or [])]:

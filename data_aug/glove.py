@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from tinydistill.errors import ConfigError, DataError
+from tinydistill.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +159,9 @@ def glove_file_fingerprint(spec: str, vocab_size: int | None) -> str | None:
     path = Path(spec).expanduser()
     if not path.is_file():
         return f"gensim-data:{spec}" if spec in GENSIM_VECTORS else None
-    h = hashlib.sha256()
     if path.suffix in (".kv", ".bin"):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return f"file:{h.hexdigest()[:16]}:all"
+        return f"file:{sha256_file(path)[:16]}:all"
+    h = hashlib.sha256()
     check_glove_rows(path, vocab_size)  # here too: the pipeline fingerprints before it writes anything
     opener = gzip.open if path.suffix == ".gz" else open
     limit = None if vocab_size is None else vocab_size + 1

@@ -46,6 +46,7 @@ import torch
 
 from tinydistill.errors import ConfigError
 from tinydistill.hardware import warn_if_emulated_bf16
+from tinydistill.models.loading import load_reporting_fresh
 
 _BRACKETED = re.compile(r"^\[.*\]$")
 _MARGIN = 16  # extra float32 preselected tokens re-scored in float64
@@ -61,6 +62,31 @@ def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMan
     if dtype == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], torch.Tensor]:
+    """Each id's token, and which ids are never candidates: continuations (##...), bracketed and special tokens."""
+    vocab = tokenizer.get_vocab()
+    size = max(vocab_size, max(vocab.values()) + 1)
+    id_to_token = [""] * size
+    for tok, i in vocab.items():
+        id_to_token[i] = tok
+    excluded = torch.zeros(size, dtype=torch.bool)
+    for tok, i in vocab.items():
+        if tok.startswith("##") or _BRACKETED.match(tok):
+            excluded[i] = True
+    for i in tokenizer.all_special_ids:
+        excluded[i] = True
+    return id_to_token, excluded
+
+
+def _encoder_and_head(model) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """The masked LM's encoder and head when both are found (BERT's `cls`, RoBERTa's `lm_head`), else (None, None)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = getattr(model, "cls", None)
+    if head is None:
+        head = getattr(model, "lm_head", None)
+    return (base, head) if (base is not None and head is not None) else (None, None)
 
 
 class MaskedLM:
@@ -102,11 +128,7 @@ class MaskedLM:
         limit = int(getattr(cfg, "max_position_embeddings", 512) or 512)
         self.max_len = min(limit, max_seq_length) if max_seq_length else limit
         self.use_token_types = int(getattr(cfg, "type_vocab_size", 0) or 0) >= 2
-        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        head = getattr(model, "cls", None)
-        if head is None:
-            head = getattr(model, "lm_head", None)
-        self.encoder, self.head = (base, head) if (base is not None and head is not None) else (None, None)
+        self.encoder, self.head = _encoder_and_head(model)
         # The encoder's layers when they are BERT-style (embeddings, then layers with attention.self.query/key/
         # value, attention.output, intermediate, output), so the last one can run at the masks only.
         self._layers = _bert_layers(self.encoder) if last_layer_at_masks else None
@@ -118,18 +140,7 @@ class MaskedLM:
             self._transform64 = copy.deepcopy(pred.transform).to(device=self.device, dtype=torch.float64)
             self._decoder = pred.decoder
         self.cls_id, self.sep_id, self.mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
-        vocab = tokenizer.get_vocab()
-        size = max(int(cfg.vocab_size), max(vocab.values()) + 1)
-        self.id_to_token = [""] * size
-        for tok, i in vocab.items():
-            self.id_to_token[i] = tok
-        excluded = torch.zeros(size, dtype=torch.bool)
-        for tok, i in vocab.items():
-            if tok.startswith("##") or _BRACKETED.match(tok):
-                excluded[i] = True
-        for i in tokenizer.all_special_ids:
-            excluded[i] = True
-        self.excluded = excluded
+        self.id_to_token, self.excluded = _vocabulary(tokenizer, int(cfg.vocab_size))
         self.forwards = 0  # number of forward passes run (for the benchmark)
 
     # ---------------------------------------------------------------- identity
@@ -213,16 +224,7 @@ class MaskedLM:
         k = min(top_k, len(self.id_to_token))
         if mode == "sequential":
             for r in valid:
-                s, j = requests[r]
-                ids, seg = bases[s]
-                x = ids.clone()
-                x[1 + j] = self.mask_id
-                kwargs = {"token_type_ids": seg[None].to(self.device)} if self.use_token_types else {}
-                with _autocast(self.device, self.dtype):
-                    out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
-                self.forwards += 1
-                hidden = out.hidden_states[-1][:, 1 + j]
-                results[r] = self._top_k(out.logits[:, 1 + j], hidden, k)[0]
+                results[r] = self._predict_one(bases[requests[r][0]], requests[r][1], k)
             return results
         if mode != "batched":
             raise ConfigError(f"aug.mode={mode!r}: expected 'batched' or 'sequential'")
@@ -231,49 +233,68 @@ class MaskedLM:
             buckets[len(bases[requests[r][0]][0])].append(r)
         batches = [group[i : i + batch_size] for _, group in sorted(buckets.items())
                    for i in range(0, len(group), batch_size)]
+        inputs = [[(bases[requests[r][0]], requests[r][1]) for r in batch] for batch in batches]
+        for batch, cands in zip(batches, self._run_batches(inputs, k)):
+            for r, c in zip(batch, cands):
+                results[r] = c
+        return results
 
-        @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
-        def run(batch: list[int]) -> list[list[str]]:
-            x = torch.stack([bases[requests[r][0]][0] for r in batch])
-            pos = torch.tensor([1 + requests[r][1] for r in batch])
-            rows = torch.arange(len(batch))
-            x[rows, pos] = self.mask_id
-            x = x.to(self.device)
-            kwargs = {}
-            if self.use_token_types:
-                kwargs["token_type_ids"] = torch.stack([bases[requests[r][0]][1] for r in batch]).to(self.device)
-            rows_d, pos_d = rows.to(self.device), pos.to(self.device)
-            with _autocast(self.device, self.dtype):
-                if self.encoder is not None:
-                    hidden = self._hidden_at_masks(x, kwargs.get("token_type_ids"), rows_d, pos_d)
-                    logits = self.head(hidden)
-                else:  # unknown head layout: full logits, then gather
-                    out = self.model(input_ids=x, output_hidden_states=True, **kwargs)
-                    hidden, logits = out.hidden_states[-1][rows_d, pos_d], out.logits[rows_d, pos_d]
-            return self._top_k(logits, hidden, k)
+    def _predict_one(self, base: tuple[torch.Tensor, torch.Tensor], j: int, k: int) -> list[str]:
+        """Sequential mode: one forward for one mask (the reference's way)."""
+        ids, seg = base
+        x = ids.clone()
+        x[1 + j] = self.mask_id
+        kwargs = {"token_type_ids": seg[None].to(self.device)} if self.use_token_types else {}
+        with _autocast(self.device, self.dtype):
+            out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
+        self.forwards += 1
+        hidden = out.hidden_states[-1][:, 1 + j]
+        return self._top_k(out.logits[:, 1 + j], hidden, k)[0]
 
+    @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
+    def _predict_batch(self, batch: list[tuple[tuple[torch.Tensor, torch.Tensor], int]], k: int) -> list[list[str]]:
+        """Batched mode: one forward for masked copies of sentences of one length, one mask each."""
+        x = torch.stack([base[0] for base, _ in batch])
+        pos = torch.tensor([1 + j for _, j in batch])
+        rows = torch.arange(len(batch))
+        x[rows, pos] = self.mask_id
+        x = x.to(self.device)
+        kwargs = {}
+        if self.use_token_types:
+            kwargs["token_type_ids"] = torch.stack([base[1] for base, _ in batch]).to(self.device)
+        rows_d, pos_d = rows.to(self.device), pos.to(self.device)
+        with _autocast(self.device, self.dtype):
+            if self.encoder is not None:
+                hidden = self._hidden_at_masks(x, kwargs.get("token_type_ids"), rows_d, pos_d)
+                logits = self.head(hidden)
+            else:  # unknown head layout: full logits, then gather
+                out = self.model(input_ids=x, output_hidden_states=True, **kwargs)
+                hidden, logits = out.hidden_states[-1][rows_d, pos_d], out.logits[rows_d, pos_d]
+        return self._top_k(logits, hidden, k)
+
+    def _run_batches(self, batches: list[list[tuple[tuple[torch.Tensor, torch.Tensor], int]]],
+                     k: int) -> list[list[list[str]]]:
+        """Every batch's candidates, in order; on N CPU threads, N single-threaded forwards side by side."""
         workers = torch.get_num_threads() if self.parallel_batches and self.device.type == "cpu" else 1
         if workers > 1 and len(batches) > 1:
             # Small matrix products share a CPU's threads poorly: one single-threaded forward per thread, the
             # biggest batches first so the threads end together. The results are the same bits (tests).
             def size(i: int) -> int:
-                return len(batches[i]) * len(bases[requests[batches[i][0]][0]][0])
+                return len(batches[i]) * len(batches[i][0][0][0])
 
             torch.set_num_threads(1)
             pool = ThreadPoolExecutor(workers)
             try:
-                futures = {i: pool.submit(run, batches[i]) for i in sorted(range(len(batches)), key=size, reverse=True)}
+                futures = {i: pool.submit(self._predict_batch, batches[i], k)
+                           for i in sorted(range(len(batches)), key=size, reverse=True)}
                 outputs = [futures[i].result() for i in range(len(batches))]
             finally:  # an error or Ctrl-C drops the forwards not yet started
                 pool.shutdown(wait=True, cancel_futures=True)
                 torch.set_num_threads(workers)
         else:
-            outputs = [run(batch) for batch in batches]
+            outputs = [self._predict_batch(batch, k) for batch in batches]
         self.forwards += len(batches)
-        for batch, cands in zip(batches, outputs):
-            for r, c in zip(batch, cands):
-                results[r] = c
-        return results
+        return outputs
 
     def _hidden_at_masks(
         self, x: torch.Tensor, token_types: torch.Tensor | None, rows: torch.Tensor, pos: torch.Tensor
@@ -338,12 +359,12 @@ def load_mlm(
     name = str(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
+        model, fresh = load_reporting_fresh(AutoModelForMaskedLM, name)
     except Exception as e:
         hint = "" if Path(name).exists() else " (not a local folder; hub names need internet or the HF cache)"
         raise ConfigError(f"aug.mlm_model={name!r}: cannot load a masked LM{hint}: {type(e).__name__}: {e}") from e
-    missing = sorted(info.get("missing_keys") or [])
-    head_missing = [k for k in missing if not k.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
+    # Loaded weights' tied twins (the decoder is the word embeddings) do not count: only the head's own weights.
+    head_missing = [k for k in fresh if not k.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
     if head_missing and not allow_untrained_head:
         raise ConfigError(
             f"aug.mlm_model={name!r}: the checkpoint has no trained masked-LM head (missing "

@@ -20,22 +20,23 @@ from omegaconf import DictConfig
 from data_aug.augmenter import Augmenter
 from data_aug.config import AugConfig, run_cli
 from data_aug.glove import GloveNeighbours, load_glove
-from data_aug.pipeline import _columns, _load_components, _rng, _source, as_task
+from data_aug.pipeline import as_task, load_components, source_file
+from data_aug.rows import example_rng, text_columns
 from data_aug.stats import CandidateTally, summary_line
 from tinydistill.atomic import atomic_write_text
 from tinydistill.data import files
-from tinydistill.data.glue_tsv import GlueTable
+from tinydistill.data.glue_tsv import TaskTable
 from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def sample_sentences(table: GlueTable, n: int, seed: int) -> list[tuple[int, int, str]]:
+def sample_sentences(table: TaskTable, n: int, seed: int) -> list[tuple[int, int, str]]:
     """(example index, column number, text) of `n` sentences: examples in a seeded random order,
     every text column of each (column number 0 = text_a, 1 = text_b, as the augmentation seeds)."""
     out: list[tuple[int, int, str]] = []
-    cols = _columns(table)
+    cols = text_columns(table)
     for e in np.random.default_rng(seed).permutation(len(table.rows)).tolist():
         for k, col in enumerate(cols):
             if len(out) == n:
@@ -66,8 +67,8 @@ def quality_report(
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise ConfigError(f"{key}={v!r}: expected an integer >= {least}")
     task = as_task(task_name)
-    table = files.read_table(task, _source(task, data_dir))
-    mlm, glove, stopwords = _load_components(cfg, data_dir, mlm, glove, stopwords)
+    table = files.read_table(task, source_file(task, data_dir))
+    mlm, glove, stopwords = load_components(cfg, data_dir, mlm, glove, stopwords)
     if glove is None and use_glove and n_examples > 0:
         glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k)
     augmenter = Augmenter(
@@ -85,7 +86,7 @@ def quality_report(
             "example": e,
             "column": k,
             "original": text,
-            "augmented": augmenter.augment(sc, _rng(cfg.seed, e, k))[:n_draws],
+            "augmented": augmenter.augment(sc, example_rng(cfg.seed, e, k))[:n_draws],
             "candidates": {sc.words[i]: c for i, c in sorted(sc.candidates.items())},
         })
     return {
@@ -129,7 +130,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         torch.set_num_threads(int(cfg.aug.num_threads))
     report = quality_report(
-        cfg.aug, files.load_task(cfg), cfg.paths.data_dir, n_sentences=cfg.n_sentences,
+        cfg.aug, files.task_from_config(cfg.task), cfg.paths.data_dir, n_sentences=cfg.n_sentences,
         n_examples=cfg.n_examples, n_draws=cfg.n_draws, use_glove=cfg.use_glove,
     )
     print(format_report(report))

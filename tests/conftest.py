@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from data_aug import MaskedLM
-from data_aug import pipeline as aug_pipeline
+from data_aug import store as aug_store
 
 # Lightning gives its logger a console handler bound to sys.stderr when first imported: import it at collection, so
 # the handler writes to pytest's session stream, not to the capsys stream of the first test that runs train.py.
@@ -249,7 +249,7 @@ def small_cfg(**kw) -> dict:
 def interrupt_chunk_write(monkeypatch, at: int) -> None:
     """Make the `at`-th chunk write raise KeyboardInterrupt: a crash in the middle of an augmentation run.
     `monkeypatch.undo()` (or a new setattr) puts the real writer back."""
-    real_write = aug_pipeline._write_chunk
+    real_write = aug_store.write_chunk
     calls = {"write": 0}
 
     def crash(path, rows):
@@ -258,4 +258,4 @@ def interrupt_chunk_write(monkeypatch, at: int) -> None:
             raise KeyboardInterrupt("simulated interruption")
         real_write(path, rows)
 
-    monkeypatch.setattr(aug_pipeline, "_write_chunk", crash)
+    monkeypatch.setattr(aug_store, "write_chunk", crash)

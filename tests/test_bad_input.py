@@ -29,10 +29,10 @@ from transformers import (
 from tests.conftest import TINY_STUDENT, assert_nothing_written, assert_one_line, compose_config
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.capture import forward_with_capture
-from tinydistill.validate import (
+from tinydistill.ckpt_path import check_checkpoint_file
+from tinydistill.preflight import (
     ENCODER_TYPES,
     STUDENT_TYPES,
-    check_checkpoint_file,
     origin,
     position_limit,
     setting,
@@ -416,7 +416,7 @@ def test_default_corpus_without_data_folder(tmp_path, train_py, tiny_bert):
 
 
 def test_unreadable_model_config_is_one_line(tmp_path):
-    from tinydistill.validate import model_config
+    from tinydistill.preflight import model_config
 
     folder = tmp_path / "broken"
     folder.mkdir()

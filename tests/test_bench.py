@@ -1,4 +1,4 @@
-"""The benchmarks' FLOP floor (tinydistill.bench): per-layer and per-encoder counts against hand computations; what
+"""The benchmarks' FLOP floor (tinydistill.models.measure): per-layer and per-encoder counts against hand computations; what
 the benchmarks record of the machine; bench_train's choice of ways."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tinydistill.bench import encoder_forward_flops, layer_forward_flops, matmul_gflops, matmul_rate_samples
+from tinydistill.models.measure import encoder_forward_flops, layer_forward_flops, matmul_gflops, matmul_rate_samples
 from tinydistill.hardware import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,10 @@ from tinydistill.data.corpus import (
     CorpusDataModule,
     CorpusSource,
     documents_from_lines,
-    pack_corpus,
-    pack_document,
     packed_corpus,
     read_documents,
-    special_tokens,
 )
+from tinydistill.data.packing import pack_corpus, pack_document, special_tokens
 from tinydistill.errors import ConfigError, DataError
 
 # Three documents; each uses its own words, so a packed instance mixing two documents is easy to spot.

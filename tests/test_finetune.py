@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from tests.conftest import ROOT
 from tinydistill.errors import ConfigError
 from tinydistill.stages import run
-from tinydistill.trainer import validate_n_times_per_epoch
+from tinydistill.trainer import TrainerPlan, validate_n_times_per_epoch
 
 
 def tiny_finetune_overrides(tiny_bert, data_dir, *extra):
@@ -167,11 +167,11 @@ def test_compare_to_must_be_a_finetuned_classifier(compose_cfg, tiny_bert, data_
 
 
 def test_validate_n_times_per_epoch(compose_cfg):
-    cfg = compose_cfg("stage=finetune")
+    cfg = TrainerPlan.from_config(compose_cfg("stage=finetune"))
     assert validate_n_times_per_epoch(cfg, 2, "stage.evals_per_epoch") == {"val_check_interval": 0.5}
     assert validate_n_times_per_epoch(cfg, 1, "stage.evals_per_epoch") == {}
     # the user's own trainer.val_check_interval wins
-    user = compose_cfg("stage=finetune", "trainer.val_check_interval=100")
+    user = TrainerPlan.from_config(compose_cfg("stage=finetune", "trainer.val_check_interval=100"))
     assert validate_n_times_per_epoch(user, 2, "stage.evals_per_epoch") == {}
     for bad in (0, -1, 0.5, True, "2"):
         with pytest.raises(ConfigError, match=r"stage\.evals_per_epoch="):

@@ -16,7 +16,7 @@ from tinydistill.distill.intermediate import Projections
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.student import build_student
 from tinydistill.stages import run
-from tinydistill.stages.general import build_general
+from tinydistill.stages import general
 
 
 def overrides(teacher, corpus, *extra):
@@ -104,7 +104,7 @@ def test_layer_count_errors(compose_cfg, tiny_bert, corpus):
 
 def test_teacher_frozen_in_eval_and_without_gradients(compose_cfg, tiny_bert, corpus):
     cfg = compose_cfg(*overrides(tiny_bert, corpus))
-    module = build_general(cfg)
+    module = general.build_module(general.plan(cfg))
     teacher = module.teacher
     module.train()
     assert not teacher.training and module.student.training
@@ -209,6 +209,6 @@ def test_init_student_is_the_general_stage_starting_point(compose_cfg, tiny_bert
     assert model.config.num_hidden_layers == 1 and model.config.hidden_size == 16
     assert model.config.vocab_size == AutoTokenizer.from_pretrained(out).vocab_size
     general_cfg = compose_cfg(*overrides(tiny_bert, corpus))
-    module = build_general(general_cfg)
+    module = general.build_module(general.plan(general_cfg))
     for k, v in module.student.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k

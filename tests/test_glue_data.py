@@ -7,7 +7,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import AutoTokenizer
 
-from tinydistill.data.glue import GlueDataModule, load_examples, remap_hub_labels, tokenized_split
+from tinydistill.data.glue import TaskDataModule, load_examples, remap_hub_labels, tokenized_split
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples, write_glue_tsv
 from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError, DataError
@@ -139,7 +139,7 @@ def test_tokenizer_fingerprint_is_hashed_once_per_tokenizer_and_again_after_a_ch
 
 def test_datamodule_on_real_mrpc(data_dir, tmp_path, minilm_path):
     tok = AutoTokenizer.from_pretrained(minilm_path)
-    dm = GlueDataModule("mrpc", tok, max_seq_length=128, data_dir=str(data_dir), cache_dir=str(tmp_path), batch_size=8)
+    dm = TaskDataModule("mrpc", tok, max_seq_length=128, data_dir=str(data_dir), cache_dir=str(tmp_path), batch_size=8)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.splits["train"]) == 3668 and len(dm.splits["dev"]) == 408
@@ -211,7 +211,7 @@ def test_datamodule_with_header_only_dev_names_the_file(tmp_path, minilm_path):
     tok = AutoTokenizer.from_pretrained(minilm_path)
     write(tmp_path / "glue" / "RTE" / "train.tsv", RTE_HEADER + "0\tA cat .\tA dog .\tentailment\n")
     dev = write(tmp_path / "glue" / "RTE" / "dev.tsv", RTE_HEADER)
-    dm = GlueDataModule("rte", tok, 16, str(tmp_path), str(tmp_path / "cache"))
+    dm = TaskDataModule("rte", tok, 16, str(tmp_path), str(tmp_path / "cache"))
     with pytest.raises(DataError, match=rf"^{dev}: no examples"):
         dm.prepare_data()
 

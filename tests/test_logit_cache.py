@@ -6,6 +6,7 @@ from transformers import DataCollatorWithPadding
 
 from tests.test_finetune import train_py
 from tests.test_task_distill import make_module, rte_rows, task_overrides
+from tinydistill.optim import OptimizerSettings
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.prediction import (
     cached_teacher_logits,
@@ -90,7 +91,7 @@ def test_logit_cache_errors(tmp_path, compose_cfg, tiny_teacher, data_dir):
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir))
     student = make_module("pred", tiny_teacher, cfg, teacher_logits=torch.zeros(4, 2)).classifier
     with pytest.raises(ValueError, match="whole training set, or the teacher"):
-        TaskDistillModule(student, get_task("rte"), "pred", lr=1e-3, teacher_logits=torch.full((4, 2), float("nan")))
+        TaskDistillModule(student, get_task("rte"), "pred", OptimizerSettings(lr=1e-3), teacher_logits=torch.full((4, 2), float("nan")))
 
 
 def test_stage_task_in_seen_mode_leaves_a_partial_cache_that_a_full_run_completes(tmp_path, compose_cfg,

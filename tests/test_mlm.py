@@ -7,7 +7,8 @@ import os
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertModel
 
-from tinydistill.data.corpus import CorpusDataModule, CorpusSource, pack_corpus
+from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+from tinydistill.data.packing import pack_corpus
 from tinydistill.modules.mlm import masked_accuracy
 from tinydistill.stages import run
 from tinydistill.stages.mlm import held_out_sentences

@@ -4,6 +4,7 @@ against a hand computation, with their schedules and their wiring into the modul
 import pytest
 import torch
 
+from tinydistill.optim import OptimizerSettings
 from tinydistill.optim import build_optimizer_and_scheduler, parameter_groups
 
 
@@ -151,12 +152,12 @@ def test_reference_schedules_against_transformers():
 
 
 def test_bertadam_turns_lightnings_global_clipping_off(compose_cfg):
-    from tinydistill.trainer import build_trainer
+    from tinydistill.trainer import TrainerPlan, build_trainer
 
     for stage in ("finetune", "mlm", "general", "task"):
         assert compose_cfg(f"stage={stage}").stage.optimizer == "adamw"  # the default stays AdamW
-    assert build_trainer(compose_cfg("stage=task", "logger=none")).gradient_clip_val == 1.0
-    assert build_trainer(compose_cfg("stage=task", "logger=none", "stage.optimizer=bertadam")).gradient_clip_val is None
+    assert build_trainer(TrainerPlan.from_config(compose_cfg("stage=task", "logger=none"))).gradient_clip_val == 1.0
+    assert build_trainer(TrainerPlan.from_config(compose_cfg("stage=task", "logger=none", "stage.optimizer=bertadam"))).gradient_clip_val is None
 
 
 def _gold_module(optimizer):
@@ -168,8 +169,9 @@ def _gold_module(optimizer):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=32, max_position_embeddings=16, num_labels=2)
-    return TaskDistillModule(BertForSequenceClassification(config), get_task("rte"), "gold", lr=1e-3,
-                             optimizer=optimizer, max_grad_norm=1.0, schedule="constant", warmup_proportion=0.0)
+    optim = OptimizerSettings(lr=1e-3, optimizer=optimizer, max_grad_norm=1.0, schedule="constant",
+                              warmup_proportion=0.0)
+    return TaskDistillModule(BertForSequenceClassification(config), get_task("rte"), "gold", optim)
 
 
 def _batches(n=4):

@@ -23,7 +23,7 @@ from tests.conftest import (
     tiny_mlm_model,
 )
 from tinydistill.data.files import examples, read_table, task_from_config, task_from_argument, write_table
-from tinydistill.data.glue import GlueDataModule, tokenized_split
+from tinydistill.data.glue import TaskDataModule, tokenized_split
 from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.metrics import compute_metrics
@@ -194,7 +194,7 @@ def test_edited_file_is_tokenised_again(tmp_path, tiny_bert):
 def test_datamodule_takes_a_task(tmp_path, tiny_bert):
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     train, dev = tickets(tmp_path, "parquet")
-    dm = GlueDataModule(task_from_config(node(train, dev)), tok, 32, None, str(tmp_path / "cache"), batch_size=4)
+    dm = TaskDataModule(task_from_config(node(train, dev)), tok, 32, None, str(tmp_path / "cache"), batch_size=4)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 4 and set(batch["labels"].tolist()) <= {0, 1, 2}

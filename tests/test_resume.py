@@ -357,7 +357,7 @@ def test_task_refuses_a_checkpoint_of_the_other_phase(compose_cfg, monkeypatch, 
 
 def test_task_names_a_checkpoint_it_cannot_resume(tmp_path):
     from tinydistill.errors import ConfigError
-    from tinydistill.stages.task import checkpoint_phase
+    from tinydistill.stages.task.plan import checkpoint_phase
 
     other = tmp_path / "finetune.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1e-3}}, other)  # e.g. a stage=finetune checkpoint

@@ -68,10 +68,8 @@ def test_folders_without_a_finished_result_run_and_older_results_are_kept(tmp_pa
 
 
 def test_a_result_made_in_another_checkout_or_data_folder_is_the_same_result(tmp_path, compose_cfg):
-    from tinydistill.stages import task
-
     cfg = compose_cfg("stage=task", "skip_done=true", "paths.data_dir=/data/here")
-    folder = result_dir(cfg, task)
+    folder = result_dir(cfg)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     saved = yaml.safe_load(run_config_yaml(cfg))
@@ -88,12 +86,10 @@ def test_a_result_made_in_another_checkout_or_data_folder_is_the_same_result(tmp
 
 
 def test_each_stage_names_the_folder_its_result_goes_to(compose_cfg):
-    from tinydistill.stages import general, mlm, task
-
     t = compose_cfg("stage=task", "task=sst2", "seed=3", "stage.run_name=myrun")
-    assert result_dir(t, task) == Path(t.paths.artifacts_dir) / "task" / "sst2" / "myrun" / "seed3"
+    assert result_dir(t) == Path(t.paths.artifacts_dir) / "task" / "sst2" / "myrun" / "seed3"
     g = compose_cfg("stage=general", "distill=distilbert")
-    assert result_dir(g, general) == Path(g.distill.output_dir) != Path(g.stage.output_dir)
-    assert result_dir(compose_cfg("stage=general"), general) == Path(compose_cfg("stage=general").stage.output_dir)
+    assert result_dir(g) == Path(g.distill.output_dir) != Path(g.stage.output_dir)
+    assert result_dir(compose_cfg("stage=general")) == Path(compose_cfg("stage=general").stage.output_dir)
     m = compose_cfg("stage=mlm")
-    assert result_dir(m, mlm) == Path(m.stage.output_dir)
+    assert result_dir(m) == Path(m.stage.output_dir)

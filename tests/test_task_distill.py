@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.conftest import ROOT, TINY_STUDENT, compose_config
-from tinydistill.data.glue import GlueDataModule
+from tinydistill.optim import OptimizerSettings
+from tinydistill.data.glue import TaskDataModule
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import cached_teacher_logits, compute_teacher_logits, prediction_loss
@@ -36,14 +37,15 @@ def task_overrides(tiny_teacher, data_dir, *extra):
 def make_module(phase, tiny_teacher, cfg, teacher_logits=None):
     task = get_task("rte")
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
-    from tinydistill.stages.task import load_student
+    from tinydistill.stages.task import plan
+    from tinydistill.stages.task.models import load_student
 
-    student = load_student(None, cfg, task, teacher)
+    student, _ = load_student(plan(cfg), teacher)
     distiller = IntermediateDistiller.from_config(
         OmegaConf.to_container(cfg.distill, resolve=True), student.config, teacher.config
     )
     return TaskDistillModule(
-        student, task, phase, lr=1e-3, teacher=teacher, distiller=distiller, teacher_logits=teacher_logits
+        student, task, phase, OptimizerSettings(lr=1e-3), teacher=teacher, distiller=distiller, teacher_logits=teacher_logits
     )
 
 
@@ -67,7 +69,7 @@ def test_phase_switching_trains_the_right_parameters(compose_cfg, tiny_teacher, 
     checkpoint = {"state_dict": inter.state_dict()}
     inter.on_save_checkpoint(checkpoint)
     assert checkpoint["state_dict"] and not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
-    gold = TaskDistillModule(pred.classifier, get_task("rte"), "gold", lr=1e-3)  # no teacher needed
+    gold = TaskDistillModule(pred.classifier, get_task("rte"), "gold", OptimizerSettings(lr=1e-3))  # no teacher needed
     assert gold.teacher is None and gold.train() is gold and gold.classifier.training
 
 
@@ -81,9 +83,10 @@ def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teache
     state = load_file(os.path.join(inter, "model.safetensors"))
     assert {"projections.json", "projections.safetensors", "phase.json"} <= set(os.listdir(inter))
     # Same seed, same random init: the head equals a freshly built student's head, the encoder moved.
-    from tinydistill.stages.task import load_student
+    from tinydistill.stages.task import plan
+    from tinydistill.stages.task.models import load_student
 
-    fresh = load_student(None, cfg, get_task("rte"), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))
+    fresh, _ = load_student(plan(cfg), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))
     assert torch.equal(state["classifier.weight"], fresh.classifier.weight)
     assert not torch.equal(state["bert.encoder.layer.0.attention.self.query.weight"],
                            fresh.bert.encoder.layer[0].attention.self.query.weight)
@@ -95,7 +98,7 @@ def rte_rows(tiny_teacher, data_dir, tmp_path, n: int):
     """The tiny teacher (eval mode), its tokenizer and the first `n` indexed RTE training rows."""
     tok = AutoTokenizer.from_pretrained(tiny_teacher)
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
-    dm = GlueDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
+    dm = TaskDataModule("rte", tok, 128, str(data_dir), str(tmp_path / "cache"), with_index=True)
     dm.setup()
     return tok, teacher, dm.splits["train"].select(range(n))
 
@@ -247,24 +250,6 @@ def test_multirun_of_two_ablations_writes_a_report(tmp_path, tiny_teacher, data_
     assert (tmp_path / "sweep" / "report.png").stat().st_size > 1000
 
 
-def test_report_on_a_partial_sweep(tmp_path):
-    done = tmp_path / "0"
-    (done / ".hydra").mkdir(parents=True)
-    (done / ".hydra" / "overrides.yaml").write_text("- ablation=none\n")
-    (done / "result.json").write_text(json.dumps({
-        "stage": "task", "task": "mrpc", "run": "none", "dev": {"f1": 0.85, "accuracy": 0.8},
-        "teacher": {"dev": {"f1": 0.88, "accuracy": 0.82}}, "retention": {"f1": 0.85 / 0.88, "accuracy": 0.8 / 0.82},
-        "parameters": {"student": 7_000_000, "teacher": 22_700_000}, "speedup": 6.5,
-    }))
-    running = tmp_path / "1"
-    (running / ".hydra").mkdir(parents=True)
-    (running / ".hydra" / "overrides.yaml").write_text("- ablation=no_emb\n")
-    assert len(load_results(tmp_path)) == 1
-    text = write_report(tmp_path).read_text()
-    assert "| mrpc | none | 1 | 0.8000 | 0.8500 | 97.6% | 96.6% |  |  |  |  | 7.0M | 6.5x |  |" in text
-    assert "`1`: ablation=no_emb" in text
-
-
 def test_seeds_sit_side_by_side_and_the_nodistill_baseline_matches_their_steps(tmp_path, tiny_teacher, tiny_bert, data_dir):
     """Two seeds of one run write seed<N>/ folders; experiment=nodistill fine-tunes on gold labels for as many
     steps as the distilled run of its seed took; the report aggregates each pair of seeds into one row."""
@@ -348,13 +333,15 @@ def test_baseline_evaluation_count_errors(compose_cfg, tmp_path, tiny_bert, data
 def test_step_budget_replaces_the_phase_epochs(compose_cfg, tiny_teacher, data_dir):
     """As in stage=general, mlm and finetune: `max_steps` > 0 trains that many steps even past the phase's epochs
     (Lightning alone would stop at whichever of the two comes first)."""
-    from tinydistill.stages.task import phase_trainer
+    from tinydistill.stages.task import plan
+    from tinydistill.stages.task.phase1 import phase_trainer
 
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.epochs=1",
                                       "stage.intermediate.max_steps=500", "stage.pred.max_steps=-1"))
-    budget = phase_trainer(cfg, cfg.stage.intermediate)
+    p = plan(cfg)
+    budget = phase_trainer(p.ctx.trainer, p.phase1)
     assert budget.max_steps == 500 and budget.max_epochs == -1
-    epochs = phase_trainer(cfg, cfg.stage.pred)
+    epochs = phase_trainer(p.ctx.trainer, p.phase2)
     assert epochs.max_steps == -1 and epochs.max_epochs == cfg.stage.pred.epochs
 
 
@@ -362,33 +349,38 @@ def test_a_phase_precision_replaces_the_trainers_for_that_phase_only(compose_cfg
     """stage.intermediate.precision=bf16-mixed: phase 1 under CPU autocast, phase 2 at trainer.precision."""
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from tinydistill.stages.task import phase_trainer
+    from tinydistill.stages.task import plan
+    from tinydistill.stages.task.phase1 import phase_trainer
 
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.precision=bf16-mixed"))
-    phase1, phase2 = phase_trainer(cfg, cfg.stage.intermediate), phase_trainer(cfg, cfg.stage.pred)
+    p = plan(cfg)
+    phase1, phase2 = phase_trainer(p.ctx.trainer, p.phase1), phase_trainer(p.ctx.trainer, p.phase2)
     assert isinstance(phase1.precision_plugin, MixedPrecision) and phase1.precision_plugin.precision == "bf16-mixed"
     assert not isinstance(phase2.precision_plugin, MixedPrecision) and phase2.precision_plugin.precision == "32-true"
-    both = compose_cfg(*task_overrides(tiny_teacher, data_dir, "trainer.precision=bf16-mixed"))
-    assert phase_trainer(both, both.stage.pred).precision_plugin.precision == "bf16-mixed"
+    both = plan(compose_cfg(*task_overrides(tiny_teacher, data_dir, "trainer.precision=bf16-mixed")))
+    assert phase_trainer(both.ctx.trainer, both.phase2).precision_plugin.precision == "bf16-mixed"
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_a_float32_phase_1_on_a_cpu_with_native_bfloat16_hints_at_the_faster_setting(compose_cfg, tiny_teacher,
                                                                                       data_dir, monkeypatch, native):
     """The hint names both overrides, only where bfloat16 is native, and not once the run already uses either."""
-    import tinydistill.stages.task as task_stage
+    import tinydistill.stages.task.phase1 as task_stage
+    from tinydistill.stages.task import plan
+
+    def hint_of(cfg):
+        p = plan(cfg)
+        return task_stage.bf16_hint(p.accelerator, p.teacher.dtype, p.phase1.precision)
 
     monkeypatch.setattr(task_stage, "native_cpu_bf16", lambda: native)
-    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir))
-    hint = task_stage.bf16_phase1_hint(cfg, cfg.stage.intermediate)
+    hint = hint_of(compose_cfg(*task_overrides(tiny_teacher, data_dir)))
     if not native:
         assert hint is None
         return
     assert "distill.teacher_dtype=bfloat16 stage.intermediate.precision=bf16-mixed" in hint
     for override in ("distill.teacher_dtype=bfloat16", "stage.intermediate.precision=bf16-mixed",
                      "trainer.precision=bf16-mixed", "trainer.accelerator=gpu"):
-        other = compose_cfg(*task_overrides(tiny_teacher, data_dir, override))
-        assert task_stage.bf16_phase1_hint(other, other.stage.intermediate) is None, override
+        assert hint_of(compose_cfg(*task_overrides(tiny_teacher, data_dir, override))) is None, override
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -397,15 +389,16 @@ def test_bfloat16_settings_warn_on_a_cpu_that_would_emulate_them(compose_cfg, ti
     """Without avx512_bf16 or AMX torch emulates bfloat16, slower than float32: the speed settings say so once each."""
     import tinydistill.hardware
     from tinydistill.modules.frozen_teacher import teacher_dtype
-    from tinydistill.stages.task import phase_trainer
+    from tinydistill.stages.task import plan
+    from tinydistill.stages.task.phase1 import phase_trainer
 
     monkeypatch.setattr(tinydistill.hardware, "native_cpu_bf16", lambda: native)
-    cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.precision=bf16-mixed"))
+    p = plan(compose_cfg(*task_overrides(tiny_teacher, data_dir, "stage.intermediate.precision=bf16-mixed")))
     with caplog.at_level("WARNING", logger="tinydistill.hardware"):
-        phase_trainer(cfg, cfg.stage.pred)  # float32: never a warning
+        phase_trainer(p.ctx.trainer, p.phase2)  # float32: never a warning
         teacher_dtype("float32")
         assert not caplog.records
-        phase_trainer(cfg, cfg.stage.intermediate)
+        phase_trainer(p.ctx.trainer, p.phase1)
         assert teacher_dtype("bfloat16") == torch.bfloat16
     expected = [] if native else ["precision=bf16-mixed", "distill.teacher_dtype=bfloat16"]
     assert len(caplog.records) == len(expected)

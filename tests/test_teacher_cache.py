@@ -18,9 +18,12 @@ from tinydistill.models.capture import forward_with_capture
 from tinydistill.modules.task import MODEL_INPUTS
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
-from tinydistill.models.loading import load_classifier, load_tokenizer
+from tinydistill.models.loading import load_as_classifier, load_tokenizer
 from tinydistill.stages import run
-from tinydistill.stages.task import datamodule, intermediate_teacher_cache, load_student
+from tinydistill.stages.classifier import task_datamodule
+from tinydistill.stages.task.models import load_student
+from tinydistill.stages.task.phase1 import teacher_cache
+from tinydistill.stages.task.plan import plan
 
 
 def epoch_batches(sampler: SeededSampler, epoch: int) -> list[tuple[int, ...]]:
@@ -161,11 +164,13 @@ def test_stage_task_phase_1_reads_every_later_epoch_from_the_cache(tmp_path, tin
 def test_phase_1_gets_a_cache_only_when_it_can_pay_off(tmp_path, tiny_teacher, data_dir, extra, cached):
     cfg = stage_cfg(tmp_path, tiny_teacher, data_dir, *extra)
     task = get_task("rte")
-    teacher = load_classifier(tiny_teacher, task)
-    student = load_student(None, cfg, task, teacher)
+    teacher = load_as_classifier(tiny_teacher, task)
+    p = plan(cfg)
+    student, _ = load_student(p, teacher)
     distiller = IntermediateDistiller.from_config(OmegaConf.to_container(cfg.distill, resolve=True), student.config,
                                                   teacher.config)
-    cache = intermediate_teacher_cache(cfg, distiller, datamodule(cfg, task, load_tokenizer(tiny_teacher), None))
+    dm = task_datamodule(p.batches, p.ctx, load_tokenizer(tiny_teacher), None, with_index=True)
+    cache = teacher_cache(p, distiller, dm)
     assert (cache is not None) == cached
     if cached:
         assert cache.max_bytes == cfg.distill.teacher_cache_max_gb * 1024**3

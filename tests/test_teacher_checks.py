@@ -1,4 +1,4 @@
-"""Teacher and student checks before any compute (tinydistill/checks.py): untrained head, wrong task, weak teacher,
+"""Teacher and student checks before any compute (tinydistill/teacher_checks.py): untrained head, wrong task, weak teacher,
 vocabularies, the augmentation model, and the DistilBERT teacher's head. Tiny random BERTs (2 layers, hidden 32) on
 a small synthetic SST-2 whose labels a tiny teacher learns in seconds, so a *good* teacher exists to pass."""
 
@@ -19,18 +19,17 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizer
 
 from tests.conftest import ROOT, TINY_STUDENT, compose_config
-from tinydistill.checks import (
+from tinydistill.teacher_checks import (
     aug_vocabulary_warning,
     check_teacher_strength,
     load_teacher_classifier,
-    newly_initialised,
-    quiet_from_pretrained,
     task_mismatch,
     tokenizer_difference,
 )
 from tinydistill.data.tasks import get_task
 from tinydistill.errors import ConfigError
 from tinydistill.models.distilbert import load_mlm_teacher
+from tinydistill.models.loading import newly_initialised, quiet_from_pretrained
 from tinydistill.stages import run
 
 SST2 = get_task("sst2")
@@ -230,16 +229,16 @@ def test_teacher_of_another_task_with_the_same_labels_is_weak(tmp_path, other_ta
 def test_allow_weak_teacher_continues_with_a_warning(tmp_path, other_task_teacher, sentiment_data, caplog):
     cfg = compose_config(tmp_path, *task_overrides(other_task_teacher, sentiment_data, "stage.allow_weak_teacher=true",
                                                    "stage.phase=intermediate"))
-    with caplog.at_level(logging.WARNING, logger="tinydistill.checks"):
+    with caplog.at_level(logging.WARNING, logger="tinydistill.teacher_checks"):
         result = run(cfg)
     assert result["teacher_check"]["weak"] and result["teacher_check"]["allowed_weak"]
     assert result["intermediate"]["steps"] == 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == "tinydistill.checks"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tinydistill.teacher_checks"]
     assert len(warnings) == 1 and "distilling it anyway (stage.allow_weak_teacher=true)" in warnings[0]
 
 
 def test_teacher_evaluation_honours_the_runs_dev_batch_limit():
-    from tinydistill.stages.common import _limited_batches
+    from tinydistill.stages.classifier import _limited_batches
 
     assert [_limited_batches(x, 10) for x in (None, 0, 0.0, 1.0, 3, 30, 0.25, 0.01)] == [10, 10, 10, 10, 3, 10, 2, 1]
 
@@ -317,7 +316,7 @@ def test_a_student_with_the_teachers_tokenizer_passes(tmp_path, tiny_bert, minil
 
 def test_aug_model_with_another_vocabulary_warns_before_augmenting(tmp_path, good_teacher, tiny_bert, sentiment_data,
                                                                   monkeypatch, caplog):
-    import data_aug
+    import tinydistill.stages.task.models as task_models
 
     class Augmenting(Exception):
         pass
@@ -325,7 +324,7 @@ def test_aug_model_with_another_vocabulary_warns_before_augmenting(tmp_path, goo
     def ensure_augmented(*args, **kwargs):
         raise Augmenting
 
-    monkeypatch.setattr(data_aug, "ensure_augmented", ensure_augmented)
+    monkeypatch.setattr(task_models, "ensure_augmented", ensure_augmented)
     mlm = cased_copy(tiny_bert, tmp_path / "cased_mlm")
     cfg = compose_config(tmp_path, *task_overrides(good_teacher, sentiment_data, "aug=on", f"aug.mlm_model={mlm}"))
     with caplog.at_level(logging.WARNING, logger="tinydistill.stages.task"), pytest.raises(Augmenting):

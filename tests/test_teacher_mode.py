@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from tests.conftest import CONF_DIR, compose_config
+from tinydistill.optim import OptimizerSettings
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import prediction_loss
@@ -69,8 +70,9 @@ def module(phase: str, teacher_path, mode: str, **kwargs) -> TaskDistillModule:
     student = tiny_student(teacher.config.vocab_size)
     distill = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "distill" / "tinybert.yaml"), resolve=True)
     distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-    return TaskDistillModule(student, TASK, phase, lr=1e-3, teacher=teacher, distiller=distiller, teacher_mode=mode,
-                             warmup_proportion=0.0, schedule="constant", **kwargs)
+    optim = OptimizerSettings(lr=1e-3, warmup_proportion=0.0, schedule="constant")
+    return TaskDistillModule(student, TASK, phase, optim, teacher=teacher, distiller=distiller, teacher_mode=mode,
+                             **kwargs)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
@@ -162,7 +164,7 @@ def test_lightning_keeps_the_teacher_mode_through_fit_and_validation(teacher_dir
 def test_stage_task_builds_the_logit_cache_only_for_an_eval_mode_teacher(
     tmp_path, monkeypatch, tiny_teacher, data_dir, mode
 ):
-    import tinydistill.stages.task as stage_task
+    import tinydistill.stages.task.phase2 as stage_task
 
     calls = []
     original = stage_task.cached_teacher_logits

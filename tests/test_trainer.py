@@ -10,14 +10,14 @@ import torch
 def test_build_trainer_silences_lightnings_leafspec_deprecation(compose_cfg):
     from lightning.pytorch.utilities._pytree import _tree_flatten
 
-    from tinydistill.trainer import build_trainer
+    from tinydistill.trainer import TrainerPlan, build_trainer
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         _tree_flatten(1)  # Lightning builds a LeafSpec for a leaf: torch 2.13 warns
         assert any("LeafSpec" in str(w.message) for w in seen), "this torch no longer warns: drop the filter"
         seen.clear()
-        build_trainer(compose_cfg("stage=task", "logger=none"))
+        build_trainer(TrainerPlan.from_config(compose_cfg("stage=task", "logger=none")))
         _tree_flatten(1)
     assert not [w for w in seen if "LeafSpec" in str(w.message)]
 
@@ -63,10 +63,10 @@ def test_progress_mode_picks_bar_or_log_lines(compose_cfg):
     from lightning.pytorch.callbacks.progress import ProgressBar
 
     from tinydistill.progress import LogProgress, progress_callbacks
-    from tinydistill.trainer import build_trainer
+    from tinydistill.trainer import TrainerPlan, build_trainer
 
     def shown(*overrides):
-        bar = build_trainer(compose_cfg("stage=task", "logger=none", *overrides)).progress_bar_callback
+        bar = build_trainer(TrainerPlan.from_config(compose_cfg("stage=task", "logger=none", *overrides))).progress_bar_callback
         return type(bar) if bar is not None else None
 
     assert shown("trainer.progress=log") is LogProgress

@@ -32,6 +32,7 @@ were executable keep `x` where the umask allows it). `tempfile.mkdtemp` creates 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -41,7 +42,6 @@ import socket
 import stat
 import tempfile
 import time
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from tinydistill.data.glue import load_examples
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.metrics import compute_metrics
 
 
-def constant_prediction(task: GlueTask, train_labels: list) -> float | int:
+def constant_prediction(task: Task, train_labels: list) -> float | int:
     """The majority training label (ties: the smallest id), or the mean training score for regression."""
     if task.is_regression:
         return float(sum(train_labels) / len(train_labels))
@@ -30,7 +30,7 @@ def constant_prediction(task: GlueTask, train_labels: list) -> float | int:
     return max(sorted(counts), key=lambda label: counts[label])
 
 
-def constant_metrics(task: GlueTask, prediction: float | int, dev_labels: list) -> dict[str, float]:
+def constant_metrics(task: Task, prediction: float | int, dev_labels: list) -> dict[str, float]:
     """Dev metrics of predicting `prediction` for every example. A constant has no correlation with
     anything (Pearson, Spearman and Matthews are undefined, NaN in torchmetrics): they count as 0."""
     labels = torch.tensor(dev_labels, dtype=torch.float if task.is_regression else torch.long)
@@ -39,7 +39,7 @@ def constant_metrics(task: GlueTask, prediction: float | int, dev_labels: list) 
     return {k: 0.0 if math.isnan(v) else v for k, v in out.items()}
 
 
-def constant_predictor(task: GlueTask, data_dir: str | os.PathLike | None) -> dict[str, Any]:
+def constant_predictor(task: Task, data_dir: str | os.PathLike | None) -> dict[str, Any]:
     """The constant predictor's prediction and its metrics on every dev split, from the task's gold
     training labels (never an augmented file: its copies would weight some examples twice)."""
     prediction = constant_prediction(task, load_examples(task, "train", data_dir)["label"])
@@ -51,7 +51,7 @@ def constant_predictor(task: GlueTask, data_dir: str | os.PathLike | None) -> di
     return out
 
 
-def retention(task: GlueTask, metrics: dict[str, Any], teacher_metrics: dict[str, Any]) -> dict[str, float]:
+def retention(task: Task, metrics: dict[str, Any], teacher_metrics: dict[str, Any]) -> dict[str, float]:
     """Main dev split's metrics as a fraction of the teacher's."""
     split = task.dev_splits[0]
     main = teacher_metrics.get(split, {})
@@ -59,7 +59,7 @@ def retention(task: GlueTask, metrics: dict[str, Any], teacher_metrics: dict[str
 
 
 def gap_closed(
-    task: GlueTask, metrics: dict[str, Any], teacher_metrics: dict[str, Any], constant: dict[str, Any]
+    task: Task, metrics: dict[str, Any], teacher_metrics: dict[str, Any], constant: dict[str, Any]
 ) -> dict[str, float]:
     """(student - constant) / (teacher - constant) on the main dev split, per metric: 1 is the teacher,
     0 the constant predictor, below 0 worse than it. Metrics where the teacher does no better than the

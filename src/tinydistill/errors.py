@@ -19,3 +19,9 @@ class StageInterrupted(Exception):
     """A stage stopped by SIGTERM (`kill`, a scheduler's time limit) before it finished: its result is not written."""
 
     exit_code = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its class name if it has none), for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

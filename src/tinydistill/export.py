@@ -46,11 +46,9 @@ from transformers.utils import logging as hf_logging
 
 from tinydistill.atomic import atomic_directory
 from tinydistill.bench import measure_variants, versions
-from tinydistill.checks import tokenizer_difference
-from tinydistill.data.glue import load_examples
 from tinydistill.data.files import task_from_argument
+from tinydistill.data.glue import load_examples
 from tinydistill.errors import ConfigError, TinyDistillError
-from tinydistill.validate import offline_variable
 from tinydistill.inference import (
     EXPORT_DIR,
     EXPORT_EXTRA,
@@ -63,6 +61,8 @@ from tinydistill.inference import (
     load_onnx_classifier,
     load_torch_classifier,
 )
+from tinydistill.offline import offline_variable
+from tinydistill.teacher_checks import tokenizer_difference
 
 log = logging.getLogger(__name__)
 

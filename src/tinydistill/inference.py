@@ -14,8 +14,8 @@ every variant on the same batches.
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tinydistill.errors import ConfigError
+from tinydistill.errors import ConfigError, first_line
+from tinydistill.models.loading import check_weight_files, load_reporting_fresh
 
 #: The files `python -m tinydistill.export` writes, and the folder it writes them to by default.
 ONNX_FILE = "model.onnx"
@@ -148,7 +149,7 @@ class OnnxClassifier(Classifier):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - InvalidProtobuf, Fail, ...: one line naming the file
-            raise ConfigError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
+            raise ConfigError(f"{path}: not a readable ONNX model ({first_line(e)})") from None
         outputs = self.session.get_outputs()
         out = next((o for o in outputs if o.name == "logits"), outputs[0])
         if len(out.shape) != 2:
@@ -179,11 +180,6 @@ def _numpy(value: Any) -> np.ndarray:
     return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _onnx_precision(path: Path) -> str:
     """`int8` when the graph holds quantised operators, else `fp32` (read from the graph, not the file name)."""
     try:
@@ -207,7 +203,7 @@ def _tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as e:  # noqa: BLE001 - missing or unreadable tokenizer files: one line
-        raise ConfigError(f"{folder}: cannot load the tokenizer ({_first_line(e)}); a model folder needs its "
+        raise ConfigError(f"{folder}: cannot load the tokenizer ({first_line(e)}); a model folder needs its "
                           f"tokenizer files beside config.json") from None
 
 
@@ -218,15 +214,12 @@ def _config(folder: Path) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(str(folder))
     except Exception as e:  # noqa: BLE001 - bad JSON, unknown model type: one line
-        raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({_first_line(e)})") from None
+        raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({first_line(e)})") from None
 
 
 def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
     """The PyTorch classifier saved in `folder`, after checking it is one: a masked LM or a bare encoder would
     load with a randomly initialised classification head, and its labels would be noise."""
-    from tinydistill.checks import head_first, newly_initialised, quiet_from_pretrained
-    from tinydistill.validate import check_weight_files
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"model folder {folder} does not exist")
@@ -237,8 +230,7 @@ def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
     if not any(f for p in WEIGHT_PATTERNS for f in folder.glob(p)):
         raise ConfigError(f"{folder} has no model weights (model.safetensors) and no {ONNX_FILE}")
     check_weight_files(folder)
-    model, info = quiet_from_pretrained(AutoModelForSequenceClassification, str(folder))
-    fresh = head_first(newly_initialised(model, info), getattr(model, "base_model_prefix", ""))
+    model, fresh = load_reporting_fresh(AutoModelForSequenceClassification, str(folder))
     if fresh:
         raise ConfigError(f"{folder} is not a trained sequence classifier: loading it as one initialises "
                           f"{', '.join(fresh[:4])} at random")

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tinydistill.data.masking import (
+    IGNORE_INDEX,  # positions without a masked-LM target
+)
 from tinydistill.errors import ConfigError
-
-#: Label of positions without a masked-LM target (``DataCollatorForLanguageModeling``, ``CrossEntropyLoss``).
-IGNORE_INDEX = -100
 
 #: The reference zeroes attention scores ``<= -1e2`` (its masked keys hold ``score - 10000``).
 REFERENCE_SCORE_FLOOR = -1e2

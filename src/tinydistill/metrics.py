@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 
 
 class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):
@@ -33,7 +33,7 @@ class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):
         return super().compute()
 
 
-def _metric(name: str, task: GlueTask) -> Metric:
+def _metric(name: str, task: Task) -> Metric:
     if name == "accuracy":
         # micro average = plain accuracy (fraction of correct predictions)
         return MulticlassAccuracy(num_classes=task.num_labels, average="micro")
@@ -50,19 +50,19 @@ def _metric(name: str, task: GlueTask) -> Metric:
     raise ValueError(f"unknown metric {name!r}")
 
 
-def build_metrics(task: GlueTask) -> MetricCollection:
+def build_metrics(task: Task) -> MetricCollection:
     """A torchmetrics collection of the task's metrics (synchronised across DDP ranks)."""
     return MetricCollection({name: _metric(name, task) for name in task.metrics})
 
 
-def predictions(logits: torch.Tensor, task: GlueTask) -> torch.Tensor:
+def predictions(logits: torch.Tensor, task: Task) -> torch.Tensor:
     """Class ids (argmax) for classification, the single output for regression."""
     if task.is_regression:
         return logits.view(-1).float()
     return logits.argmax(dim=-1)
 
 
-def compute_metrics(task: GlueTask, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def compute_metrics(task: Task, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """One-shot metrics on whole-split predictions."""
     metrics = build_metrics(task)
     metrics.update(preds, labels)

@@ -19,6 +19,8 @@ and ``none`` (constant, the same as ``constant``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -190,10 +192,43 @@ def _can_fuse(groups: list[dict]) -> bool | None:
     return True if ok else None
 
 
-def optimizer_options(stage: Mapping) -> dict:
-    """The module arguments a stage config sets for the optimiser: ``stage.optimizer`` (default adamw) and
-    ``stage.max_grad_norm`` (bertadam's per-tensor clipping; with adamw the trainer clips, see build_trainer)."""
-    return {"optimizer": stage.get("optimizer", "adamw"), "max_grad_norm": stage.get("max_grad_norm")}
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """One training fit's optimiser and schedule (see the module docstring). Modules keep these as flat
+    hyperparameters (`hparams()`), which `configure_from_hparams` reads and checkpoints carry."""
+
+    lr: float
+    weight_decay: float = 0.01
+    warmup_proportion: float = 0.1
+    schedule: str = "linear"
+    optimizer: str = "adamw"
+    max_grad_norm: float | None = 1.0
+    adam_epsilon: float = 1e-6
+    adam_betas: tuple[float, float] | None = None
+
+    @classmethod
+    def from_stage(cls, stage: Mapping, **phase: Any) -> OptimizerSettings:
+        """The settings a `stage` config node names (`lr`, `weight_decay`, `warmup_proportion`, `schedule`,
+        `optimizer`, `max_grad_norm`, `adam_epsilon`); `phase` replaces any of them (a task phase's own lr and
+        schedule, DistilBERT's betas)."""
+        values = {
+            "lr": stage.get("lr"),
+            "weight_decay": stage.get("weight_decay", 0.01),
+            "warmup_proportion": stage.get("warmup_proportion", 0.1),
+            "schedule": stage.get("schedule", "linear"),
+            "optimizer": stage.get("optimizer", "adamw"),
+            "max_grad_norm": stage.get("max_grad_norm"),
+            "adam_epsilon": stage.get("adam_epsilon", 1e-6),
+        }
+        return cls(**{**values, **phase})
+
+    def hparams(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["adam_betas"] is None:
+            del out["adam_betas"]  # unset: the optimiser's default, as modules without betas always had
+        else:
+            out["adam_betas"] = list(out["adam_betas"])
+        return out
 
 
 def configure_from_hparams(

@@ -33,7 +33,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states, seed_everything
+from lightning.fabric.utilities.seed import (
+    _collect_rng_states,
+    _set_rng_states,
+    seed_everything,
+)
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 

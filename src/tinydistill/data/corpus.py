@@ -10,7 +10,7 @@ Sources (``CorpusSource``):
   (wikitext-style: blank rows separate documents); with ``layout="documents"`` each row is one document whose
   non-blank lines are its sentences.
 
-Instances, ``instances="single"`` (default; :func:`pack_document`): consecutive sentences of **one** document
+Instances, ``instances="single"`` (default; :func:`tinydistill.data.packing.pack_document`): consecutive sentences of **one** document
 are concatenated while they fit in ``max_seq_length`` minus the tokenizer's special tokens, then wrapped as
 ``[CLS] ... [SEP]`` (single segment, ``token_type_ids`` all 0). A sentence that does not fit in the current
 instance starts the next one; a sentence longer than the whole budget is cut into budget-sized pieces.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,13 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tinydistill.atomic import atomic_directory
 from tinydistill.data.encoding import non_utf8_error
-from tinydistill.data.loader import make_loader
 from tinydistill.data.glue import tokenizer_fingerprint
-from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
-from tinydistill.distill.mlm_masking import UniformMasking
+from tinydistill.data.loader import make_loader
+from tinydistill.data.masking import UniformMasking
+from tinydistill.data.packing import pack_corpus, pair_corpus
+from tinydistill.data.pairs import PairOptions
 from tinydistill.errors import ConfigError, DataError
+from tinydistill.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -178,107 +180,9 @@ def source_fingerprint(source: CorpusSource) -> str:
     if source.path is not None:
         path = Path(source.path).expanduser()
         _check_file(path)
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return f"file:{h.hexdigest()}:{source.layout}"
+        return f"file:{sha256_file(path)}:{source.layout}"
     ds = _load_hub(source)
     return f"datasets:{ds._fingerprint}:{source.text_column}:{source.layout}"
-
-
-# ---------------------------------------------------------------------------------------------- packing
-
-
-def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer puts before and after a single segment (BERT: ``[CLS]`` and ``[SEP]``)."""
-    probe = "hello world"
-    content = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
-    for i in range(len(full) - len(content) + 1):
-        if full[i : i + len(content)] == content:
-            return list(full[:i]), list(full[i + len(content) :])
-    raise ConfigError(f"cannot locate the special tokens of {type(tokenizer).__name__} around a single segment")
-
-
-def pack_document(
-    sentences: Sequence[Sequence[int]], budget: int, prefix: Sequence[int] = (), suffix: Sequence[int] = ()
-) -> list[list[int]]:
-    """Pack one document's tokenised sentences into instances of at most ``budget`` content tokens.
-
-    Greedy, in order: a sentence joins the current instance if it fits, else starts a new one; a sentence
-    longer than ``budget`` is cut into ``budget``-sized pieces (the last piece may be continued by the next
-    sentence). Each instance is ``prefix + content + suffix``; empty sentences are skipped.
-    """
-    if budget < 1:
-        raise ConfigError(f"max_seq_length leaves no room for text after {len(prefix) + len(suffix)} special tokens")
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for sent in sentences:
-        if not sent:
-            continue
-        if cur and len(cur) + len(sent) > budget:
-            out.append(cur)
-            cur = []
-        sent = list(sent)
-        while len(sent) > budget:  # only when cur is empty
-            out.append(sent[:budget])
-            sent = sent[budget:]
-        cur.extend(sent)
-    if cur:
-        out.append(cur)
-    return [[*prefix, *c, *suffix] for c in out]
-
-
-def pack_corpus(
-    documents: list[list[str]], tokenizer: PreTrainedTokenizerBase, max_seq_length: int, desc: str = "corpus"
-) -> Dataset:
-    """Tokenise documents once and pack them: a Dataset with columns ``input_ids``, ``length``."""
-    prefix, suffix = special_tokens(tokenizer)
-    budget = max_seq_length - len(prefix) - len(suffix)
-    if budget < 1:
-        raise ConfigError(f"max_seq_length={max_seq_length} leaves no room for text after the special tokens")
-
-    def pack(batch: dict) -> dict:
-        flat = [s for doc in batch["sentences"] for s in doc]
-        ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-        instances: list[list[int]] = []
-        i = 0
-        for doc in batch["sentences"]:
-            instances.extend(pack_document(ids[i : i + len(doc)], budget, prefix, suffix))
-            i += len(doc)
-        return {"input_ids": instances, "length": [len(x) for x in instances]}
-
-    docs = Dataset.from_dict({"sentences": documents})
-    return docs.map(
-        pack, batched=True, batch_size=64, remove_columns=["sentences"], desc=f"Tokenising and packing {desc}"
-    )
-
-
-def pair_corpus(
-    documents: list[list[str]],
-    tokenizer: PreTrainedTokenizerBase,
-    max_seq_length: int,
-    options: PairOptions,
-    seed: int,
-    desc: str = "corpus",
-    tokenize_batch: int = 4096,
-) -> Dataset:
-    """Tokenise documents once and draw sentence pairs from them: a Dataset with columns ``input_ids``,
-    ``token_type_ids``, ``length``, ``is_random_next`` (:func:`tinydistill.data.pairs.pair_instances`)."""
-    template = pair_template(tokenizer)
-    flat = [s for doc in documents for s in doc]
-    ids: list[list[int]] = []
-    for i in range(0, len(flat), tokenize_batch):
-        ids.extend(tokenizer(flat[i : i + tokenize_batch], add_special_tokens=False)["input_ids"])
-    log.info("corpus %s: %d sentences tokenised for pair instances", desc, len(ids))
-    by_doc, i = [], 0
-    for doc in documents:
-        by_doc.append(ids[i : i + len(doc)])
-        i += len(doc)
-    return Dataset.from_dict(
-        pair_instances(TokenizedDocuments.from_ids(by_doc), template, max_seq_length, options, seed)
-    )
 
 
 def packed_corpus(

@@ -30,8 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.atomic import atomic_file
 from tinydistill.data.encoding import non_utf8_error
-from tinydistill.data.glue_tsv import GlueTable, read_glue_tsv, write_glue_tsv
-from tinydistill.data.tasks import FORMATS, REGRESSION_METRICS, TASKS, Task, custom_task, get_task
+from tinydistill.data.glue_tsv import TaskTable, read_glue_tsv, write_glue_tsv
+from tinydistill.data.tasks import (
+    FORMATS,
+    REGRESSION_METRICS,
+    TASKS,
+    Task,
+    custom_task,
+    get_task,
+)
 from tinydistill.errors import ConfigError, DataError
 
 #: The keys of a user's task (conf/task/custom.yaml).
@@ -93,20 +100,15 @@ def task_from_config(node: Any) -> Task:
                        max_seq_length=int(values.get("max_seq_length") or 0))
 
 
-def load_task(cfg: Any) -> Task:
-    """`task_from_config` of a run's config (its `task` node)."""
-    return task_from_config(cfg.task)
-
-
 TASK_JSON = "task.json"
 
 
-def task_json(cfg: Any, task: Task) -> dict[str, Any]:
+def task_json(task_node: Any, task: Task) -> dict[str, Any]:
     """`{"task.json": <the task node>}` for a model folder of a user's task (files as absolute paths), so that
     `--task <model dir>/task.json` of export and bench finds the same data; {} for GLUE."""
     if task.is_glue:
         return {}
-    node = _plain(cfg.task)
+    node = _plain(task_node)
     if task.dataset is None:
         node.update({split: str(Path(path).expanduser().resolve()) for split, path in task.files})
     return {TASK_JSON: node}
@@ -368,7 +370,7 @@ def task_file(task: Task, split: str, data_dir: str | os.PathLike | None) -> Pat
 # ---------------------------------------------------------------------------------------------- rows (augmentation)
 
 
-def read_table(task: Task, path: str | os.PathLike) -> GlueTable:
+def read_table(task: Task, path: str | os.PathLike) -> TaskTable:
     """A training file row by row, every column kept (GLUE: raw TSV cells; others: the values as read), checked
     as `examples` checks it; the text and label columns as indices into each row."""
     if task.is_glue:
@@ -377,7 +379,7 @@ def read_table(task: Task, path: str | os.PathLike) -> GlueTable:
     return _table(task, Path(path), read_file(path))
 
 
-def read_hub_table(task: Task) -> tuple[GlueTable, str]:
+def read_hub_table(task: Task) -> tuple[TaskTable, str]:
     """`read_table` for a task read from the hub (`task.dataset`): its training split's rows, and the split's
     `datasets` fingerprint (what changes when the data does), since there is no file to hash."""
     where, raw = raw_split(task, "train")
@@ -385,10 +387,10 @@ def read_hub_table(task: Task) -> tuple[GlueTable, str]:
     return _table(task, Path(where), raw), raw._fingerprint
 
 
-def _table(task: Task, path: Path, raw: Dataset) -> GlueTable:
+def _table(task: Task, path: Path, raw: Dataset) -> TaskTable:
     header = list(raw.column_names)
     rows = [[row[c] for c in header] for row in raw]
-    return GlueTable(path, header, rows, list(range(1, len(rows) + 1)), header.index(task.text_a),
+    return TaskTable(path, header, rows, list(range(1, len(rows) + 1)), header.index(task.text_a),
                      None if task.text_b is None else header.index(task.text_b), header.index(task.label))
 
 

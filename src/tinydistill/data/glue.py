@@ -17,11 +17,12 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tinydistill.atomic import atomic_directory
-from tinydistill.data.loader import make_loader
 from tinydistill.data import files
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
-from tinydistill.data.tasks import GlueTask, Task, get_task
+from tinydistill.data.loader import make_loader
+from tinydistill.data.tasks import Task, get_task
 from tinydistill.errors import DataError
+from tinydistill.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ HUB_DATASET = "nyu-mll/glue"
 CACHE_VERSION = 1
 
 
-def hub_split(task: GlueTask, split: str) -> str:
+def hub_split(task: Task, split: str) -> str:
     """Our split name (train, dev, dev_matched, ...) to the hub's (train, validation, ...)."""
     if split == "train":
         return "train"
@@ -40,7 +41,7 @@ def hub_split(task: GlueTask, split: str) -> str:
 
 
 def load_examples(
-    task: GlueTask, split: str, data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None
+    task: Task, split: str, data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None
 ) -> Dataset:
     """Examples with columns `text_a`, (`text_b`), `label`.
 
@@ -59,7 +60,7 @@ def load_examples(
     return ds
 
 
-def _load_hub_examples(task: GlueTask, split: str) -> Dataset:
+def _load_hub_examples(task: Task, split: str) -> Dataset:
     ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split(task, split))
     columns = {task.hub_text_a: "text_a"}
     if task.hub_text_b is not None:
@@ -69,7 +70,7 @@ def _load_hub_examples(task: GlueTask, split: str) -> Dataset:
     return remap_hub_labels(ds, task)
 
 
-def remap_hub_labels(ds: Dataset, task: GlueTask) -> Dataset:
+def remap_hub_labels(ds: Dataset, task: Task) -> Dataset:
     """Re-number hub label ids into our label order, matching by label *name*.
 
     The hub's MNLI ClassLabel is (entailment, neutral, contradiction); the reference code and
@@ -89,7 +90,7 @@ def remap_hub_labels(ds: Dataset, task: GlueTask) -> Dataset:
     return ds.map(lambda ex: {"label": remap[ex["label"]] if ex["label"] >= 0 else -1})
 
 
-def _source_fingerprint(task: GlueTask, split: str, data_dir, file) -> str:
+def _source_fingerprint(task: Task, split: str, data_dir, file) -> str:
     if not task.is_glue:
         if file is None and task.dataset is not None:
             return f"hub:{task.dataset}/{task.dataset_config}/{task.source(split)}"
@@ -101,11 +102,7 @@ def _source_fingerprint(task: GlueTask, split: str, data_dir, file) -> str:
     path = Path(file)
     if not path.is_file():
         return f"missing:{path}"  # load_examples raises the proper DataError
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"file:{h.hexdigest()}"
+    return f"file:{sha256_file(path)}"
 
 
 #: Each tokenizer object's fingerprint, with the settings it was computed under (see tokenizer_fingerprint).
@@ -125,7 +122,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def tokenized_split(
-    task: GlueTask,
+    task: Task,
     split: str,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int,
@@ -199,7 +196,7 @@ def _load_cache(cache: Path) -> Dataset | None:
     return None
 
 
-class GlueDataModule(L.LightningDataModule):
+class TaskDataModule(L.LightningDataModule):
     """Tokenised batches of one task (a GLUE name, or any `Task`), padded to the batch's longest example or, with `pad_to_max_length`,
     to `max_seq_length` as the reference (`group_by_length` is then ignored: every batch has the same length).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tinydistill.atomic import atomic_file
 from tinydistill.data.encoding import non_utf8_error
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.errors import DataError
 
 # Some GLUE rows (QQP, MNLI) hold very long fields.
@@ -24,7 +24,7 @@ csv.field_size_limit(sys.maxsize)
 
 
 @dataclass
-class GlueTable:
+class TaskTable:
     """The raw rows of one TSV file plus where text_a / text_b / label sit in them."""
 
     path: Path
@@ -47,7 +47,7 @@ def _resolve_column(spec: str | int, header: list[str] | None, path: Path, what:
     return header.index(spec)
 
 
-def read_glue_tsv(path: str | os.PathLike, task: GlueTask, require_label: bool = True) -> GlueTable:
+def read_glue_tsv(path: str | os.PathLike, task: Task, require_label: bool = True) -> TaskTable:
     """Read one GLUE TSV file for `task`, validating every row.
 
     Raises DataError naming the file and line for a missing file, missing column, a row with
@@ -102,10 +102,10 @@ def read_glue_tsv(path: str | os.PathLike, task: GlueTask, require_label: bool =
         lines.append(line)
     if not rows:  # nothing to train or evaluate on; caught here, before anything is tokenised or cached
         raise DataError(f"{path}: no examples ({'only a header row' if header is not None else 'empty file'})")
-    return GlueTable(path, header, rows, lines, text_a_col, text_b_col, label_col)
+    return TaskTable(path, header, rows, lines, text_a_col, text_b_col, label_col)
 
 
-def _check_label(value: str, task: GlueTask, path: Path, line: int) -> None:
+def _check_label(value: str, task: Task, path: Path, line: int) -> None:
     if task.label_names is None:
         try:
             number = float(value)
@@ -123,7 +123,7 @@ def _check_label(value: str, task: GlueTask, path: Path, line: int) -> None:
         )
 
 
-def table_to_examples(table: GlueTable, task: GlueTask) -> dict[str, list]:
+def table_to_examples(table: TaskTable, task: Task) -> dict[str, list]:
     """Columns `text_a`, `text_b` (pair tasks only) and `label` (int id, or float for STS-B)."""
     out: dict[str, list] = {"text_a": [r[table.text_a_col] for r in table.rows]}
     if table.text_b_col is not None:
@@ -147,6 +147,6 @@ def write_glue_tsv(path: str | os.PathLike, header: list[str] | None, rows: list
         w.writerows(rows)
 
 
-def glue_file(data_dir: str | os.PathLike, task: GlueTask, split: str) -> Path:
+def glue_file(data_dir: str | os.PathLike, task: Task, split: str) -> Path:
     """Path of `split` ("train", "dev", "dev_matched", "test", ...) under `<data_dir>/glue/<Folder>/`."""
     return Path(data_dir) / "glue" / task.folder / f"{split}.tsv"

@@ -104,10 +104,6 @@ class Task:
         return hashlib.sha256(json.dumps(read).encode()).hexdigest()[:16]
 
 
-#: The name the code used before user tasks existed; the same class.
-GlueTask = Task
-
-
 # Label orders follow the BERT/TinyBERT reference processors (`run_classifier.py`). MNLI is the
 # one task where the hub differs: the hub's ClassLabel is (entailment, neutral, contradiction)
 # while the reference code uses (contradiction, entailment, neutral). We keep the reference order

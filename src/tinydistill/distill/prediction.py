@@ -19,10 +19,14 @@ from datasets import Dataset
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from tinydistill.atomic import atomic_file
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
 from tinydistill.losses import soft_cross_entropy
 
@@ -35,7 +39,7 @@ def prediction_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     labels: Tensor | None,
-    task: GlueTask,
+    task: Task,
     temperature: float = 1.0,
     regression_target: str = "teacher",
     reduction: str = "mean",

@@ -27,10 +27,10 @@ If a caller passes a prepared 4D float mask instead, entries ``<= -1e2`` count a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-import inspect
 from typing import Any, Literal
 
 import torch

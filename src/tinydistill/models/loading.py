@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from tinydistill.atomic import atomic_directory
-from tinydistill.data.tasks import GlueTask
-from tinydistill.errors import ConfigError
+from tinydistill.data.tasks import Task
+from tinydistill.errors import ConfigError, DataError, first_line
 
 PACKAGE_SCHEME = "pkg:"
 
@@ -57,8 +59,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
 
 
-def load_classifier(name_or_path: str, task: GlueTask) -> PreTrainedModel:
-    """A sequence classifier (or regressor, for STS-B) for `task` from any BERT-family checkpoint."""
+def load_as_classifier(name_or_path: str, task: Task) -> PreTrainedModel:
+    """Any BERT-family checkpoint as a sequence classifier (or regressor) for `task`, with its labels: a head the
+    checkpoint lacks starts at random (a student or a model to fine-tune; a trained classifier for serving is
+    `inference.load_classifier`)."""
     kwargs: dict[str, Any] = {"num_labels": task.num_labels}
     if task.is_regression:
         kwargs["problem_type"] = "regression"
@@ -92,3 +96,64 @@ def export_pretrained(
             extra(tmp)
 
     return atomic_directory(out_dir, write)
+
+# ------------------------------------------------------------------ weights a load initialised at random
+
+
+def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """`model_class.from_pretrained(path, output_loading_info=True)` without transformers' multi-line load
+    report: the checks below turn what it says into one clear line."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return model_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def newly_initialised(model: PreTrainedModel, info: Mapping[str, Any]) -> list[str]:
+    """Weights of `model` that `from_pretrained` initialised at random, from its loading info: missing from the
+    checkpoint or of another shape there, except those tied to a weight that was loaded (BERT's masked-LM
+    decoder *is* the word-embedding matrix when tied, and transformers lists it only when it is not)."""
+    fresh = set(info.get("missing_keys") or ())
+    # transformers lists mismatched weights as (name, checkpoint shape, model shape)
+    fresh |= {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or ()}
+    if not fresh:
+        return []
+    state = model.state_dict(keep_vars=True)
+    names_of_storage: dict[int, set[str]] = defaultdict(set)
+    for name, tensor in state.items():
+        names_of_storage[tensor.data_ptr()].add(name)
+    out = []
+    for key in sorted(fresh):
+        twins = names_of_storage.get(state[key].data_ptr(), {key}) if key in state else {key}
+        if twins <= fresh:  # no tied twin of it was loaded
+            out.append(key)
+    return out
+
+
+def head_first(keys: list[str], base_prefix: str) -> list[str]:
+    """Weights outside the encoder (classifier, masked-LM head) first, then the pooler, then the rest."""
+    def rank(k: str) -> int:
+        return 0 if not k.startswith(base_prefix + ".") else 1 if ".pooler." in k else 2
+    return sorted(keys, key=lambda k: (rank(k), k))
+
+
+def load_reporting_fresh(model_class: Any, path: str, **kwargs: Any) -> tuple[PreTrainedModel, list[str]]:
+    """`model_class` from `path`, and the weights the load initialised at random (not in the checkpoint, tied
+    twins of loaded weights excepted), head first: the one check every loader of a trained head makes."""
+    model, info = quiet_from_pretrained(model_class, path, **kwargs)
+    return model, head_first(newly_initialised(model, info), getattr(model, "base_model_prefix", ""))
+
+
+def check_weight_files(folder: Path) -> None:
+    """Every `*.safetensors` in `folder` has an intact header that covers the whole file (cheap: a memory map)."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - SafetensorError and OSError: one line naming the file
+            raise DataError(f"{file}: corrupt or truncated safetensors file ({first_line(e)}); export or "
+                            f"download the model again") from None

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    BertConfig,
+    BertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import resolve_model_path

@@ -2,7 +2,7 @@
 
 One training step, as HF's ``examples/research_projects/distillation/distiller.py``: both models read the same
 masked batch (15% of tokens, 80/10/10, BERT's uniform selection or the reference's frequency-smoothed one:
-:mod:`tinydistill.distill.mlm_masking`, applied by ``CorpusDataModule`` after the batch transfer), then
+:mod:`tinydistill.data.masking`, applied by ``CorpusDataModule`` after the batch transfer), then
 
     loss = alpha_ce  * T^2 KL(softmax(z_T/T) || softmax(z_S/T))   at real tokens (or masked ones only)
          + alpha_mlm * CE(z_S, original token)                     at masked tokens
@@ -17,10 +17,15 @@ from torch import Tensor
 from transformers import BertForMaskedLM
 
 from tinydistill.errors import ConfigError
-from tinydistill.losses import IGNORE_INDEX, cosine_hidden_loss, distillation_kl, masked_lm_cross_entropy
+from tinydistill.losses import (
+    IGNORE_INDEX,
+    cosine_hidden_loss,
+    distillation_kl,
+    masked_lm_cross_entropy,
+)
 from tinydistill.models.distilbert import check_compatible
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
-from tinydistill.optim import configure_from_hparams
+from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 KD_POSITIONS = ("all", "masked")
 TERMS = ("ce", "mlm", "cos")
@@ -43,19 +48,12 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
         self,
         teacher: BertForMaskedLM,
         student: BertForMaskedLM,
+        optim: OptimizerSettings,
         alpha_ce: float = 5.0,
         alpha_mlm: float = 2.0,
         alpha_cos: float = 1.0,
         temperature: float = 2.0,
         kd_positions: str = "all",
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_proportion: float = 0.1,
-        schedule: str = "linear",
-        adam_epsilon: float = 1e-6,
-        optimizer: str = "adamw",
-        max_grad_norm: float | None = 1.0,
-        adam_betas: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         if kd_positions not in KD_POSITIONS:
@@ -65,12 +63,12 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
             raise ConfigError(f"distill alphas must be >= 0 and not all 0, got {alphas}")
         if not temperature > 0:
             raise ConfigError(f"distill.temperature must be > 0, got {temperature!r}")
-        if adam_betas is not None:
-            adam_betas = tuple(float(b) for b in adam_betas)
-            if len(adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in adam_betas):
-                raise ConfigError(f"distill.adam_betas={list(adam_betas)}: expected null or two numbers in [0, 1)")
+        betas = optim.adam_betas
+        if betas is not None and (len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas)):
+            raise ConfigError(f"distill.adam_betas={list(betas)}: expected null or two numbers in [0, 1)")
         check_compatible(student.config, teacher.config)
-        self.save_hyperparameters(ignore=["teacher", "student"])
+        self.save_hyperparameters({**alphas, "temperature": temperature, "kd_positions": kd_positions,
+                                   **optim.hparams()})
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student.train()
 

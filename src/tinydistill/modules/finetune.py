@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.modules.glue_eval import GlueEvalModule
-from tinydistill.optim import configure_from_hparams
+from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 
 class FinetuneModule(GlueEvalModule):
@@ -17,16 +17,11 @@ class FinetuneModule(GlueEvalModule):
     def __init__(
         self,
         classifier: PreTrainedModel,
-        task: GlueTask,
-        lr: float,
-        weight_decay: float = 0.01,
-        warmup_proportion: float = 0.1,
-        schedule: str = "linear",
-        optimizer: str = "adamw",
-        max_grad_norm: float | None = 1.0,
+        task: Task,
+        optim: OptimizerSettings,
     ) -> None:
         super().__init__(classifier, task)
-        self.save_hyperparameters(ignore=["classifier", "task"])
+        self.save_hyperparameters(optim.hparams())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # The HF head picks CE or MSE from config.problem_type (set at load time).

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.models.capture import forward_with_capture
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
-from tinydistill.optim import configure_from_hparams
+from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 
 class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
@@ -30,17 +30,11 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
         teacher: PreTrainedModel,
         student: PreTrainedModel,
         distiller: IntermediateDistiller,
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_proportion: float = 0.1,
-        schedule: str = "linear",
-        adam_epsilon: float = 1e-6,
-        optimizer: str = "adamw",
-        max_grad_norm: float | None = 1.0,
+        optim: OptimizerSettings,
         teacher_mode: str = "eval",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher", "student", "distiller"])
+        self.save_hyperparameters({**optim.hparams(), "teacher_mode": teacher_mode})
         self.set_teacher(teacher, teacher_mode)
         self.student = student.train()
         pooler = getattr(student, "pooler", None)

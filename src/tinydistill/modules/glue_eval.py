@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.metrics import build_metrics, predictions
 
 
-def metric_prefix(task: GlueTask, dataloader_idx: int) -> str:
+def metric_prefix(task: Task, dataloader_idx: int) -> str:
     """`val` for the main dev split; `val_<split>` for the others (MNLI mismatched)."""
     return "val" if dataloader_idx == 0 else f"val_{task.dev_splits[dataloader_idx]}"
 
@@ -22,7 +22,7 @@ class GlueEvalModule(L.LightningModule):
     The main metric of the first dev split is logged as `val/<metric>`; checkpointing monitors it.
     """
 
-    def __init__(self, classifier: PreTrainedModel, task: GlueTask) -> None:
+    def __init__(self, classifier: PreTrainedModel, task: Task) -> None:
         super().__init__()
         # from_pretrained returns the model in eval mode; Lightning keeps module modes as it
         # finds them, so switch dropout back on for training.

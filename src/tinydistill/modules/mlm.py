@@ -7,12 +7,12 @@ trained on the corpus with BERT's 80/10/10 masking; `train_encoder=True` trains 
 
 from __future__ import annotations
 
-import torch
 import lightning as L
+import torch
 from torch import Tensor
 from transformers import BertForMaskedLM
 
-from tinydistill.optim import configure_from_hparams
+from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 IGNORE = -100
 
@@ -43,16 +43,11 @@ class MlmModule(L.LightningModule):
     def __init__(
         self,
         model: BertForMaskedLM,
-        lr: float,
+        optim: OptimizerSettings,
         train_encoder: bool = False,
-        weight_decay: float = 0.01,
-        warmup_proportion: float = 0.1,
-        schedule: str = "linear",
-        optimizer: str = "adamw",
-        max_grad_norm: float | None = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters({**optim.hparams(), "train_encoder": train_encoder})
         self.model = model.train()
         # Freezing the encoder also freezes the decoder matrix (tied to the word embeddings).
         self.model.bert.requires_grad_(train_encoder)

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.distill.prediction import prediction_loss, unknown_rows
 from tinydistill.distill.teacher_cache import TeacherCache
@@ -31,7 +31,7 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.capture import Captured, forward_with_capture
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.modules.glue_eval import GlueEvalModule
-from tinydistill.optim import configure_from_hparams
+from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 PHASES = ("intermediate", "pred", "gold")
 # Checkpoint key of a partial logit cache's rows (distill.teacher_logits=seen).
@@ -42,26 +42,21 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
     """The student classifier (``self.classifier``) trained in one phase; the frozen teacher (the intermediate
     phase needs it, and the pred phase without cached logits; see :class:`FrozenTeacherMixin`) runs in
-    ``teacher_mode`` and stays out of checkpoints. ``optimizer`` and ``max_grad_norm``: see `tinydistill.optim`."""
+    ``teacher_mode`` and stays out of checkpoints. ``optim``: see `tinydistill.optim`."""
 
     def __init__(
         self,
         student: PreTrainedModel,
-        task: GlueTask,
+        task: Task,
         phase: str,
-        lr: float,
+        optim: OptimizerSettings,
         teacher: PreTrainedModel | None = None,
         distiller: IntermediateDistiller | None = None,
         teacher_logits: Tensor | None = None,
         pred_weight: float = 1.0,
         temperature: float = 1.0,
         regression_target: str = "teacher",
-        weight_decay: float = 0.01,
-        warmup_proportion: float = 0.1,
-        schedule: str = "linear",
         teacher_mode: str = "eval",
-        optimizer: str = "adamw",
-        max_grad_norm: float | None = 1.0,
         teacher_cache: TeacherCache | None = None,
     ) -> None:
         super().__init__(student, task)
@@ -75,7 +70,9 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
             raise ValueError("a train-mode teacher's logits change every batch: pass the teacher, not cached logits")
         if teacher_mode == "train" and teacher_cache is not None:
             raise ValueError("a train-mode teacher's targets change every batch: a teacher cache needs teacher_mode=eval")
-        self.save_hyperparameters(ignore=["student", "task", "teacher", "distiller", "teacher_logits", "teacher_cache"])
+        self.save_hyperparameters({"phase": phase, "pred_weight": pred_weight, "temperature": temperature,
+                                   "regression_target": regression_target, "teacher_mode": teacher_mode,
+                                   **optim.hparams()})
         self.phase = phase
         self.set_teacher(teacher, teacher_mode)
         self.distiller = distiller if phase == "intermediate" else None

@@ -14,215 +14,120 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedTokenizerBase
 
-from tinydistill.data.corpus import CorpusDataModule, CorpusSource
-from tinydistill.data.pairs import PairOptions
+from tinydistill.contract import ModelNeed, RunContext
 from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_tokenizer
+from tinydistill.models.measure import count_parameters
 from tinydistill.models.student import build_student, load_encoder
-from tinydistill.modules.frozen_teacher import teacher_dtype
+from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
-from tinydistill.optim import optimizer_options
-from tinydistill.paths import recorded_path
-from tinydistill.resume import ResumableCheckpoint
-from tinydistill.trainer import build_trainer, validate_every_n_steps
+from tinydistill.optim import OptimizerSettings
+from tinydistill.preflight import ENCODER_TYPES
+from tinydistill.records import GENERAL_JSON, CorpusRecord
+from tinydistill.stages.corpus_training import (
+    CorpusTraining,
+    corpus_datamodule,
+    fit_on_corpus,
+)
 
 log = logging.getLogger(__name__)
 
-RESULT_JSON = "general_distill.json"
+NAME = "general"
+LEARNING_RATES = ("stage.lr",)
+SEQUENCE_LENGTH = "stage.max_seq_length"
+READS = frozenset({"corpus"})
+STUDENT_SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 
 
-class FirstAndLastLosses(Callback):
-    """Remembers the first and the latest logged ``train/*`` values, and ``val_start``, the held-out losses before
-    training (set by the stage); all kept in checkpoints, so a resumed run reports what the uninterrupted one would."""
-
-    def __init__(self) -> None:
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.val_start: dict[str, float] = {}
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        for k, v in values.items():
-            self.first.setdefault(k, v)
-        self.last.update(values)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"first": dict(self.first), "last": dict(self.last), "val_start": dict(self.val_start)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.first = dict(state_dict.get("first", {}))
-        self.last = dict(state_dict.get("last", {}))
-        self.val_start = dict(state_dict.get("val_start", {}))
+@dataclass(frozen=True)
+class GeneralPlan:
+    ctx: RunContext
+    teacher: str
+    student: dict[str, Any]  # the student group: its sizes and name
+    distill: dict[str, Any]  # the distill group, resolved (IntermediateDistiller.from_config reads it)
+    teacher_dtype: str
+    teacher_mode: str
+    corpus: CorpusTraining
+    mlm_probability: float
+    optim: OptimizerSettings
+    output_dir: Path
 
 
-def build_general(cfg: DictConfig) -> GeneralDistillModule:
-    """Teacher, student, distiller and module from the config; all config checks happen here, before data."""
+def models(cfg: DictConfig) -> Iterator[ModelNeed]:
+    yield ModelNeed("stage.teacher", ENCODER_TYPES, "stage=general as teacher")
+
+
+def result_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.stage.output_dir)
+
+
+def plan(cfg: DictConfig) -> GeneralPlan:
     st = cfg.stage
     if cfg.student.get("init") not in ("general", "random", None):
         log.warning("student.init=%s does not apply to stage=general: its student always starts from random "
                     "weights", cfg.student.init)
-    teacher = load_encoder(st.teacher)
-    student = build_student(cfg.student, teacher.config, seed=cfg.seed)
-    teacher.to(teacher_dtype(cfg.distill.get("teacher_dtype", "float32")))
-    distill = OmegaConf.to_container(cfg.distill, resolve=True)
-    distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
+    return GeneralPlan(
+        ctx=RunContext.from_config(cfg),
+        teacher=str(st.teacher),
+        student=OmegaConf.to_container(cfg.student, resolve=True),
+        distill=OmegaConf.to_container(cfg.distill, resolve=True),
+        teacher_dtype=str(cfg.distill.get("teacher_dtype", "float32")),
+        teacher_mode=check_teacher_mode(cfg.distill.get("teacher_mode", "eval")),
+        corpus=CorpusTraining.from_stage(st),
+        mlm_probability=float(st.mlm_probability),
+        optim=OptimizerSettings.from_stage(st),
+        output_dir=Path(st.output_dir),
+    )
+
+
+def build_module(p: GeneralPlan) -> GeneralDistillModule:
+    """Teacher, student, distiller and module; their checks happen here, before any data is read."""
+    teacher = load_encoder(p.teacher)
+    student = build_student(p.student, teacher.config, seed=p.ctx.seed)
+    teacher.to(teacher_dtype(p.teacher_dtype))
+    distiller = IntermediateDistiller.from_config(p.distill, student.config, teacher.config)
     if not distiller.active_terms:
         raise ConfigError("distill.weights: emb, att and hid are all 0, so general distillation has nothing to learn")
     for name, model in (("teacher", teacher), ("student", student)):
-        if st.max_seq_length > model.config.max_position_embeddings:
+        if p.corpus.max_seq_length > model.config.max_position_embeddings:
             raise ConfigError(
-                f"stage.max_seq_length={st.max_seq_length} exceeds the {name}'s max_position_embeddings="
+                f"stage.max_seq_length={p.corpus.max_seq_length} exceeds the {name}'s max_position_embeddings="
                 f"{model.config.max_position_embeddings}"
             )
-    module = GeneralDistillModule(
-        teacher,
-        student,
-        distiller,
-        lr=st.lr,
-        weight_decay=st.weight_decay,
-        warmup_proportion=st.warmup_proportion,
-        schedule=st.schedule,
-        adam_epsilon=st.adam_epsilon,
-        teacher_mode=cfg.distill.get("teacher_mode", "eval"),
-        **optimizer_options(st),
-    )
-    return module
+    return GeneralDistillModule(teacher, student, distiller, p.optim, teacher_mode=p.teacher_mode)
 
 
-def validate_losses(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
-) -> dict[str, float]:
-    """The logged ``val/*`` values averaged over the held-out instances, without the prefix."""
-    out: dict[str, float] = {}
-    for r in trainer.validate(module, datamodule=datamodule, verbose=False):
-        out.update({k.split("/", 1)[1]: float(v) for k, v in r.items() if k.startswith("val/")})
-    return out
-
-
-def corpus_datamodule(
-    cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, with_mlm_labels: bool = False
-) -> CorpusDataModule:
-    """The general corpus of ``stage.corpus``, as ``stage.instances`` (single segments or pairs), batched as
-    ``stage`` and ``data`` say."""
-    st = cfg.stage
-    return CorpusDataModule(
-        CorpusSource.from_config(st.corpus),
-        tokenizer,
-        max_seq_length=st.max_seq_length,
-        cache_dir=cfg.paths.cache_dir,
-        batch_size=st.batch_size,
-        eval_batch_size=st.eval_batch_size,
-        val_size=st.val_size,
-        seed=cfg.seed,
-        num_workers=cfg.data.num_workers,
-        group_by_length=cfg.data.group_by_length,
-        mlm_probability=mlm_probability,
-        with_mlm_labels=with_mlm_labels,
-        pad_to_max_length=cfg.data.pad_to_max_length,
-        instances=st.instances,
-        pairs=PairOptions(**st.pairs),
-    )
-
-
-def step_trainer(cfg: DictConfig) -> tuple[L.Trainer, ResumableCheckpoint, FirstAndLastLosses]:
-    """A Trainer for a step budget on the corpus: step checkpoints, validation every ``stage.val_every_n_steps``
-    optimiser steps, and a record of the first and last logged training losses."""
-    st = cfg.stage
-    checkpoint = ResumableCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints",
-        filename="step-{step}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=st.checkpoint_every_n_steps,
-        save_top_k=1,  # no monitor: the most recent step checkpoint, plus last.ckpt
-        save_last=True,
-    )
-    history = FirstAndLastLosses()
-    overrides: dict[str, Any] = {}
-    if st.max_steps > 0:
-        overrides["max_epochs"] = -1  # the step budget alone decides
-    if st.val_size <= 0:
-        overrides["limit_val_batches"] = 0
-    else:
-        overrides.update(validate_every_n_steps(cfg, st.val_every_n_steps))
-    return build_trainer(cfg, callbacks=[checkpoint, history], **overrides), checkpoint, history
-
-
-def run_summary(
-    cfg: DictConfig,
-    datamodule: CorpusDataModule,
-    trainer: L.Trainer,
-    checkpoint: ResumableCheckpoint,
-    history: FirstAndLastLosses,
-    val: dict[str, float],
-) -> dict[str, Any]:
-    """The result-file fields every corpus-distillation run shares: data, budget, and losses before/after."""
-    return {
-        "corpus": datamodule.summary(),
-        "seed": cfg.seed,
-        "steps": trainer.global_step,
-        "batch_size": cfg.stage.batch_size,
-        "lr": cfg.stage.lr,
-        "train_first": history.first,
-        "train_last": history.last,
-        "val_start": history.val_start,
-        "val": val,
-        "last_checkpoint": recorded_path(checkpoint.last_model_path),
-    }
-
-
-def result_dir(cfg: DictConfig) -> Path:
-    """TinyBERT's general student goes to stage.output_dir, the DistilBERT-style one to distill.output_dir."""
-    return Path(cfg.distill.output_dir if cfg.distill.name == "distilbert" else cfg.stage.output_dir)
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.distill.name == "distilbert":
-        from tinydistill.stages import distilbert  # here: that module imports this one's helpers
-
-        return distilbert.run(cfg)
-    if cfg.distill.name != "tinybert":
-        raise ConfigError(f"stage=general: distill={cfg.distill.name!r} must be tinybert or distilbert")
-    st = cfg.stage
+def run(p: GeneralPlan) -> dict[str, Any]:
     # The frozen teacher is in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    module = build_general(cfg)
-    tokenizer = load_tokenizer(st.teacher)
-    datamodule = corpus_datamodule(cfg, tokenizer, mlm_probability=st.mlm_probability)
-    trainer, checkpoint, history = step_trainer(cfg)
-    validate = st.val_size > 0 and not trainer.fast_dev_run
-    if validate and cfg.ckpt_path is None:
-        # Held-out losses of the untrained student, the baseline for the final ones (a resumed run reads them from
-        # its checkpoint).
-        history.val_start = validate_losses(trainer, module, datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    val = validate_losses(trainer, module, datamodule) if validate else {}
+    module = build_module(p)
+    tokenizer = load_tokenizer(p.teacher)
+    datamodule = corpus_datamodule(p.corpus, p.ctx, tokenizer, mlm_probability=p.mlm_probability)
+    trainer, summary = fit_on_corpus(p.corpus, p.ctx, module, datamodule)
     student = module.student
-    result = {
-        "stage": "general",
-        "teacher": str(st.teacher),
-        "student": cfg.student.name,
-        "student_config": {k: getattr(student.config, k) for k in
-                           ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
-        "parameters": sum(p.numel() for p in student.parameters()),
+    record = CorpusRecord(GENERAL_JSON, {
+        "stage": NAME,
+        "teacher": p.teacher,
+        "student": p.student["name"],
+        "student_config": {k: getattr(student.config, k) for k in STUDENT_SHAPE},
+        "parameters": {"student": count_parameters(student)},
         "distill": module.distiller.describe(),
-        **run_summary(cfg, datamodule, trainer, checkpoint, history, val),
-    }
+        **summary,
+    })
+    result = dict(record.fields)
     if trainer.is_global_zero:
-        projections = module.distiller.projections
-        out = export_pretrained(
-            st.output_dir, student, tokenizer, json_files={RESULT_JSON: result}, extra=projections.save
-        )
+        out = export_pretrained(p.output_dir, student, tokenizer, json_files=record.model_files(),
+                                extra=module.distiller.projections.save)
         log.info("general-distilled student: %s", out)
-        log.info("train losses: first %s, last %s", history.first, history.last)
-        log.info("held-out losses: before %s, after %s", history.val_start, val)
+        log.info("train losses: first %s, last %s", summary["train_first"], summary["train_last"])
+        log.info("held-out losses: before %s, after %s", summary["val_start"], summary["val"])
         result["output_dir"] = str(out)
     return result

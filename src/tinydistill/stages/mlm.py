@@ -13,7 +13,7 @@ it (data_aug/stats.py: distinct candidates, non-alphabetic and stop-word shares,
 alphabetic_only, ...) by data_aug's own candidate code. Masked-token accuracy alone does not show a
 head that proposes "the , of ." for every word; these numbers do.
 
-Checkpoints and resume are stage=general's (`step_trainer`): `last.ckpt` every
+Checkpoints and resume are stage=general's (`stages/corpus_training.py`): `last.ckpt` every
 `stage.checkpoint_every_n_steps` steps and at the end, and the held-out accuracy before training
 travels in the checkpoint, so a resumed run writes the same `mlm.json` as the uninterrupted one.
 """
@@ -22,98 +22,124 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import BertForMaskedLM
 
-from tinydistill.data.corpus import CorpusDataModule, CorpusSource, pack_document, read_documents, special_tokens
+from data_aug import (
+    AugConfig,
+    Augmenter,
+    MaskedLM,
+    load_stopwords,
+    measure_candidates,
+    summary_line,
+)
+from data_aug.words import nltk_data_dir
+from tinydistill.contract import ModelNeed, RunContext
+from tinydistill.data.corpus import CorpusDataModule, read_documents
+from tinydistill.data.packing import pack_spans, special_tokens
 from tinydistill.errors import ConfigError, DataError
-from tinydistill.models.loading import export_pretrained, load_tokenizer, resolve_model_path
+from tinydistill.models.loading import (
+    export_pretrained,
+    load_tokenizer,
+    resolve_model_path,
+)
 from tinydistill.modules.mlm import MlmModule
-from tinydistill.optim import optimizer_options
-from tinydistill.paths import recorded_path
-from tinydistill.stages.general import step_trainer, validate_losses
+from tinydistill.optim import OptimizerSettings
+from tinydistill.preflight import BERT_ONLY
+from tinydistill.records import MLM_JSON, CorpusRecord
+from tinydistill.stages.corpus_training import (
+    CorpusTraining,
+    corpus_datamodule,
+    fit_on_corpus,
+)
 
 log = logging.getLogger(__name__)
 
-RESULT_JSON = "mlm.json"
+NAME = "mlm"
+LEARNING_RATES = ("stage.lr",)
+SEQUENCE_LENGTH = "stage.max_seq_length"
+READS = frozenset({"corpus"})
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MlmPlan:
+    ctx: RunContext
+    model: str
+    output_dir: Path
+    train_encoder: bool
+    mlm_probability: float
+    candidate_sentences: int
+    corpus: CorpusTraining
+    optim: OptimizerSettings
+    aug: dict[str, Any] | None  # the aug group: the candidate settings of `candidate_quality`
+
+
+def models(cfg: DictConfig) -> Iterator[ModelNeed]:
+    yield ModelNeed("stage.model", BERT_ONLY, "stage=mlm (BertForMaskedLM)")
+
+
+def result_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.stage.output_dir)
+
+
+def plan(cfg: DictConfig) -> MlmPlan:
     st = cfg.stage
-    tokenizer = load_tokenizer(st.model)
+    aug = cfg.get("aug")
+    return MlmPlan(
+        ctx=RunContext.from_config(cfg),
+        model=str(st.model),
+        output_dir=Path(st.output_dir),
+        train_encoder=bool(st.train_encoder),
+        mlm_probability=float(st.mlm_probability),
+        candidate_sentences=int(st.get("candidate_sentences", 0) or 0),
+        corpus=CorpusTraining.from_stage(st),
+        optim=OptimizerSettings.from_stage(st),
+        aug=None if aug is None else OmegaConf.to_container(aug, resolve=True),
+    )
+
+
+def run(p: MlmPlan) -> dict[str, Any]:
+    tokenizer = load_tokenizer(p.model)
     # The encoder's weights load; the head (transform, bias) starts from BERT's initialisation.
-    model = BertForMaskedLM.from_pretrained(resolve_model_path(st.model))
-    module = MlmModule(
-        model, lr=st.lr, train_encoder=st.train_encoder, weight_decay=st.weight_decay,
-        warmup_proportion=st.warmup_proportion, schedule=st.schedule, **optimizer_options(st),
-    )
-    datamodule = CorpusDataModule(
-        CorpusSource.from_config(st.corpus), tokenizer, max_seq_length=st.max_seq_length,
-        cache_dir=cfg.paths.cache_dir, batch_size=st.batch_size, eval_batch_size=st.eval_batch_size,
-        val_size=st.val_size, seed=cfg.seed, num_workers=cfg.data.num_workers,
-        group_by_length=cfg.data.group_by_length, mlm_probability=st.mlm_probability, with_mlm_labels=True,
-        pad_to_max_length=cfg.data.pad_to_max_length,
-    )
-    # stage=general's step budget, validation and checkpoints (ResumableCheckpoint, ExactResume), and its record of
-    # the first/last training values and of the held-out values before training, all kept in checkpoints.
-    trainer, checkpoint, history = step_trainer(cfg)
-    validate = st.val_size > 0 and not trainer.fast_dev_run
-    if validate and cfg.ckpt_path is None:
-        # The untrained head's held-out accuracy, the baseline for the final one (a resumed run reads it from its
-        # checkpoint: its model is no longer untrained).
-        history.val_start = validate_losses(trainer, module, datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    val = validate_losses(trainer, module, datamodule) if validate else {}
-    quality = candidate_quality(cfg, module.model, tokenizer, datamodule) if trainer.is_global_zero else None
-    result = {
-        "stage": "mlm",
-        "model": str(st.model),
-        "train_encoder": bool(st.train_encoder),
-        "steps": trainer.global_step,
-        "mlm_probability": st.mlm_probability,
-        "held_out_start": history.val_start,
+    model = BertForMaskedLM.from_pretrained(resolve_model_path(p.model))
+    module = MlmModule(model, p.optim, train_encoder=p.train_encoder)
+    datamodule = corpus_datamodule(p.corpus, p.ctx, tokenizer, mlm_probability=p.mlm_probability,
+                                   with_mlm_labels=True)
+    # stage=general's step budget, validation and checkpoints, and its record of the first/last training values and
+    # of the held-out values before training (the untrained head's), all kept in checkpoints.
+    trainer, summary = fit_on_corpus(p.corpus, p.ctx, module, datamodule)
+    quality = candidate_quality(p, module.model, tokenizer, datamodule) if trainer.is_global_zero else None
+    val, start = summary["val"], summary["val_start"]
+    record = CorpusRecord(MLM_JSON, {
+        "stage": NAME,
+        "model": p.model,
+        "train_encoder": p.train_encoder,
+        "steps": summary["steps"],
+        "mlm_probability": p.mlm_probability,
+        "held_out_start": start,
         "held_out": val,
-        "train_first": history.first,
-        "train_last": history.last,
-        "corpus": datamodule.summary(),
-        "seed": cfg.seed,
+        "train_first": summary["train_first"],
+        "train_last": summary["train_last"],
+        "corpus": summary["corpus"],
+        "seed": p.ctx.seed,
         "candidate_quality": quality,
-        "last_checkpoint": recorded_path(checkpoint.last_model_path),
-    }
+        "last_checkpoint": summary["last_checkpoint"],
+    })
+    result = dict(record.fields)
     if trainer.is_global_zero:
-        out = export_pretrained(st.output_dir, module.model, tokenizer, json_files={RESULT_JSON: result})
+        out = export_pretrained(p.output_dir, module.model, tokenizer, json_files=record.model_files())
         log.info("masked LM: %s (held-out masked-token accuracy %.3f, before training %.3f)", out,
-                 val.get("masked_accuracy", float("nan")), history.val_start.get("masked_accuracy", float("nan")))
+                 val.get("masked_accuracy", float("nan")), start.get("masked_accuracy", float("nan")))
         result["output_dir"] = str(out)
     return result
 
 
 # ---------------------------------------------------------------------------------------------- candidates
-
-
-def _pack_spans(lengths: Sequence[int], budget: int) -> list[list[tuple[int, int, int]]]:
-    """`pack_document`'s packing, as (sentence, start, end) token spans per instance."""
-    out: list[list[tuple[int, int, int]]] = []
-    cur: list[tuple[int, int, int]] = []
-    used = 0
-    for i, n in enumerate(lengths):
-        if n == 0:
-            continue
-        if cur and used + n > budget:
-            out.append(cur)
-            cur, used = [], 0
-        start = 0
-        while n - start > budget:  # only when cur is empty
-            out.append([(i, start, start + budget)])
-            start += budget
-        cur.append((i, start, n))
-        used += n - start
-    if cur:
-        out.append(cur)
-    return out
 
 
 def held_out_sentences(
@@ -126,8 +152,8 @@ def held_out_sentences(
 ) -> list[str]:
     """Up to `n` corpus sentences that lie whole inside held-out instances (never trained on).
 
-    Re-packs the documents in corpus order exactly as `pack_corpus` does (checked against
-    `pack_document`), tracking which sentences each instance holds, and takes from each instance
+    Re-packs the documents in corpus order as `pack_corpus` does (`pack_spans`, which `pack_document` packs
+    by), tracking which sentences each instance holds, and takes from each instance
     found in `held_out` (its `input_ids`) its first ceil(n / len(held_out)) whole sentences (a
     sentence cut across instances is skipped). Stops tokenising once it has `n`, so it reads only
     the start of a large corpus.
@@ -147,13 +173,9 @@ def held_out_sentences(
         for doc in docs:
             doc_ids = ids[offset : offset + len(doc)]
             offset += len(doc)
-            spans = _pack_spans([len(x) for x in doc_ids], budget)
-            packed = pack_document(doc_ids, budget, prefix, suffix)
-            rebuilt = [[*prefix, *(t for s, a, e in inst for t in doc_ids[s][a:e]), *suffix] for inst in spans]
-            if rebuilt != packed:
-                raise RuntimeError("held_out_sentences no longer packs like tinydistill.data.corpus.pack_document")
-            for inst, inst_ids in zip(spans, packed):
-                if tuple(inst_ids) in held:
+            for inst in pack_spans([len(x) for x in doc_ids], budget):
+                inst_ids = (*prefix, *(t for s, a, e in inst for t in doc_ids[s][a:e]), *suffix)
+                if inst_ids in held:
                     whole = [doc[s] for s, a, e in inst if a == 0 and e == len(doc_ids[s])]
                     out.extend(whole[:per])
                     if len(out) >= n:
@@ -161,29 +183,26 @@ def held_out_sentences(
     return out
 
 
-def candidate_quality(cfg: DictConfig, model: BertForMaskedLM, tokenizer, datamodule: CorpusDataModule) -> dict:
+def candidate_quality(p: MlmPlan, model: BertForMaskedLM, tokenizer, datamodule: CorpusDataModule) -> dict:
     """Statistics of the augmentation candidates `model` proposes on held-out corpus sentences.
 
     `stage.candidate_sentences` sentences (see `held_out_sentences`) go through data_aug's candidate
     generation (`Augmenter.candidates`, MLM only) with the `aug.*` settings, in float32. Returns
     data_aug.stats' statistics plus the settings used, or {"skipped": why}.
     """
-    n = int(cfg.stage.get("candidate_sentences", 0) or 0)
+    n = p.candidate_sentences
     if n <= 0:
         return {"skipped": "stage.candidate_sentences is 0"}
     if datamodule.val is None:
         return {"skipped": "no held-out corpus instances (stage.val_size is 0)"}
-    from data_aug import AugConfig, Augmenter, MaskedLM, load_stopwords, measure_candidates, summary_line
-    from data_aug.words import nltk_data_dir
-
     try:
-        aug = AugConfig.from_cfg(cfg.get("aug"))
-        stopwords = load_stopwords(nltk_data_dir(aug.nltk_data, cfg.paths.data_dir))
+        aug = AugConfig.from_cfg(p.aug)
+        stopwords = load_stopwords(nltk_data_dir(aug.nltk_data, p.ctx.data_dir))
         sentences = held_out_sentences(
             read_documents(datamodule.source), tokenizer, datamodule.max_seq_length, datamodule.val["input_ids"], n
         )
         device = str(next(model.parameters()).device)
-        mlm = MaskedLM(model, tokenizer, name=str(cfg.stage.model), device=device, max_seq_length=aug.max_seq_length)
+        mlm = MaskedLM(model, tokenizer, name=p.model, device=device, max_seq_length=aug.max_seq_length)
         augmenter = Augmenter(
             mlm, None, stopwords, top_k=aug.top_k, mode=aug.mode, batch_size=aug.batch_size,
             alphabetic_only=aug.alphabetic_only,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
+from tinydistill.models.loading import load_reporting_fresh
 
 log = logging.getLogger(__name__)
 
@@ -64,52 +63,12 @@ def _keys(keys: list[str]) -> str:
 # ------------------------------------------------------------------ untrained heads
 
 
-def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """`model_class.from_pretrained(path, output_loading_info=True)` without transformers' multi-line load
-    report: the checks below turn what it says into one clear line."""
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return model_class.from_pretrained(path, output_loading_info=True, **kwargs)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def newly_initialised(model: PreTrainedModel, info: Mapping[str, Any]) -> list[str]:
-    """Weights of `model` that `from_pretrained` initialised at random, from its loading info: missing from the
-    checkpoint or of another shape there, except those tied to a weight that was loaded (BERT's masked-LM
-    decoder *is* the word-embedding matrix when tied, and transformers lists it only when it is not)."""
-    fresh = set(info.get("missing_keys") or ())
-    # transformers lists mismatched weights as (name, checkpoint shape, model shape)
-    fresh |= {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or ()}
-    if not fresh:
-        return []
-    state = model.state_dict(keep_vars=True)
-    names_of_storage: dict[int, set[str]] = defaultdict(set)
-    for name, tensor in state.items():
-        names_of_storage[tensor.data_ptr()].add(name)
-    out = []
-    for key in sorted(fresh):
-        twins = names_of_storage.get(state[key].data_ptr(), {key}) if key in state else {key}
-        if twins <= fresh:  # no tied twin of it was loaded
-            out.append(key)
-    return out
-
-
-def head_first(keys: list[str], base_prefix: str) -> list[str]:
-    """Weights outside the encoder (classifier, masked-LM head) first, then the pooler, then the rest."""
-    def rank(k: str) -> int:
-        return 0 if not k.startswith(base_prefix + ".") else 1 if ".pooler." in k else 2
-    return sorted(keys, key=lambda k: (rank(k), k))
-
-
-def load_teacher_classifier(path: str, task: GlueTask, setting: str = "stage.teacher") -> PreTrainedModel:
+def load_teacher_classifier(path: str, task: Task, setting: str = "stage.teacher") -> PreTrainedModel:
     """The fine-tuned teacher for `task`, frozen (eval mode, no gradients), after the untrained-head and
-    wrong-task checks. Its config then carries the task's labels, as `models.loading.load_classifier` gives."""
+    wrong-task checks. Its config then carries the task's labels, as `models.loading.load_as_classifier` gives."""
     # Load with the checkpoint's own config: forcing the task's num_labels would hide a wrong-task teacher
     # behind transformers' size-mismatch error (or re-initialise its head).
-    model, info = quiet_from_pretrained(AutoModelForSequenceClassification, path)
-    fresh = head_first(newly_initialised(model, info), getattr(model, "base_model_prefix", ""))
+    model, fresh = load_reporting_fresh(AutoModelForSequenceClassification, path)
     if fresh:
         raise ConfigError(
             f"{setting}={path} is not a classifier fine-tuned on {task.name}: loading it initialises {_keys(fresh)} "
@@ -144,7 +103,7 @@ def label_names(config: PretrainedConfig) -> list[str] | None:
     return None if all(GENERIC_LABEL.match(n) for n in names) else names
 
 
-def task_mismatch(config: PretrainedConfig, task: GlueTask) -> str | None:
+def task_mismatch(config: PretrainedConfig, task: Task) -> str | None:
     """Why a classifier with `config` cannot be `task`'s teacher, or None if it can.
 
     Placeholder label names (LABEL_0, ...) are accepted: hub checkpoints fine-tuned elsewhere often keep them.
@@ -160,7 +119,7 @@ def task_mismatch(config: PretrainedConfig, task: GlueTask) -> str | None:
     return None
 
 
-def use_task_labels(config: PretrainedConfig, task: GlueTask) -> None:
+def use_task_labels(config: PretrainedConfig, task: Task) -> None:
     """Give a checked teacher's config the task's problem type and label names (placeholders replaced)."""
     config.problem_type = "regression" if task.is_regression else "single_label_classification"
     if not task.is_regression:
@@ -172,7 +131,7 @@ def use_task_labels(config: PretrainedConfig, task: GlueTask) -> None:
 
 
 def teacher_strength(
-    task: GlueTask, teacher_metrics: Mapping[str, Any], constant: Mapping[str, Any], margin: float
+    task: Task, teacher_metrics: Mapping[str, Any], constant: Mapping[str, Any], margin: float
 ) -> dict[str, Any]:
     """The teacher's and the constant predictor's main metric on the main dev split, and whether the teacher is
     weak: not at least `margin` (absolute, in the metric's units) above the constant predictor."""
@@ -187,7 +146,7 @@ def teacher_strength(
 
 
 def check_teacher_strength(
-    task: GlueTask,
+    task: Task,
     teacher_metrics: Mapping[str, Any],
     constant: Mapping[str, Any],
     margin: Any,

@@ -1,59 +1,83 @@
-"""Pieces shared by the stages that train a task classifier."""
+"""What the stages that train a task classifier (finetune, task) share: their data module, dev evaluation of the
+selected checkpoint, the teacher's fresh dev evaluation, latency and the yardsticks beside the run's own figures."""
 
 from __future__ import annotations
 
 import itertools
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
-from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from tinydistill.baselines import constant_predictor, gap_closed, retention
-from tinydistill.bench import time_model
-from tinydistill.data.glue import GlueDataModule, tokenized_split
+from tinydistill.contract import RunContext
+from tinydistill.data.glue import TaskDataModule, tokenized_split
 from tinydistill.data.loader import make_loader
-from tinydistill.data.tasks import GlueTask
+from tinydistill.data.tasks import Task
+from tinydistill.models.measure import time_model
 from tinydistill.modules.glue_eval import GlueEvalModule, metric_prefix
+from tinydistill.records import METRICS_JSON, ClassifierRecord
 from tinydistill.resume import ResumableCheckpoint
 
 
-def best_checkpoint_callback(cfg: DictConfig, task: GlueTask) -> ResumableCheckpoint:
-    """Keep the best evaluation by the task's main dev metric, and `last.ckpt` (the latest, for resuming)."""
-    return ResumableCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints",
-        monitor=f"val/{task.metric}",
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        filename="best-{epoch}-{step}",
-        # stage=task: overwrite the intermediate phase's last.ckpt rather than write last-v1.ckpt beside it
-        enable_version_counter=False,
+@dataclass(frozen=True)
+class TaskBatches:
+    """The task, its truncation length and batch sizes (`task.max_seq_length`, `stage.batch_size`,
+    `stage.eval_batch_size`)."""
+
+    task: Task
+    max_seq_length: int
+    batch_size: int
+    eval_batch_size: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, task: Task) -> TaskBatches:
+        return cls(task, int(cfg.task.max_seq_length), int(cfg.stage.batch_size), int(cfg.stage.eval_batch_size))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Dev-set inference timing at the end of a run (`stage.measure_latency`, `stage.latency_*`)."""
+
+    measure: bool
+    batch_size: int
+    repeats: int
+    batch1: bool
+    max_examples: int | None
+
+    @classmethod
+    def from_stage(cls, st: DictConfig) -> Latency:
+        return cls(bool(st.measure_latency), int(st.latency_batch_size), int(st.latency_repeats),
+                   bool(st.get("latency_batch1", False)), st.get("latency_max_examples"))
+
+
+def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedTokenizerBase,
+                    train_file: str | None = None, with_index: bool = False) -> TaskDataModule:
+    """The task's tokenised batches as `tb` and `ctx.loading` say; `train_file` replaces the training file (an
+    augmented set), `with_index` numbers the training rows (cached teacher logits are looked up by it)."""
+    return TaskDataModule(
+        tb.task,
+        tokenizer,
+        max_seq_length=tb.max_seq_length,
+        data_dir=ctx.data_dir,
+        cache_dir=ctx.cache_dir,
+        batch_size=tb.batch_size,
+        eval_batch_size=tb.eval_batch_size,
+        num_workers=ctx.loading.num_workers,
+        train_file=train_file,
+        group_by_length=ctx.loading.group_by_length,
+        pad_to_max_length=ctx.loading.pad_to_max_length,
+        with_index=with_index,
+        seed=ctx.seed,
     )
-
-
-class EvaluationCount(Callback):
-    """Counts the dev evaluations a fit runs (not the sanity check, not a later `trainer.validate`), kept in
-    checkpoints: a no-distillation baseline can then pick its best from as many evaluations as the distilled run
-    (`stage.evals=matched`), since the best of many evaluations flatters a run by its luckiest one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self.count += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.count = int(state_dict.get("count", 0))
 
 
 def validate_best(
@@ -68,7 +92,7 @@ def validate_best(
     return merged
 
 
-def dev_metrics(task: GlueTask, logged: dict[str, float]) -> dict[str, dict[str, float]]:
+def dev_metrics(task: Task, logged: dict[str, float]) -> dict[str, dict[str, float]]:
     """`{"val/f1": .., "val_dev_mismatched/accuracy": ..}` -> `{"dev": {"f1": ..}, "dev_mismatched": {..}}`."""
     out: dict[str, dict[str, float]] = {}
     for idx, split in enumerate(task.dev_splits):
@@ -77,51 +101,47 @@ def dev_metrics(task: GlueTask, logged: dict[str, float]) -> dict[str, dict[str,
     return out
 
 
-def dev_latency(
-    cfg: DictConfig, models: dict[str, PreTrainedModel], dm: GlueDataModule, batch_size: int | None = None
-) -> dict[str, dict[str, float]]:
-    """Dev-set inference time of each model on the same batches (batch size `stage.latency_batch_size`), on the
-    first `stage.latency_max_examples` dev examples when that is set."""
+def dev_latency(lat: Latency, models: dict[str, PreTrainedModel], dm: TaskDataModule,
+                batch_size: int) -> dict[str, dict[str, float]]:
+    """Dev-set inference time of each model on the same batches of `batch_size`, on the first `lat.max_examples`
+    dev examples when that is set."""
     dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
-    limit = cfg.stage.get("latency_max_examples")
-    if limit is not None and limit < len(dev):
-        dev = dev.select(range(limit))
-    loader = torch.utils.data.DataLoader(dev, batch_size=batch_size or cfg.stage.latency_batch_size,
-                                         collate_fn=dm.collator)
+    if lat.max_examples is not None and lat.max_examples < len(dev):
+        dev = dev.select(range(lat.max_examples))
+    loader = torch.utils.data.DataLoader(dev, batch_size=batch_size, collate_fn=dm.collator)
     batches = list(loader)
     out = {}
     for name, model in models.items():
-        seconds = time_model(model.cpu(), batches, repeats=cfg.stage.latency_repeats)
+        seconds = time_model(model.cpu(), batches, repeats=lat.repeats)
         out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev), "examples": len(dev)}
     return out
 
 
-def add_latency(cfg: DictConfig, result: dict[str, Any], models: dict[str, PreTrainedModel], dm: GlueDataModule,
+def add_latency(lat: Latency, result: dict[str, Any], models: dict[str, PreTrainedModel], dm: TaskDataModule,
                 own: str) -> None:
-    """`latency` and `speedup` (the teacher's time over `own`'s) at `stage.latency_batch_size`, and with
-    `stage.latency_batch1` the same at batch size 1 (`latency_batch1`, `speedup_batch1`): the speed-up a
-    service answering one request at a time would see."""
-    sizes = [("", cfg.stage.latency_batch_size)]
-    if cfg.stage.get("latency_batch1", False):
+    """`latency` and `speedup` (the teacher's time over `own`'s) at `lat.batch_size`, and with `lat.batch1` the
+    same at batch size 1 (`latency_batch1`, `speedup_batch1`): the speed-up a service answering one request at a
+    time would see."""
+    sizes = [("", lat.batch_size)]
+    if lat.batch1:
         sizes.append(("_batch1", 1))
     for suffix, size in sizes:
-        lat = dev_latency(cfg, models, dm, size)
-        result["latency" + suffix] = lat
-        if "teacher" in lat and own != "teacher":
-            result["speedup" + suffix] = lat["teacher"]["seconds"] / lat[own]["seconds"]
+        times = dev_latency(lat, models, dm, size)
+        result["latency" + suffix] = times
+        if "teacher" in times and own != "teacher":
+            result["speedup" + suffix] = times["teacher"]["seconds"] / times[own]["seconds"]
 
 
 def teacher_dev_metrics(t_dir: str | Path) -> dict[str, Any]:
     """The `dev*` metrics a fine-tuned teacher's metrics.json holds ({} without one)."""
-    path = Path(t_dir) / "metrics.json"
+    path = Path(t_dir) / METRICS_JSON
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
-    return {k: v for k, v in data.items() if k.startswith("dev")}
+    return ClassifierRecord.read(path).dev_metrics
 
 
 def evaluate_teacher(
-    cfg: DictConfig, task: GlueTask, teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+    tb: TaskBatches, ctx: RunContext, teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, dict[str, float]]:
     """The teacher's dev metrics, measured now by the students' own GLUE evaluation (`GlueEvalModule`'s
     validation step and metrics), on the same dev batches as the run's (`trainer.limit_val_batches` and
@@ -130,16 +150,17 @@ def evaluate_teacher(
     A plain loop on the CPU rather than a Lightning Trainer: it runs before the run's own Trainer (and, under
     DDP, before the process group exists, so every process measures the whole dev set itself). Writes nothing:
     the tokenised dev splits are not cached by this call."""
-    limit = 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.get("limit_val_batches")
+    task = tb.task
+    limit = 1 if ctx.trainer.get("fast_dev_run") else ctx.trainer.get("limit_val_batches")
     module = GlueEvalModule(teacher, task)
     training = teacher.training
     teacher.eval()  # GlueEvalModule switches its classifier to training mode (dropout) for the students
     logged: dict[str, float] = {}
     with torch.inference_mode():
         for idx, split in enumerate(task.dev_splits):
-            ds = tokenized_split(task, split, tokenizer, cfg.task.max_seq_length, cfg.paths.data_dir,
-                                 cfg.paths.cache_dir, write_cache=False)
-            loader = make_loader(ds, cfg.stage.eval_batch_size, False, DataCollatorWithPadding(tokenizer))
+            ds = tokenized_split(task, split, tokenizer, tb.max_seq_length, ctx.data_dir, ctx.cache_dir,
+                                 write_cache=False)
+            loader = make_loader(ds, tb.eval_batch_size, False, DataCollatorWithPadding(tokenizer))
             n = _limited_batches(limit, len(loader))
             for i, batch in enumerate(itertools.islice(loader, n)):
                 module.validation_step(batch, i, idx)
@@ -160,8 +181,8 @@ def _limited_batches(limit: int | float | None, total: int) -> int:
 
 
 def add_yardsticks(
-    cfg: DictConfig,
-    task: GlueTask,
+    data_dir: str | None,
+    task: Task,
     result: dict[str, Any],
     teacher_dir: str | Path | None,
     teacher_metrics: dict[str, Any] | None = None,
@@ -170,7 +191,7 @@ def add_yardsticks(
     """Put the teacher's dev metrics, the constant predictor's, retention and gap closed into `result` beside the
     run's own dev metrics. The teacher's are `teacher_metrics` (measured by this run) if given, else read from
     `teacher_dir`'s metrics.json; `constant`, if given, is the already computed constant predictor."""
-    result["constant"] = constant if constant is not None else constant_predictor(task, cfg.paths.data_dir)
+    result["constant"] = constant if constant is not None else constant_predictor(task, data_dir)
     if teacher_metrics is None:
         if teacher_dir is None:
             return

@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from tinydistill.errors import ConfigError
-from tinydistill.losses import IGNORE_INDEX
+
+#: Label of positions without a masked-LM target (``DataCollatorForLanguageModeling``, ``CrossEntropyLoss``).
+IGNORE_INDEX = -100
 
 
 def token_counts(sequences: Iterable[Sequence[int]], vocab_size: int, chunk: int = 4096) -> np.ndarray:
