@@ -289,6 +289,24 @@ def test_malformed_input_lines_are_one_line_errors(name, content, message, tmp_p
     assert "\n" not in str(e.value)
 
 
+def test_a_null_text_pair_is_a_single_text(models, tmp_path, capsys, monkeypatch):
+    """{"text": ..., "text_pair": null} is the same input as {"text": ...}; a null pair among pairs is still refused."""
+    texts = ["a good film .", "the plot was dull"]
+    f = tmp_path / "null_pairs.jsonl"
+    f.write_text("".join(json.dumps({"text": t, "text_pair": None}) + "\n" for t in texts))
+    inputs = predict.read_inputs(str(f))
+    assert inputs.texts == texts and inputs.pairs is None
+    code, lines, err = run_predict(capsys, monkeypatch, [str(models["student"]), "--file", "-"], f.read_bytes())
+    assert code == 0, err
+    plain = predict.predict(load_classifier(models["student"]), predict.Inputs(texts, None))
+    assert [line.split("\t")[0] for line in lines] == [label for label, _ in plain]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in ({"text": "one", "text_pair": "two"},
+                                                           {"text": "x", "text_pair": None})))
+    with pytest.raises(DataError, match=r"line 2: a single text, but line 1 is a sentence pair"):
+        predict.read_inputs(str(mixed))
+
+
 def test_predict_cli_errors_exit_2_with_one_line(models, exported, tmp_path, capsys, monkeypatch):
     mlm = make_model(tmp_path / "mlm", model_class=BertForMaskedLM)
     bad = tmp_path / "bad.tsv"
