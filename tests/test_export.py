@@ -204,6 +204,33 @@ def test_export_check_inputs_fail_before_any_work(models, glue_dir, tmp_path, mo
     assert not out.exists()
 
 
+def test_export_task_whose_outputs_the_model_lacks_is_a_one_line_error(models, glue_dir, tmp_path, capsys):
+    """A 2-class model checked on STS-B (a regression), a regression model on SST-2, or a teacher that does not fit the
+    task: one line and exit code 2 before any work (it was a torchmetrics traceback once the dev set had run)."""
+    data = tmp_path / "data"
+    (data / "glue" / "STS-B").mkdir(parents=True)
+    (data / "glue" / "STS-B" / "dev.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"a good film {i}\tthe plot was dull\t{i % 5}.0\n" for i in range(8)))
+    (data / "glue" / "SST-2").symlink_to(glue_dir / "glue" / "SST-2")
+    reg = make_model(tmp_path / "reg", num_labels=1, problem_type="regression")
+    out = tmp_path / "onnx"
+    capsys.readouterr()
+    cases = [
+        ([str(models["student"]), "--task", "stsb"], f"--task stsb: {models['student']} does not fit stsb: it has 2 "
+                                                     f"output(s), stsb needs 1"),
+        ([str(reg), "--task", "sst2"], f"--task sst2: {reg} does not fit sst2: it has 1 output(s), sst2 needs 2"),
+        ([str(models["student"]), "--task", "sst2", "--teacher", str(reg)],
+         f"--task sst2: teacher: {reg} does not fit sst2: it has 1 output(s)"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            export.main([*argv, "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                         "--repeats", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+        assert not out.exists()
+
+
 # ------------------------------------------------------------------ predict
 
 
