@@ -216,6 +216,9 @@ def bad(tmp_path: Path, **keys) -> str:
 
 def test_bad_files(tmp_path):
     assert bad(tmp_path, train=tmp_path / "nowhere.csv").endswith("nowhere.csv: file not found")
+    # beside a file of another format, a missing file is still reported as missing, not as a format mismatch
+    assert bad(tmp_path, train=tmp_path / "nowhere.jsonl") == f"{tmp_path / 'nowhere.jsonl'}: file not found"
+    assert bad(tmp_path, dev=tmp_path / "nowhere.parquet") == f"{tmp_path / 'nowhere.parquet'}: file not found"
     (tmp_path / "empty.csv").write_text("")
     assert bad(tmp_path, dev=tmp_path / "empty.csv").endswith("empty.csv: file is empty")
     (tmp_path / "header.csv").write_text("subject,body,queue\n")

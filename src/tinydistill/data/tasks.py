@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinydistill.errors import ConfigError
+from tinydistill.errors import ConfigError, DataError
 
 #: Metrics a task can name (tinydistill.metrics): accuracy, F1 averaged over classes, F1 of the positive class
 #: (label id 1), Matthews correlation; Pearson and Spearman correlation for regression.
@@ -212,6 +212,9 @@ def custom_task(
     if dataset is None:
         formats = {key: file_format(path, f"task.{key}") for key, path in (("train", train), ("dev", dev))}
         if formats["train"] != formats["dev"]:
+            for path in (train, dev):  # a missing file is the mistake to report, not the other's format
+                if not Path(path).expanduser().is_file():
+                    raise DataError(f"{Path(path).expanduser()}: file not found")
             raise ConfigError(f"task.train={train} is {formats['train']} but task.dev={dev} is {formats['dev']}: use "
                               f"one format for both (augmentation writes the training file's format)")
     regression = label_names is None
