@@ -231,6 +231,26 @@ def test_bad_files(tmp_path):
                                                              dev=tmp_path / "broken.jsonl")
 
 
+@pytest.mark.parametrize("cut", ["ascii", "utf8"])
+def test_a_jsonl_line_cut_short_is_named_by_its_line(tmp_path, train_py, tiny_bert, cut):
+    """A line cut short (at an ASCII character, or inside a multi-byte one) is named as an editor counts lines, and
+    called malformed JSON (pyarrow's own words were 'Invalid encoding in string ... row 19')."""
+    rows = [{**TICKETS[i % 6], "body": f"café ticket {i}"} for i in range(30)]
+    lines = [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows]
+    start = lines[19].index("é".encode()) + (1 if cut == "utf8" else -2)
+    lines[19] = lines[19][:start] + b"\n"
+    train = tmp_path / "in" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"".join(lines))
+    dev = write_rows(tmp_path / "in" / "dev.jsonl", TICKETS)
+    message = bad(tmp_path, train=train, dev=dev)
+    assert message.startswith(f"{train}: not a readable JSONL file: line 20 is malformed JSON ("), message
+    assert ("is not UTF-8" in message) == (cut == "utf8"), message
+    result = train_py("stage=finetune", *custom_overrides(train, dev), f"stage.model={tiny_bert}")
+    assert_one_line(result, f"{train}: not a readable JSONL file: line 20 is malformed JSON")
+    assert_nothing_written(tmp_path)
+
+
 def test_bad_rows_name_file_row_and_column(tmp_path):
     assert bad(tmp_path, label="team").endswith(
         "train.csv: missing column 'team' (task.label); columns: ['subject', 'body', 'queue']")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -236,6 +237,9 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
                       features=datasets.Features({c: datasets.Value("string") for c in header}))
     bars = datasets.utils.logging.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    json_log = logging.getLogger("datasets.packaged_modules.json.json")  # its ERROR line repeats the one raised below
+    json_level = json_log.level
+    json_log.setLevel(logging.CRITICAL)
     try:
         with tempfile.TemporaryDirectory() as cache:
             return datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache,
@@ -248,12 +252,35 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
             raise DataError(f"{path}: no examples" + (" (only a header row)" if builder == "csv" else "")) from None
         if isinstance(cause, UnicodeDecodeError):
             raise non_utf8_error(path, f"{fmt.upper()} file") from None
+        bad_line = _malformed_json_line(path) if fmt == "jsonl" else None
+        if bad_line:  # pyarrow counts rows from 0 and skips blank lines: name the line as an editor shows it
+            raise DataError(f"{path}: not a readable JSONL file: {bad_line}") from None
         text = str(cause).strip().splitlines()
         raise DataError(f"{path}: not a readable {fmt.upper()} file ({type(cause).__name__}: "
                         f"{text[0] if text else ''})") from None
     finally:
+        json_log.setLevel(json_level)
         if bars:
             datasets.enable_progress_bars()
+
+
+def _malformed_json_line(path: str) -> str | None:
+    """`line <n> is malformed JSON (...)` for the first line of a JSON Lines file that holds no JSON value (e.g. a
+    line cut short), counted from 1 as in an editor; None if every non-blank line parses."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except UnicodeDecodeError as e:
+                return f"line {n} is malformed JSON (byte 0x{line[e.start]:02x} (column {e.start + 1}) is not UTF-8)"
+            except json.JSONDecodeError as e:
+                return f"line {n} is malformed JSON (column {e.colno}: {e.msg})"
+            except ValueError as e:
+                return f"line {n} is malformed JSON ({e})"
+    return None
 
 
 def _csv_header(path: str, sep: str, quoting: int) -> list[str]:
