@@ -265,6 +265,24 @@ def test_bad_rows_name_file_row_and_column(tmp_path):
     assert bad(tmp_path, train=no_label).endswith("train.csv: row 2, column 'queue': empty label")
 
 
+def test_a_jsonl_label_column_mixing_numbers_and_strings_names_the_line(tmp_path):
+    """One label written as a number among strings would silently become a class of its own ("1")."""
+    train = write_rows(tmp_path / "m" / "train.jsonl", [*TICKETS[:4], {**TICKETS[4], "queue": 1}, TICKETS[5]])
+    dev = write_rows(tmp_path / "m" / "dev.jsonl", TICKETS[:3])
+    assert bad(tmp_path, train=train, dev=dev) == (
+        f"{train}: line 5, column 'queue': label 1 is a number, but the column's other labels are strings (e.g. line "
+        f"1: 'it'); write every label of a column the same way (all strings, or all numbers)")
+    # in a dev file; strings among numbers alike
+    odd_dev = write_rows(tmp_path / "m" / "odd_dev.jsonl", [*TICKETS[:2], {**TICKETS[2], "queue": 2.0}])
+    assert bad(tmp_path, train=write_rows(tmp_path / "m" / "ok.jsonl", TICKETS), dev=odd_dev).startswith(
+        f"{odd_dev}: line 3, column 'queue': label 2.0 is a number, but the column's other labels are strings")
+    stars = write_rows(tmp_path / "s" / "train.jsonl", [{"text": f"t {i}", "stars": i % 3} for i in range(5)]
+                       + [{"text": "t 5", "stars": "two"}])
+    with pytest.raises(DataError, match=r"train\.jsonl: line 6, column 'stars': label 'two' is a string, but the "
+                                        r"column's other labels are numbers \(e\.g\. line 1: 0\)"):
+        task_from_config({"name": "s", "train": str(stars), "dev": str(stars), "label": "stars"})
+
+
 def test_bad_class_lists(tmp_path):
     assert bad(tmp_path, labels=["it", "finance"]).endswith(
         "train.csv: row 3, column 'queue': label 'hr' is not in task.labels=['it', 'finance']")

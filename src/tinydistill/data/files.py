@@ -136,6 +136,7 @@ def _class_list(where: str, values: Sequence[Any], column: str, metric: str | No
         names.append(text)
     if explicit is None and (metric in REGRESSION_METRICS or (metric is None and _is_float_column(values))):
         return None
+    _check_label_types(where, values, column)
     found = set(names)
     if explicit is not None:
         extra = next((i for i, n in enumerate(names) if n not in explicit), None)
@@ -153,6 +154,45 @@ def _class_list(where: str, values: Sequence[Any], column: str, metric: str | No
     if all(_is_int(n) for n in found):
         return tuple(sorted(found, key=int))
     return tuple(sorted(found))
+
+
+#: JSON types a class label may be written as, with how an error names one label and several.
+_LABEL_TYPES = {str: ("a string", "strings"), bool: ("true/false", "true/false"), int: ("a number", "numbers"),
+                float: ("a number", "numbers")}
+
+
+def _check_label_types(where: str, values: Sequence[Any], column: str) -> None:
+    """DataError when the class labels of a column are of more than one JSON type (a JSON Lines file with one label
+    `1` among "entailment"/"not_entailment"): read as text, the odd one would silently become a class of its own.
+    Names the first label of the rarer type by its line in a JSON Lines file (as an editor counts), else its row."""
+    rows: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        kind = next((names for t, names in _LABEL_TYPES.items() if isinstance(v, t)), None)
+        if kind is not None:
+            rows.setdefault(kind[0], []).append(i)
+    if len(rows) < 2:
+        return
+    odd = min(rows, key=lambda k: (len(rows[k]), rows[k][0]))
+    usual = max(rows, key=lambda k: (len(rows[k]), -rows[k][0]))
+    lines = _row_lines(where)
+
+    def name(i: int) -> str:
+        return f"line {lines[i]}" if lines is not None and len(lines) == len(values) else f"row {i + 1}"
+
+    i, j = rows[odd][0], rows[usual][0]
+    plural = next(many for one, many in _LABEL_TYPES.values() if one == usual)
+    raise DataError(f"{where}: {name(i)}, column {column!r}: label {values[i]!r} is {odd}, but the column's other "
+                    f"labels are {plural} (e.g. {name(j)}: {values[j]!r}); write every label of a column the same way "
+                    f"(all strings, or all numbers)")
+
+
+def _row_lines(where: str) -> list[int] | None:
+    """The line number (from 1) of each row of a JSON Lines file (its non-blank lines); None for other sources."""
+    path = Path(where)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return [n for n, raw in enumerate(f, start=1) if raw.strip()]
 
 
 def _is_int(text: str) -> bool:
@@ -347,6 +387,7 @@ def _labels(task: Task, split: str, where: str, raw: Dataset) -> list[int] | lis
                 raise DataError(f"{where}: row {i + 1}, column {column!r}: label {v!r} is not a finite number")
             out.append(number)
         return out
+    _check_label_types(where, raw[column], column)
     index = {n: i for i, n in enumerate(task.label_names)}
     ids: list[int] = []
     for i, v in enumerate(raw[column]):
