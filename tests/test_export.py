@@ -281,6 +281,24 @@ def test_predict_files_and_stdin_single_texts_and_pairs(backend, models, exporte
         assert all(0.5 <= float(p["score"]) <= 1.0 for p in parsed)
 
 
+def test_a_glue_students_predictions_are_label_names(tmp_path, capsys, monkeypatch):
+    """A classifier made for a GLUE preset as the stages make teacher and student (models.loading.load_classifier)
+    carries the task's label names: predict prints SST-2's "negative"/"positive", not the ids "0"/"1"."""
+    from tinydistill.data.tasks import get_task
+    from tinydistill.models.loading import load_classifier as classifier_for
+
+    base = make_model(tmp_path / "base")  # transformers' placeholders: LABEL_0, LABEL_1
+    student = tmp_path / "student"
+    classifier_for(str(base), get_task("sst2")).save_pretrained(student)
+    make_tokenizer(student).save_pretrained(student)
+    code, lines, err = run_predict(capsys, monkeypatch, [str(student), "--format", "jsonl"],
+                                   b"a dull , lifeless film .\na good film .\n")
+    assert code == 0, err
+    want = load_classifier(student).logits(batch(load_classifier(student).tokenizer,
+                                                 ["a dull , lifeless film .", "a good film ."])).argmax(-1)
+    assert [json.loads(line)["label"] for line in lines] == [["negative", "positive"][i] for i in want]
+
+
 def test_predict_regression_prints_scores(tmp_path, capsys, monkeypatch):
     reg = make_model(tmp_path / "stsb", num_labels=1, problem_type="regression")
     code, lines, err = run_predict(capsys, monkeypatch, [str(reg), "--file", "-"], b"one\ttwo\nthree\tfour\n")
