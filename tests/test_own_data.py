@@ -251,6 +251,19 @@ def test_a_jsonl_line_cut_short_is_named_by_its_line(tmp_path, train_py, tiny_be
     assert_nothing_written(tmp_path)
 
 
+def test_a_jsonl_file_that_is_not_utf8_names_the_line(tmp_path):
+    """pyarrow reads a JSON string's Latin-1 byte without a word and fails with a traceback when the text is read."""
+    lines = [json.dumps({**TICKETS[i % 6], "body": f"café ticket {i}"}, ensure_ascii=False).encode() for i in range(30)]
+    lines[19] = lines[19].replace("é".encode(), b"\xe9")
+    train = tmp_path / "in" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"\n".join(lines) + b"\n")
+    column = lines[19].index(b"\xe9") + 1
+    assert bad(tmp_path, train=train, dev=write_rows(tmp_path / "in" / "dev.jsonl", TICKETS)) == (
+        f"{train}: line 20: byte 0xe9 (column {column}) is not UTF-8; a JSONL file must be UTF-8 text (re-save it as "
+        f"UTF-8)")
+
+
 def test_bad_rows_name_file_row_and_column(tmp_path):
     assert bad(tmp_path, label="team").endswith(
         "train.csv: missing column 'team' (task.label); columns: ['subject', 'body', 'queue']")

@@ -282,8 +282,8 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
     json_log.setLevel(logging.CRITICAL)
     try:
         with tempfile.TemporaryDirectory() as cache:
-            return datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache,
-                                         keep_in_memory=True, **kwargs)
+            ds = datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache,
+                                       keep_in_memory=True, **kwargs)
     except UnicodeDecodeError:
         raise non_utf8_error(path, f"{fmt.upper()} file") from None
     except Exception as e:  # noqa: BLE001 - pandas, pyarrow and json raise many types: one line naming the file
@@ -302,6 +302,12 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
         json_log.setLevel(json_level)
         if bars:
             datasets.enable_progress_bars()
+    if fmt == "jsonl":  # pyarrow keeps a JSON string's bytes that are not UTF-8, and fails only when they are read
+        try:
+            ds.data.table.validate(full=True)
+        except ValueError:  # pyarrow's ArrowInvalid: "Invalid UTF8 sequence"
+            raise non_utf8_error(path, f"{fmt.upper()} file") from None
+    return ds
 
 
 def _malformed_json_line(path: str) -> str | None:
