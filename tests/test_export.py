@@ -204,6 +204,33 @@ def test_export_check_inputs_fail_before_any_work(models, glue_dir, tmp_path, mo
     assert not out.exists()
 
 
+def test_export_task_whose_outputs_the_model_lacks_is_a_one_line_error(models, glue_dir, tmp_path, capsys):
+    """A 2-class model checked on STS-B (a regression), a regression model on SST-2, or a teacher that does not fit the
+    task: one line and exit code 2 before any work (it was a torchmetrics traceback once the dev set had run)."""
+    data = tmp_path / "data"
+    (data / "glue" / "STS-B").mkdir(parents=True)
+    (data / "glue" / "STS-B" / "dev.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"a good film {i}\tthe plot was dull\t{i % 5}.0\n" for i in range(8)))
+    (data / "glue" / "SST-2").symlink_to(glue_dir / "glue" / "SST-2")
+    reg = make_model(tmp_path / "reg", num_labels=1, problem_type="regression")
+    out = tmp_path / "onnx"
+    capsys.readouterr()
+    cases = [
+        ([str(models["student"]), "--task", "stsb"], f"--task stsb: {models['student']} does not fit stsb: it has 2 "
+                                                     f"output(s), stsb needs 1"),
+        ([str(reg), "--task", "sst2"], f"--task sst2: {reg} does not fit sst2: it has 1 output(s), sst2 needs 2"),
+        ([str(models["student"]), "--task", "sst2", "--teacher", str(reg)],
+         f"--task sst2: teacher: {reg} does not fit sst2: it has 1 output(s)"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            export.main([*argv, "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                         "--repeats", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+        assert not out.exists()
+
+
 # ------------------------------------------------------------------ predict
 
 
@@ -254,6 +281,24 @@ def test_predict_files_and_stdin_single_texts_and_pairs(backend, models, exporte
         assert all(0.5 <= float(p["score"]) <= 1.0 for p in parsed)
 
 
+def test_a_glue_students_predictions_are_label_names(tmp_path, capsys, monkeypatch):
+    """A classifier made for a GLUE preset as the stages make teacher and student (models.loading.load_classifier)
+    carries the task's label names: predict prints SST-2's "negative"/"positive", not the ids "0"/"1"."""
+    from tinydistill.data.tasks import get_task
+    from tinydistill.models.loading import load_classifier as classifier_for
+
+    base = make_model(tmp_path / "base")  # transformers' placeholders: LABEL_0, LABEL_1
+    student = tmp_path / "student"
+    classifier_for(str(base), get_task("sst2")).save_pretrained(student)
+    make_tokenizer(student).save_pretrained(student)
+    code, lines, err = run_predict(capsys, monkeypatch, [str(student), "--format", "jsonl"],
+                                   b"a dull , lifeless film .\na good film .\n")
+    assert code == 0, err
+    want = load_classifier(student).logits(batch(load_classifier(student).tokenizer,
+                                                 ["a dull , lifeless film .", "a good film ."])).argmax(-1)
+    assert [json.loads(line)["label"] for line in lines] == [["negative", "positive"][i] for i in want]
+
+
 def test_predict_regression_prints_scores(tmp_path, capsys, monkeypatch):
     reg = make_model(tmp_path / "stsb", num_labels=1, problem_type="regression")
     code, lines, err = run_predict(capsys, monkeypatch, [str(reg), "--file", "-"], b"one\ttwo\nthree\tfour\n")
@@ -287,6 +332,24 @@ def test_malformed_input_lines_are_one_line_errors(name, content, message, tmp_p
         predict.read_inputs(str(f))
     assert str(e.value).startswith(str(tmp_path / message.split(":")[0])) and message.split(":", 1)[1] in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_null_text_pair_is_a_single_text(models, tmp_path, capsys, monkeypatch):
+    """{"text": ..., "text_pair": null} is the same input as {"text": ...}; a null pair among pairs is still refused."""
+    texts = ["a good film .", "the plot was dull"]
+    f = tmp_path / "null_pairs.jsonl"
+    f.write_text("".join(json.dumps({"text": t, "text_pair": None}) + "\n" for t in texts))
+    inputs = predict.read_inputs(str(f))
+    assert inputs.texts == texts and inputs.pairs is None
+    code, lines, err = run_predict(capsys, monkeypatch, [str(models["student"]), "--file", "-"], f.read_bytes())
+    assert code == 0, err
+    plain = predict.predict(load_classifier(models["student"]), predict.Inputs(texts, None))
+    assert [line.split("\t")[0] for line in lines] == [label for label, _ in plain]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in ({"text": "one", "text_pair": "two"},
+                                                           {"text": "x", "text_pair": None})))
+    with pytest.raises(DataError, match=r"line 2: a single text, but line 1 is a sentence pair"):
+        predict.read_inputs(str(mixed))
 
 
 def test_predict_cli_errors_exit_2_with_one_line(models, exported, tmp_path, capsys, monkeypatch):

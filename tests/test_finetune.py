@@ -54,7 +54,7 @@ def test_export_reloads_with_same_outputs(compose_cfg, tiny_bert, data_dir):
 
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     tok = AutoTokenizer.from_pretrained(out)
-    assert model.config.id2label == {0: "0", 1: "1"}
+    assert model.config.id2label == {0: "not_equivalent", 1: "equivalent"}  # MRPC's names (its files: 0, 1)
     batch = tok(["The cat sat .", "A dog ran ."], ["A cat sat .", "Dogs run ."], return_tensors="pt", padding=True)
     # The export holds the *best* checkpoint's weights: compare with that checkpoint directly.
     state = torch.load(saved["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]

@@ -1,5 +1,6 @@
 """GLUE TSV reading and the DataModule, on real rows and on malformed files."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,42 @@ def test_mnli_hub_labels_are_remapped_by_name():
     out = remap_hub_labels(ds, get_task("mnli"))
     names = get_task("mnli").label_names
     assert [names[i] for i in out["label"]] == ["entailment", "neutral", "contradiction"]
+
+
+#: The hub's (nyu-mll/glue) ClassLabel names of each classification task, in the hub's id order.
+HUB_NAMES = {"cola": ["unacceptable", "acceptable"], "sst2": ["negative", "positive"],
+             "mrpc": ["not_equivalent", "equivalent"], "qqp": ["not_duplicate", "duplicate"],
+             "mnli": ["entailment", "neutral", "contradiction"], "qnli": ["entailment", "not_entailment"],
+             "rte": ["entailment", "not_entailment"], "wnli": ["not_entailment", "entailment"]}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_NAMES))
+def test_glue_labels_are_named_as_the_hub_names_them(name):
+    """Every classification preset names its classes as the hub does (what an exported model's id2label and predict
+    print), so the hub's ids are mapped by name (SST-2's were refused: hub labels 'negative', 'positive' not in
+    ('0', '1')); the hub's order is the files' order (0, 1) but for MNLI's (the reference's, kept)."""
+    task = get_task(name)
+    assert sorted(task.label_names) == sorted(HUB_NAMES[name])
+    ds = Dataset.from_dict({"label": list(range(len(HUB_NAMES[name])))},
+                           features=Features({"label": ClassLabel(names=HUB_NAMES[name])}))
+    ids = remap_hub_labels(ds, task)["label"]
+    assert [task.label_names[i] for i in ids] == HUB_NAMES[name]
+    assert (ids == list(range(len(ids)))) == (name != "mnli")
+
+
+@pytest.mark.parametrize(("name", "split"), [("cola", "dev"), ("sst2", "dev"), ("mrpc", "dev"), ("wnli", "train"),
+                                             ("rte", "dev")])
+def test_named_labels_keep_the_files_label_ids_and_the_tokenised_cache(name, split, data_dir, tmp_path, minilm_path):
+    """The presets as they were (the files' values as names) and as they are read every real file to the same label
+    ids, under the same tokenisation cache entry: named labels change no training figure and tokenise nothing again."""
+    task = get_task(name)
+    before = replace(task, label_names=task.label_values, file_labels=None)
+    assert load_examples(task, split, data_dir)["label"] == load_examples(before, split, data_dir)["label"]
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    old = tokenized_split(before, split, tok, 64, data_dir, tmp_path / "cache")
+    new = tokenized_split(task, split, tok, 64, data_dir, tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "glue" / name).iterdir())) == 1
+    assert new["labels"] == old["labels"] and len(set(new["labels"])) == 2
 
 
 def test_tokenized_cache_is_reused_and_invalidated(tmp_path, minilm_path):

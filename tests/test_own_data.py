@@ -216,6 +216,9 @@ def bad(tmp_path: Path, **keys) -> str:
 
 def test_bad_files(tmp_path):
     assert bad(tmp_path, train=tmp_path / "nowhere.csv").endswith("nowhere.csv: file not found")
+    # beside a file of another format, a missing file is still reported as missing, not as a format mismatch
+    assert bad(tmp_path, train=tmp_path / "nowhere.jsonl") == f"{tmp_path / 'nowhere.jsonl'}: file not found"
+    assert bad(tmp_path, dev=tmp_path / "nowhere.parquet") == f"{tmp_path / 'nowhere.parquet'}: file not found"
     (tmp_path / "empty.csv").write_text("")
     assert bad(tmp_path, dev=tmp_path / "empty.csv").endswith("empty.csv: file is empty")
     (tmp_path / "header.csv").write_text("subject,body,queue\n")
@@ -226,6 +229,39 @@ def test_bad_files(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"subject": "a", "body": "b", "queue": "it"}\n{not json\n')
     assert "broken.jsonl: not a readable JSONL file" in bad(tmp_path, train=tmp_path / "broken.jsonl",
                                                              dev=tmp_path / "broken.jsonl")
+
+
+@pytest.mark.parametrize("cut", ["ascii", "utf8"])
+def test_a_jsonl_line_cut_short_is_named_by_its_line(tmp_path, train_py, tiny_bert, cut):
+    """A line cut short (at an ASCII character, or inside a multi-byte one) is named as an editor counts lines, and
+    called malformed JSON (pyarrow's own words were 'Invalid encoding in string ... row 19')."""
+    rows = [{**TICKETS[i % 6], "body": f"café ticket {i}"} for i in range(30)]
+    lines = [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows]
+    start = lines[19].index("é".encode()) + (1 if cut == "utf8" else -2)
+    lines[19] = lines[19][:start] + b"\n"
+    train = tmp_path / "in" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"".join(lines))
+    dev = write_rows(tmp_path / "in" / "dev.jsonl", TICKETS)
+    message = bad(tmp_path, train=train, dev=dev)
+    assert message.startswith(f"{train}: not a readable JSONL file: line 20 is malformed JSON ("), message
+    assert ("is not UTF-8" in message) == (cut == "utf8"), message
+    result = train_py("stage=finetune", *custom_overrides(train, dev), f"stage.model={tiny_bert}")
+    assert_one_line(result, f"{train}: not a readable JSONL file: line 20 is malformed JSON")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_jsonl_file_that_is_not_utf8_names_the_line(tmp_path):
+    """pyarrow reads a JSON string's Latin-1 byte without a word and fails with a traceback when the text is read."""
+    lines = [json.dumps({**TICKETS[i % 6], "body": f"café ticket {i}"}, ensure_ascii=False).encode() for i in range(30)]
+    lines[19] = lines[19].replace("é".encode(), b"\xe9")
+    train = tmp_path / "in" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"\n".join(lines) + b"\n")
+    column = lines[19].index(b"\xe9") + 1
+    assert bad(tmp_path, train=train, dev=write_rows(tmp_path / "in" / "dev.jsonl", TICKETS)) == (
+        f"{train}: line 20: byte 0xe9 (column {column}) is not UTF-8; a JSONL file must be UTF-8 text (re-save it as "
+        f"UTF-8)")
 
 
 def test_bad_rows_name_file_row_and_column(tmp_path):
@@ -240,6 +276,24 @@ def test_bad_rows_name_file_row_and_column(tmp_path):
         "(classes: ['finance', 'hr', 'it'])")
     no_label = write_rows(tmp_path / "n" / "train.csv", [TICKETS[0], {**TICKETS[1], "queue": ""}])
     assert bad(tmp_path, train=no_label).endswith("train.csv: row 2, column 'queue': empty label")
+
+
+def test_a_jsonl_label_column_mixing_numbers_and_strings_names_the_line(tmp_path):
+    """One label written as a number among strings would silently become a class of its own ("1")."""
+    train = write_rows(tmp_path / "m" / "train.jsonl", [*TICKETS[:4], {**TICKETS[4], "queue": 1}, TICKETS[5]])
+    dev = write_rows(tmp_path / "m" / "dev.jsonl", TICKETS[:3])
+    assert bad(tmp_path, train=train, dev=dev) == (
+        f"{train}: line 5, column 'queue': label 1 is a number, but the column's other labels are strings (e.g. line "
+        f"1: 'it'); write every label of a column the same way (all strings, or all numbers)")
+    # in a dev file; strings among numbers alike
+    odd_dev = write_rows(tmp_path / "m" / "odd_dev.jsonl", [*TICKETS[:2], {**TICKETS[2], "queue": 2.0}])
+    assert bad(tmp_path, train=write_rows(tmp_path / "m" / "ok.jsonl", TICKETS), dev=odd_dev).startswith(
+        f"{odd_dev}: line 3, column 'queue': label 2.0 is a number, but the column's other labels are strings")
+    stars = write_rows(tmp_path / "s" / "train.jsonl", [{"text": f"t {i}", "stars": i % 3} for i in range(5)]
+                       + [{"text": "t 5", "stars": "two"}])
+    with pytest.raises(DataError, match=r"train\.jsonl: line 6, column 'stars': label 'two' is a string, but the "
+                                        r"column's other labels are numbers \(e\.g\. line 1: 0\)"):
+        task_from_config({"name": "s", "train": str(stars), "dev": str(stars), "label": "stars"})
 
 
 def test_bad_class_lists(tmp_path):

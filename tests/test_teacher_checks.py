@@ -199,7 +199,7 @@ def test_untrained_head_of_a_bare_encoder(tmp_path, tiny_bert, sentiment_data):
     ({"num_labels": 2, "problem_type": "multi_label_classification"},
      r"its problem type is multi_label_classification, sst2's is single_label_classification"),
     ({"num_labels": 2, "id2label": {0: "entailment", 1: "not_entailment"}},
-     r"its labels are \['entailment', 'not_entailment'\], sst2's are \['0', '1'\]"),
+     r"its labels are \['entailment', 'not_entailment'\], sst2's are \['negative', 'positive'\]"),
 ])
 def test_teacher_of_another_task(tmp_path, minilm_path, sentiment_data, config, reason):
     teacher = save_classifier(tmp_path / "teacher", minilm_path, **config)
@@ -216,13 +216,31 @@ def test_task_mismatch_accepts_placeholder_labels_and_the_right_task():
     assert "its labels are" in task_mismatch(swapped, mnli)
 
 
+@pytest.mark.parametrize("name", ["sst2", "mrpc", "cola", "qqp", "wnli"])
+@pytest.mark.parametrize("labels", ["placeholder", "file", "names"])
+def test_glue_teachers_fine_tuned_before_the_label_names_still_teach(tmp_path, minilm_path, name, labels):
+    """A teacher fine-tuned before the GLUE presets had label names carries LABEL_0/LABEL_1 or the file's "0"/"1"; it
+    is accepted as one fine-tuned since (the names), and hands the task's names on (what the student exports)."""
+    task = get_task(name)
+    id2label = {"placeholder": None, "file": dict(enumerate(task.file_labels)),
+                "names": dict(enumerate(task.label_names))}[labels]
+    teacher = save_classifier(tmp_path / "teacher", minilm_path, num_labels=2,
+                              **({"id2label": id2label} if id2label else {}))
+    model = load_teacher_classifier(str(teacher), task)
+    assert model.config.id2label == dict(enumerate(task.label_names)) and task.label_names != task.file_labels
+    swapped = save_classifier(tmp_path / "swapped", minilm_path, id2label=dict(enumerate(task.label_names[::-1])))
+    with pytest.raises(ConfigError, match=r"was fine-tuned for another task: its labels are"):
+        load_teacher_classifier(str(swapped), task)
+
+
 # ------------------------------------------------------------------ weak teacher
 
 
 def test_teacher_of_another_task_with_the_same_labels_is_weak(tmp_path, other_task_teacher, sentiment_data):
     message = fails_fast(tmp_path, task_overrides(other_task_teacher, sentiment_data),
                          r"is too weak to teach sst2: its dev accuracy is 0\.\d{4}, the constant predictor's "
-                         r"\(always '1'\) 0\.6000, and stage\.min_teacher_margin=0\.02 asks for at least 0\.6200")
+                         r"\(always 'positive'\) 0\.6000, and stage\.min_teacher_margin=0\.02 asks for at least "
+                         r"0\.6200")
     assert "stage.allow_weak_teacher=true" in message
 
 
@@ -391,5 +409,6 @@ def test_newly_initialised_reads_transformers_loading_info(tmp_path, minilm_path
     assert newly_initialised(model, info) == []
     teacher = load_teacher_classifier(str(complete), SST2)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    assert teacher.config.id2label == {0: "0", 1: "1"} and teacher.config.problem_type == "single_label_classification"
+    assert teacher.config.id2label == {0: "negative", 1: "positive"}
+    assert teacher.config.problem_type == "single_label_classification"
     assert torch.is_tensor(teacher.classifier.weight)

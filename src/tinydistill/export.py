@@ -62,7 +62,7 @@ from tinydistill.inference import (
     load_torch_classifier,
 )
 from tinydistill.offline import offline_variable
-from tinydistill.teacher_checks import tokenizer_difference
+from tinydistill.teacher_checks import task_mismatch, tokenizer_difference
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,13 @@ def load_teacher(teacher: Path, clf: TorchClassifier) -> TorchClassifier:
     return t_clf
 
 
+def _check_outputs(clf: TorchClassifier, task: Any, what: str) -> None:
+    """ConfigError when `clf`'s outputs (their number, regression or not) cannot be scored on `task`'s dev set."""
+    reason = task_mismatch(clf.config, task, with_names=False)
+    if reason:
+        raise ConfigError(f"{what}: {clf.path} does not fit {task.name}: {reason}")
+
+
 def dev_check(
     clf: TorchClassifier, exported: list[OnnxClassifier], out: Path, task_name: str, data_dir: str | None,
     cache_dir: str | os.PathLike, teacher: TorchClassifier | None, latency: bool, atol: float, **bench: Any,
@@ -293,6 +300,7 @@ def export_model(
     t_clf = None
     if task is not None:  # an unknown task, missing or malformed dev data or a wrong teacher fail before any work
         glue = task_from_argument(task)
+        _check_outputs(clf, glue, f"--task {task}")
         if data_dir is None and offline_variable() and glue.is_glue:
             raise ConfigError(f"--task {task} reads the GLUE dev set: set --data-dir or TINYDISTILL_DATA_DIR (the hub "
                               f"is off: {offline_variable()}=1)")
@@ -301,6 +309,7 @@ def export_model(
         t_dir = find_teacher(model_dir, teacher) if latency else None
         if t_dir is not None and t_dir.resolve() != model_dir.resolve():
             t_clf = load_teacher(t_dir, clf)
+            _check_outputs(t_clf, glue, f"--task {task}: teacher")
 
     def write(tmp: Path) -> None:
         files = {ONNX_FILE: tmp / ONNX_FILE}

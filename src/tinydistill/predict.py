@@ -9,7 +9,7 @@ model.onnx) or an .onnx file in such a folder (e.g. model_int8.onnx).
 
 Input (`--file`, default `-`: stdin), one input per line:
 - TSV (any file but .jsonl/.json): a text, or two tab-separated texts for a sentence pair;
-- JSONL (`.jsonl`, `.json`): {"text": ...} or {"text": ..., "text_pair": ...}.
+- JSONL (`.jsonl`, `.json`): {"text": ...} or {"text": ..., "text_pair": ...} (`"text_pair": null`: a single text).
 Stdin is JSONL when its first line starts with `{` (`--input-format` decides otherwise). Every line must be well
 formed, all single texts or all pairs: a bad line stops the command with one line naming the file and line, exit
 code 2, before anything is predicted.
@@ -114,6 +114,8 @@ def parse_jsonl(name: str, lines: Iterator[tuple[int, str]]) -> Inputs:
                                 f"sentence pair, \"text_pair\"")
             if "text" not in obj:
                 raise DataError(f"{name}: line {n}: no \"text\"")
+            if "text_pair" in obj and obj["text_pair"] is None:  # a null pair: a single text, as without the key
+                del obj["text_pair"]
             cols = [obj[k] for k in JSONL_KEYS if k in obj]
             bad = next((k for k in JSONL_KEYS if k in obj and not isinstance(obj[k], str)), None)
             if bad:

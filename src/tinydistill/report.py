@@ -219,7 +219,7 @@ def yardstick_rows(results: list[dict[str, Any]], runs: list[dict[str, Any]]) ->
         for t_dir, r in sorted(teachers.items()):
             latency = {s: (r.get("latency" + s, {}) or {}).get("teacher") for s in ("", "_batch1")}
             rows.append({
-                "kind": "teacher", "task": task, "run": f"teacher ({t_dir})", "n": None,
+                "kind": "teacher", "task": task, **_metric(r), "run": f"teacher ({t_dir})", "n": None,
                 "dev": {k: summary([v]) for k, v in r["teacher"].get("dev", {}).items()},
                 "parameters": r.get("parameters", {}).get("teacher"),
                 **{"ms_per_example" + s: summary([lat["ms_per_example"]]) if lat else None for s, lat in latency.items()},

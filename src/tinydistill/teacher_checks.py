@@ -103,18 +103,20 @@ def label_names(config: PretrainedConfig) -> list[str] | None:
     return None if all(GENERIC_LABEL.match(n) for n in names) else names
 
 
-def task_mismatch(config: PretrainedConfig, task: Task) -> str | None:
-    """Why a classifier with `config` cannot be `task`'s teacher, or None if it can.
+def task_mismatch(config: PretrainedConfig, task: Task, with_names: bool = True) -> str | None:
+    """Why a classifier with `config` cannot be `task`'s teacher, or None if it can (`with_names=False`: its outputs
+    only, not its label names).
 
-    Placeholder label names (LABEL_0, ...) are accepted: hub checkpoints fine-tuned elsewhere often keep them.
+    Placeholder label names (LABEL_0, ...) are accepted: hub checkpoints fine-tuned elsewhere often keep them; so
+    are a GLUE preset's file labels ("0", "1"), which teachers fine-tuned before the presets had names carry.
     """
     want = "regression" if task.is_regression else "single_label_classification"
     if config.num_labels != task.num_labels:
         return f"it has {config.num_labels} output(s), {task.name} needs {task.num_labels}"
     if problem_type(config) != want:
         return f"its problem type is {problem_type(config)}, {task.name}'s is {want}"
-    names = None if task.is_regression else label_names(config)
-    if names is not None and names != list(task.label_names):
+    names = None if task.is_regression or not with_names else label_names(config)
+    if names is not None and names not in (list(task.label_names), list(task.label_values)):
         return f"its labels are {names}, {task.name}'s are {list(task.label_names)}"
     return None
 

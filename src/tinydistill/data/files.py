@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -137,6 +138,7 @@ def _class_list(where: str, values: Sequence[Any], column: str, metric: str | No
         names.append(text)
     if explicit is None and (metric in REGRESSION_METRICS or (metric is None and _is_float_column(values))):
         return None
+    _check_label_types(where, values, column)
     found = set(names)
     if explicit is not None:
         extra = next((i for i, n in enumerate(names) if n not in explicit), None)
@@ -154,6 +156,45 @@ def _class_list(where: str, values: Sequence[Any], column: str, metric: str | No
     if all(_is_int(n) for n in found):
         return tuple(sorted(found, key=int))
     return tuple(sorted(found))
+
+
+#: JSON types a class label may be written as, with how an error names one label and several.
+_LABEL_TYPES = {str: ("a string", "strings"), bool: ("true/false", "true/false"), int: ("a number", "numbers"),
+                float: ("a number", "numbers")}
+
+
+def _check_label_types(where: str, values: Sequence[Any], column: str) -> None:
+    """DataError when the class labels of a column are of more than one JSON type (a JSON Lines file with one label
+    `1` among "entailment"/"not_entailment"): read as text, the odd one would silently become a class of its own.
+    Names the first label of the rarer type by its line in a JSON Lines file (as an editor counts), else its row."""
+    rows: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        kind = next((names for t, names in _LABEL_TYPES.items() if isinstance(v, t)), None)
+        if kind is not None:
+            rows.setdefault(kind[0], []).append(i)
+    if len(rows) < 2:
+        return
+    odd = min(rows, key=lambda k: (len(rows[k]), rows[k][0]))
+    usual = max(rows, key=lambda k: (len(rows[k]), -rows[k][0]))
+    lines = _row_lines(where)
+
+    def name(i: int) -> str:
+        return f"line {lines[i]}" if lines is not None and len(lines) == len(values) else f"row {i + 1}"
+
+    i, j = rows[odd][0], rows[usual][0]
+    plural = next(many for one, many in _LABEL_TYPES.values() if one == usual)
+    raise DataError(f"{where}: {name(i)}, column {column!r}: label {values[i]!r} is {odd}, but the column's other "
+                    f"labels are {plural} (e.g. {name(j)}: {values[j]!r}); write every label of a column the same way "
+                    f"(all strings, or all numbers)")
+
+
+def _row_lines(where: str) -> list[int] | None:
+    """The line number (from 1) of each row of a JSON Lines file (its non-blank lines); None for other sources."""
+    path = Path(where)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return [n for n, raw in enumerate(f, start=1) if raw.strip()]
 
 
 def _is_int(text: str) -> bool:
@@ -238,10 +279,13 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
                       features=datasets.Features({c: datasets.Value("string") for c in header}))
     bars = datasets.utils.logging.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    json_log = logging.getLogger("datasets.packaged_modules.json.json")  # its ERROR line repeats the one raised below
+    json_level = json_log.level
+    json_log.setLevel(logging.CRITICAL)
     try:
         with tempfile.TemporaryDirectory() as cache:
-            return datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache,
-                                         keep_in_memory=True, **kwargs)
+            ds = datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache,
+                                       keep_in_memory=True, **kwargs)
     except UnicodeDecodeError:
         raise non_utf8_error(path, f"{fmt.upper()} file") from None
     except Exception as e:  # noqa: BLE001 - pandas, pyarrow and json raise many types: one line naming the file
@@ -250,12 +294,41 @@ def _read_file(path: str, fmt: str, mtime_ns: int, size: int) -> Dataset:
             raise DataError(f"{path}: no examples" + (" (only a header row)" if builder == "csv" else "")) from None
         if isinstance(cause, UnicodeDecodeError):
             raise non_utf8_error(path, f"{fmt.upper()} file") from None
+        bad_line = _malformed_json_line(path) if fmt == "jsonl" else None
+        if bad_line:  # pyarrow counts rows from 0 and skips blank lines: name the line as an editor shows it
+            raise DataError(f"{path}: not a readable JSONL file: {bad_line}") from None
         text = str(cause).strip().splitlines()
         raise DataError(f"{path}: not a readable {fmt.upper()} file ({type(cause).__name__}: "
                         f"{text[0] if text else ''})") from None
     finally:
+        json_log.setLevel(json_level)
         if bars:
             datasets.enable_progress_bars()
+    if fmt == "jsonl":  # pyarrow keeps a JSON string's bytes that are not UTF-8, and fails only when they are read
+        try:
+            ds.data.table.validate(full=True)
+        except ValueError:  # pyarrow's ArrowInvalid: "Invalid UTF8 sequence"
+            raise non_utf8_error(path, f"{fmt.upper()} file") from None
+    return ds
+
+
+def _malformed_json_line(path: str) -> str | None:
+    """`line <n> is malformed JSON (...)` for the first line of a JSON Lines file that holds no JSON value (e.g. a
+    line cut short), counted from 1 as in an editor; None if every non-blank line parses."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except UnicodeDecodeError as e:
+                return f"line {n} is malformed JSON (byte 0x{line[e.start]:02x} (column {e.start + 1}) is not UTF-8)"
+            except json.JSONDecodeError as e:
+                return f"line {n} is malformed JSON (column {e.colno}: {e.msg})"
+            except ValueError as e:
+                return f"line {n} is malformed JSON ({e})"
+    return None
 
 
 def _csv_header(path: str, sep: str, quoting: int) -> list[str]:
@@ -322,6 +395,7 @@ def _labels(task: Task, split: str, where: str, raw: Dataset) -> list[int] | lis
                 raise DataError(f"{where}: row {i + 1}, column {column!r}: label {v!r} is not a finite number")
             out.append(number)
         return out
+    _check_label_types(where, raw[column], column)
     index = {n: i for i, n in enumerate(task.label_names)}
     ids: list[int] = []
     for i, v in enumerate(raw[column]):

@@ -116,9 +116,9 @@ def _check_label(value: str, task: Task, path: Path, line: int) -> None:
             ) from None
         if not math.isfinite(number):  # float() takes nan and inf; they would end as NaN in metrics.json
             raise DataError(f"{path}: line {line}: label {value!r} is not a finite number (task {task.name})")
-    elif value.strip() not in task.label_names:
+    elif value.strip() not in task.label_values:
         raise DataError(
-            f"{path}: line {line}: label {value!r} is not one of {list(task.label_names)} "
+            f"{path}: line {line}: label {value!r} is not one of {list(task.label_values)} "
             f"(task {task.name})"
         )
 
@@ -133,7 +133,7 @@ def table_to_examples(table: TaskTable, task: Task) -> dict[str, list]:
         if task.label_names is None:
             out["label"] = [float(v) for v in raw]
         else:
-            index = {n: i for i, n in enumerate(task.label_names)}
+            index = {n: i for i, n in enumerate(task.label_values)}
             out["label"] = [index[v] for v in raw]
     return out
 

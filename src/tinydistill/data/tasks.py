@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinydistill.errors import ConfigError
+from tinydistill.errors import ConfigError, DataError
 
 #: Metrics a task can name (tinydistill.metrics): accuracy, F1 averaged over classes, F1 of the positive class
 #: (label id 1), Matthews correlation; Pearson and Spearman correlation for regression.
@@ -56,10 +56,17 @@ class Task:
     dataset_config: str | None = None
     # Truncation length (conf/task/*.yaml's max_seq_length); 0: the usual 128 for pairs, 64 for single texts.
     max_seq_length: int = 0
+    # GLUE presets whose TSV files write the labels as ids (SST-2's 0/1): those values, in id order; None: the names.
+    file_labels: tuple[str, ...] | None = None
 
     @property
     def is_regression(self) -> bool:
         return self.label_names is None
+
+    @property
+    def label_values(self) -> tuple[str, ...] | None:
+        """The labels as a GLUE TSV file writes them, in id order: `file_labels`, else the names."""
+        return self.file_labels or self.label_names
 
     @property
     def num_labels(self) -> int:
@@ -109,21 +116,23 @@ class Task:
 # while the reference code uses (contradiction, entailment, neutral). We keep the reference order
 # so that checkpoints trained with the reference code agree with ours label for label, and map the
 # hub's integers through their *names* (see glue.py), never by position.
+# Label names are the hub's ClassLabel names; where the TSV files write ids instead (CoLA, SST-2,
+# MRPC, QQP, WNLI: 0/1), `file_labels` holds those, and id i is still the file's value i.
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task(
-            "cola", "CoLA", "cola", text_a=3, text_b=None, label=1, label_names=("0", "1"),
-            metric="mcc", metrics=("mcc", "accuracy"), has_header=False, min_columns=4,
+            "cola", "CoLA", "cola", text_a=3, text_b=None, label=1, label_names=("unacceptable", "acceptable"),
+            metric="mcc", metrics=("mcc", "accuracy"), has_header=False, min_columns=4, file_labels=("0", "1"),
         ),
         Task(
             "sst2", "SST-2", "sst2", text_a="sentence", text_b=None, label="label",
-            label_names=("0", "1"), metric="accuracy", metrics=("accuracy",),
+            label_names=("negative", "positive"), metric="accuracy", metrics=("accuracy",), file_labels=("0", "1"),
         ),
         Task(
             "mrpc", "MRPC", "mrpc", text_a="#1 String", text_b="#2 String", label="Quality",
-            label_names=("0", "1"), metric="f1", metrics=("f1", "accuracy"),
-            hub_text_a="sentence1", hub_text_b="sentence2",
+            label_names=("not_equivalent", "equivalent"), metric="f1", metrics=("f1", "accuracy"),
+            hub_text_a="sentence1", hub_text_b="sentence2", file_labels=("0", "1"),
         ),
         Task(
             "stsb", "STS-B", "stsb", text_a="sentence1", text_b="sentence2", label="score",
@@ -132,8 +141,8 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "qqp", "QQP", "qqp", text_a="question1", text_b="question2", label="is_duplicate",
-            label_names=("0", "1"), metric="f1", metrics=("f1", "accuracy"),
-            hub_text_a="question1", hub_text_b="question2",
+            label_names=("not_duplicate", "duplicate"), metric="f1", metrics=("f1", "accuracy"),
+            hub_text_a="question1", hub_text_b="question2", file_labels=("0", "1"),
         ),
         Task(
             "mnli", "MNLI", "mnli", text_a="sentence1", text_b="sentence2", label="gold_label",
@@ -154,8 +163,8 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "wnli", "WNLI", "wnli", text_a="sentence1", text_b="sentence2", label="label",
-            label_names=("0", "1"), metric="accuracy", metrics=("accuracy",),
-            hub_text_a="sentence1", hub_text_b="sentence2",
+            label_names=("not_entailment", "entailment"), metric="accuracy", metrics=("accuracy",),
+            hub_text_a="sentence1", hub_text_b="sentence2", file_labels=("0", "1"),
         ),
     ]
 }
@@ -208,6 +217,9 @@ def custom_task(
     if dataset is None:
         formats = {key: file_format(path, f"task.{key}") for key, path in (("train", train), ("dev", dev))}
         if formats["train"] != formats["dev"]:
+            for path in (train, dev):  # a missing file is the mistake to report, not the other's format
+                if not Path(path).expanduser().is_file():
+                    raise DataError(f"{Path(path).expanduser()}: file not found")
             raise ConfigError(f"task.train={train} is {formats['train']} but task.dev={dev} is {formats['dev']}: use "
                               f"one format for both (augmentation writes the training file's format)")
     regression = label_names is None
