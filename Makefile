@@ -32,7 +32,7 @@ help:
 	@echo "make mrpc   - install, then the MRPC recipe: teacher, masked LM, general student, then for each seed in SEEDS"
 	@echo "              task distillation on the whole augmented training set and its no-distillation baseline, and a report"
 	@echo "make mrpc-budget - the same with half the masked LM's steps and a shorter prediction phase (slower machines)"
-	@echo "make data   - fetch GLUE, a general corpus, GloVe and NLTK data into data/ (needs internet; about 45 MB)"
+	@echo "make data   - fetch GLUE, a general corpus, GloVe and NLTK data into data/ (needs internet; tens of MB)"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run the benchmarks (JSON under bench/)"
 
@@ -146,7 +146,7 @@ mrpc: install data-ready
 	$(call mrpc_stages,mrpc,mlm_encoder,minilm_l6_encoder,mrpc-all,recipe,report_mrpc)
 
 # The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's steps and two
-# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours (docs/results/mrpc.md
+# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes too long (docs/results/mrpc.md
 # compares the two students).
 mrpc-budget: install data-ready
 	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,minilm_l6_encoder150,mrpc-all-encoder150,budget,report_mrpc_budget)
