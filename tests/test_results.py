@@ -18,7 +18,8 @@ WORKLOG = re.compile(r"\bsession \d+|\bsessions \d+|\bissue #\d+", re.IGNORECASE
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+    folders = [p for p in sorted(ROOT.glob("*/README.md")) if not p.parent.name.startswith(".") and p.parent.name != "data"]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *folders]
 
 
 def current_pages() -> list[Path]:
@@ -98,17 +99,31 @@ def test_an_index_row_that_matches_nothing_is_an_error(tmp_path):
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
+def anchors(page: Path) -> set[str]:
+    """The heading anchors GitHub gives a Markdown page (lower case, punctuation dropped, spaces to hyphens,
+    `-1`, `-2` ... for repeats)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#+ (.*)$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
     broken = []
     for target in LINK.findall(text):
-        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+        if re.match(r"[a-z]+:", target):
             continue
-        path = target.split("#", 1)[0]
-        if not (page.parent / path).exists():
+        path, _, anchor = target.partition("#")
+        file = page.parent / path if path else page
+        if not file.exists() or (anchor and file.suffix == ".md" and anchor not in anchors(file)):
             broken.append(target)
-    assert not broken, f"{page.relative_to(ROOT)}: links to missing files: {broken}"
+    assert not broken, f"{page.relative_to(ROOT)}: links to missing files or headings: {broken}"
 
 
 def test_current_pages_carry_no_worklog_labels():
