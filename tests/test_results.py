@@ -48,6 +48,10 @@ def test_every_cited_report_exists_and_its_figures_appear_in_both_tables():
             assert entry["report"] in text
         for key in ("commit", "date", "cpu", "selection", "selected_on"):
             assert entry.get(key), (entry["id"], key)
+        # The CPU the index names is the one the student's runs recorded, where they recorded one.
+        folders = {str(Path(f).parent) for f in student["files"]}
+        for cpu in {t.get("cpu") for t in report.get("timings") or [] if t.get("folder") in folders} - {None}:
+            assert cpu in entry["cpu"], (entry["id"], cpu, entry["cpu"])
         assert entry["commit"] in page and entry["date"] in page
 
 
