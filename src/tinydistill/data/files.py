@@ -34,12 +34,12 @@ from tinydistill.data.encoding import non_utf8_error
 from tinydistill.data.glue_tsv import TaskTable, read_glue_tsv, write_glue_tsv
 from tinydistill.data.tasks import (
     FORMATS,
-    REGRESSION_METRICS,
     TASKS,
     Task,
     custom_task,
     get_task,
 )
+from tinydistill.data.labels import check_label_types, class_list, label_text
 from tinydistill.errors import ConfigError, DataError
 
 #: The keys of a user's task (conf/task/custom.yaml).
@@ -86,7 +86,7 @@ def task_from_config(node: Any) -> Task:
     metric = values.get("metric")
     explicit = values.get("labels")
     if explicit is not None:
-        explicit = tuple(_label_text(v) for v in explicit)
+        explicit = tuple(label_text(v) for v in explicit)
         if None in explicit or len(set(explicit)) != len(explicit):
             raise ConfigError(f"task.labels={list(explicit)}: expected distinct, non-empty class names")
     # The keys (name, columns, formats) are checked before any file is read; the classes are decided below.
@@ -94,7 +94,7 @@ def task_from_config(node: Any) -> Task:
                        label_names=None, dataset=dataset, dataset_config=values.get("dataset_config"))
     where, raw = raw_split(spec, "train")
     _check_columns(spec, where, raw)
-    label_names = _class_list(where, raw[label], label, metric, explicit)
+    label_names = class_list(where, raw[label], label, metric, explicit)
     return custom_task(name, train=str(train), dev=str(dev), text=tuple(map(str, text)), label=label,
                        label_names=label_names, metric=metric, dataset=dataset,
                        dataset_config=values.get("dataset_config"),
@@ -124,117 +124,6 @@ def task_from_argument(value: str) -> Task:
             raise ConfigError(f"--task {value}: no such task file")
         return task_from_config(OmegaConf.load(path))
     return get_task(value)
-
-
-def _class_list(where: str, values: Sequence[Any], column: str, metric: str | None,
-                explicit: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    """The classes in id order (None: a regression): `explicit` (checked against the data), else the distinct
-    training labels sorted (numerically when all are integers)."""
-    names = []
-    for i, v in enumerate(values):
-        text = _label_text(v)
-        if text is None:
-            raise DataError(f"{where}: row {i + 1}, column {column!r}: empty label")
-        names.append(text)
-    if explicit is None and (metric in REGRESSION_METRICS or (metric is None and _is_float_column(values))):
-        return None
-    _check_label_types(where, values, column)
-    found = set(names)
-    if explicit is not None:
-        extra = next((i for i, n in enumerate(names) if n not in explicit), None)
-        if extra is not None:
-            raise DataError(f"{where}: row {extra + 1}, column {column!r}: label {names[extra]!r} is not in "
-                            f"task.labels={list(explicit)}")
-        unused = [n for n in explicit if n not in found]
-        if unused:
-            raise DataError(f"{where}: column {column!r}: task.labels={list(explicit)} names {unused}, which never "
-                            f"occur in the training data; drop them from task.labels")
-        return explicit
-    if len(found) < 2:
-        raise DataError(f"{where}: column {column!r} holds a single class ({names[0]!r}); a classifier needs two "
-                        f"or more")
-    if all(_is_int(n) for n in found):
-        return tuple(sorted(found, key=int))
-    return tuple(sorted(found))
-
-
-#: JSON types a class label may be written as, with how an error names one label and several.
-_LABEL_TYPES = {str: ("a string", "strings"), bool: ("true/false", "true/false"), int: ("a number", "numbers"),
-                float: ("a number", "numbers")}
-
-
-def _check_label_types(where: str, values: Sequence[Any], column: str) -> None:
-    """DataError when the class labels of a column are of more than one JSON type (a JSON Lines file with one label
-    `1` among "entailment"/"not_entailment"): read as text, the odd one would silently become a class of its own.
-    Names the first label of the rarer type by its line in a JSON Lines file (as an editor counts), else its row."""
-    rows: dict[str, list[int]] = {}
-    for i, v in enumerate(values):
-        kind = next((names for t, names in _LABEL_TYPES.items() if isinstance(v, t)), None)
-        if kind is not None:
-            rows.setdefault(kind[0], []).append(i)
-    if len(rows) < 2:
-        return
-    odd = min(rows, key=lambda k: (len(rows[k]), rows[k][0]))
-    usual = max(rows, key=lambda k: (len(rows[k]), -rows[k][0]))
-    lines = _row_lines(where)
-
-    def name(i: int) -> str:
-        return f"line {lines[i]}" if lines is not None and len(lines) == len(values) else f"row {i + 1}"
-
-    i, j = rows[odd][0], rows[usual][0]
-    plural = next(many for one, many in _LABEL_TYPES.values() if one == usual)
-    raise DataError(f"{where}: {name(i)}, column {column!r}: label {values[i]!r} is {odd}, but the column's other "
-                    f"labels are {plural} (e.g. {name(j)}: {values[j]!r}); write every label of a column the same way "
-                    f"(all strings, or all numbers)")
-
-
-def _row_lines(where: str) -> list[int] | None:
-    """The line number (from 1) of each row of a JSON Lines file (its non-blank lines); None for other sources."""
-    path = Path(where)
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        return [n for n, raw in enumerate(f, start=1) if raw.strip()]
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _label_text(value: Any) -> str | None:
-    """A class label as text (None if empty): integers and integral floats as integers, strings stripped."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    text = str(value).strip()
-    return text or None
-
-
-def _is_float_column(values: Sequence[Any]) -> bool:
-    """Whether every label is a number and at least one is written as a float (0.5, 4.0, 1e-3): a regression."""
-    floats = False
-    for v in values:
-        if isinstance(v, bool):
-            return False
-        if isinstance(v, int):
-            continue
-        if isinstance(v, float):
-            floats = True
-            continue
-        text = str(v).strip()
-        if _is_int(text):
-            continue
-        try:
-            float(text)
-        except ValueError:
-            return False
-        floats = True
-    return floats
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -383,7 +272,7 @@ def _labels(task: Task, split: str, where: str, raw: Dataset) -> list[int] | lis
     if task.is_regression:
         out: list[float] = []
         for i, v in enumerate(raw[column]):
-            text = _label_text(v)
+            text = label_text(v)
             if text is None:
                 raise DataError(f"{where}: row {i + 1}, column {column!r}: empty label")
             try:
@@ -395,11 +284,11 @@ def _labels(task: Task, split: str, where: str, raw: Dataset) -> list[int] | lis
                 raise DataError(f"{where}: row {i + 1}, column {column!r}: label {v!r} is not a finite number")
             out.append(number)
         return out
-    _check_label_types(where, raw[column], column)
+    check_label_types(where, raw[column], column)
     index = {n: i for i, n in enumerate(task.label_names)}
     ids: list[int] = []
     for i, v in enumerate(raw[column]):
-        text = _label_text(v)
+        text = label_text(v)
         if text is None:
             raise DataError(f"{where}: row {i + 1}, column {column!r}: empty label")
         if text not in index:

@@ -1,0 +1,5 @@
+"""`python -m tinydistill.report`."""
+
+from tinydistill.report import main
+
+main()
