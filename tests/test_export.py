@@ -282,10 +282,10 @@ def test_predict_files_and_stdin_single_texts_and_pairs(backend, models, exporte
 
 
 def test_a_glue_students_predictions_are_label_names(tmp_path, capsys, monkeypatch):
-    """A classifier made for a GLUE preset as the stages make teacher and student (models.loading.load_classifier)
+    """A classifier made for a GLUE preset as the stages make teacher and student (models.loading.load_as_classifier)
     carries the task's label names: predict prints SST-2's "negative"/"positive", not the ids "0"/"1"."""
     from tinydistill.data.tasks import get_task
-    from tinydistill.models.loading import load_classifier as classifier_for
+    from tinydistill.models.loading import load_as_classifier as classifier_for
 
     base = make_model(tmp_path / "base")  # transformers' placeholders: LABEL_0, LABEL_1
     student = tmp_path / "student"

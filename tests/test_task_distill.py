@@ -38,7 +38,7 @@ def make_module(phase, tiny_teacher, cfg, teacher_logits=None):
     task = get_task("rte")
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
     from tinydistill.stages.task import plan
-    from tinydistill.stages.task.models import load_student
+    from tinydistill.stages.task.inputs import load_student
 
     student, _ = load_student(plan(cfg), teacher)
     distiller = IntermediateDistiller.from_config(
@@ -84,7 +84,7 @@ def test_intermediate_phase_leaves_classifier_unchanged(compose_cfg, tiny_teache
     assert {"projections.json", "projections.safetensors", "phase.json"} <= set(os.listdir(inter))
     # Same seed, same random init: the head equals a freshly built student's head, the encoder moved.
     from tinydistill.stages.task import plan
-    from tinydistill.stages.task.models import load_student
+    from tinydistill.stages.task.inputs import load_student
 
     fresh, _ = load_student(plan(cfg), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))
     assert torch.equal(state["classifier.weight"], fresh.classifier.weight)

@@ -21,7 +21,7 @@ from tinydistill.distill.intermediate import IntermediateDistiller
 from tinydistill.models.loading import load_as_classifier, load_tokenizer
 from tinydistill.stages import run
 from tinydistill.stages.classifier import task_datamodule
-from tinydistill.stages.task.models import load_student
+from tinydistill.stages.task.inputs import load_student
 from tinydistill.stages.task.phase1 import teacher_cache
 from tinydistill.stages.task.plan import plan
 

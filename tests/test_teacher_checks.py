@@ -334,7 +334,7 @@ def test_a_student_with_the_teachers_tokenizer_passes(tmp_path, tiny_bert, minil
 
 def test_aug_model_with_another_vocabulary_warns_before_augmenting(tmp_path, good_teacher, tiny_bert, sentiment_data,
                                                                   monkeypatch, caplog):
-    import tinydistill.stages.task.models as task_models
+    import tinydistill.stages.task.inputs as task_models
 
     class Augmenting(Exception):
         pass

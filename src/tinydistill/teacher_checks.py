@@ -17,7 +17,7 @@ logits or training:
 - **augmentation model** (`aug_vocabulary_warning`): ``aug.mlm_model`` has another vocabulary than the task's
   tokenizer. A warning only: augmentation hands words, not token ids, to the student's tokenizer.
 
-Callers: `stages/task/models.py` (all of them, in this order, before augmentation and teacher logits; the dev evaluation
+Callers: `stages/task/inputs.py` (all of them, in this order, before augmentation and teacher logits; the dev evaluation
 the weak-teacher check reads is `stages/classifier.evaluate_teacher`), `stages/finetune.py` (``stage.compare_to``:
 untrained head and wrong task) and `models/distilbert.py` (the masked-LM teacher's head).
 """

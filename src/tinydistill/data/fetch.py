@@ -141,12 +141,14 @@ class Manifest:
 
 def _label(task: Task, features, value) -> str:
     """A hub label as the TSV spells it: the class name for tasks whose files use names (RTE, QNLI, MNLI), the
-    class id for 0/1 tasks, the score (3 decimals) for STS-B."""
+    file's 0/1 for the others (`Task.file_labels`), the score (3 decimals) for STS-B."""
     if task.label_names is None:
         return f"{float(value):.3f}"
     names = getattr(features.get("label"), "names", None)
     name = names[int(value)] if names else str(value)
-    return name if name in task.label_names else str(int(value))
+    # Matched by name (the hub's MNLI order differs from ours); the file's value of that class (0/1 tasks: its id).
+    index = task.label_names.index(name) if name in task.label_names else int(value)
+    return task.label_values[index]
 
 
 #: Per task: the header of the labelled and of the test files, and a row from a hub example (i: its index).

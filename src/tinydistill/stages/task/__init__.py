@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from tinydistill.contract import ModelNeed
 from tinydistill.preflight import ENCODER_TYPES, STUDENT_TYPES
 from tinydistill.stages.classifier import task_datamodule
-from tinydistill.stages.task.models import check_teacher, load_student, training_file
+from tinydistill.stages.task.inputs import check_teacher, load_student, training_file
 from tinydistill.stages.task.phase1 import intermediate_phase
 from tinydistill.stages.task.phase2 import run_prediction
 from tinydistill.stages.task.plan import TaskPlan, plan, result_dir

@@ -16,7 +16,7 @@ from tinydistill.models.measure import count_parameters
 from tinydistill.modules.task import TaskDistillModule
 from tinydistill.records import ClassifierRecord
 from tinydistill.stages.classifier import add_latency, add_yardsticks
-from tinydistill.stages.task.models import CheckedTeacher
+from tinydistill.stages.task.inputs import CheckedTeacher
 from tinydistill.stages.task.plan import INTERMEDIATE_DIR, TaskPlan
 
 log = logging.getLogger("tinydistill.stages.task")

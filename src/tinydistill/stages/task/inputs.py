@@ -1,5 +1,5 @@
-"""stage=task's models and training file: the checked teacher (the checks before any compute), the student it
-starts from, and the training set (augmented with aug=on)."""
+"""stage=task's inputs: the checked teacher (the checks before any compute), the student it starts from, and the
+training set (augmented with aug=on)."""
 
 from __future__ import annotations
 
