@@ -472,7 +472,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module, trainer, pred = run_prediction(cfg, task, teacher, t_dir, student, dm, dm_gold,
                                            ckpt_path=cfg.ckpt_path if resumed in ("pred", "gold") else None)
     result["pred"] = pred
-    result.update({k: pred[k] for k in task.dev_splits})
+    result.update({k: pred[k] for k in task.val_splits})
     # The teacher's figures are those measured at the start, never a (possibly stale) metrics.json beside it.
     add_yardsticks(cfg, task, result, t_dir, teacher_metrics=teacher_dev, constant=constant)
     result["parameters"] = {"student": count_parameters(module.classifier), "teacher": count_parameters(teacher)}
