@@ -70,12 +70,17 @@ def source_file(task: Task, data_dir: str | os.PathLike | None) -> Path | None:
 
 
 def read_source(task: Task, src: Path | None) -> tuple[TaskTable, str, str]:
-    """The training rows, how the manifest names their source, and what identifies its content: the file's
-    sha256, or for a hub split its `datasets` fingerprint."""
+    """The training rows (without the rows `task.tune_split` holds out), how the manifest names their source, and
+    what identifies its content: the file's sha256, or for a hub split its `datasets` fingerprint (with the tune
+    split's settings when it is on)."""
     if src is None:
         table, fingerprint = files.read_hub_table(task)
-        return table, str(table.path), fingerprint
-    return files.read_table(task, src), str(src), sha256_file(src)
+    else:
+        table, fingerprint = files.read_table(task, src), sha256_file(src)
+    if task.tune_split is not None:  # the rows task.tune_split holds out are never augmented (nor trained on)
+        table = files.without_tune_rows(task, table)
+        fingerprint += f"|tune_split={task.tune_split},tune_seed={task.tune_seed}"
+    return table, str(table.path if src is None else src), fingerprint
 
 
 def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

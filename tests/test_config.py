@@ -56,10 +56,35 @@ def test_finetune_defaults_follow_the_teacher(compose_cfg):
 def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
     cfg = compose_cfg(f"stage={stage}", f"experiment=demo/{stage}")
     OmegaConf.resolve(cfg)
-    assert cfg.teacher.name == "minilm_l6" and cfg.task.name == "mrpc"
+    assert cfg.teacher.name == "minilm_l6"
+    if stage in ("finetune", "task"):
+        # SST-2, every stage with the same tune split (its rows never trained on; checkpoints selected on them)
+        assert cfg.task.name == "sst2" and (cfg.task.tune_split, cfg.task.tune_seed) == (0.05, 0)
+        # its own teacher folder: the demo never replaces the SST-2 showcase's teacher (artifacts/teacher/sst2)
+        teacher = compose_cfg("stage=finetune", "experiment=demo/finetune")
+        OmegaConf.resolve(teacher)
+        assert teacher.stage.output_dir.endswith("artifacts/teacher/sst2-demo")
     if stage == "task":
+        assert cfg.stage.teacher == teacher.stage.output_dir
         assert cfg.aug.enabled and cfg.aug.mlm_model.endswith("artifacts/mlm/minilm_l6-demo")
         assert cfg.aug.glove.endswith("glove/glove.6B.50d.top50k.txt")
+        assert cfg.aug.output_dir.endswith("artifacts/aug/sst2-demo")
+        baseline = compose_cfg("stage=finetune", "experiment=demo/nodistill")
+        OmegaConf.resolve(baseline)
+        from tinydistill.stages.task import result_dir
+
+        assert baseline.stage.match_steps_of == str(result_dir(cfg)) and baseline.stage.compare_to == cfg.stage.teacher
+        assert baseline.task.tune_split == cfg.task.tune_split and baseline.stage.evals == "matched"
+        assert baseline.stage.lr == cfg.stage.pred.lr
+
+
+@pytest.mark.parametrize("stage", ["finetune", "task"])
+def test_the_mrpc_demo_of_before_2026_12_07_still_composes(compose_cfg, stage):
+    cfg = compose_cfg(f"stage={stage}", f"experiment=mrpc/demo/{stage}")
+    OmegaConf.resolve(cfg)
+    assert cfg.teacher.name == "minilm_l6" and cfg.task.name == "mrpc" and cfg.task.tune_split is None
+    if stage == "task":
+        assert cfg.aug.enabled and cfg.aug.mlm_model.endswith("artifacts/mlm/minilm_l6-demo")
         # the budgets and phase-1 rate whose 3 seeds and fresh-clone time docs/results/demo.md reports (session 24)
         assert cfg.stage.intermediate.lr == 3e-4 and cfg.stage.intermediate.max_steps == 300
         assert (cfg.aug.max_examples, cfg.stage.pred.epochs, cfg.stage.pred.lr) == (50, 2, 1e-4)
@@ -133,7 +158,7 @@ def test_demo_and_distilbert_masked_lms_chain_to_their_own_users(compose_cfg):
 
 @pytest.mark.parametrize("experiment,stage", [
     ("sst2/finetune", "finetune"), ("sst2/task", "task"), ("sst2/nodistill", "finetune"),
-    ("demo/nodistill", "finetune"), ("nodistill", "finetune"), ("sst2/distilbert", "finetune"),
+    ("mrpc/demo/nodistill", "finetune"), ("nodistill", "finetune"), ("sst2/distilbert", "finetune"),
 ])
 def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stage):
     cfg = compose_cfg(f"stage={stage}", f"experiment={experiment}", "seed=7")
@@ -142,7 +167,7 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.task.name == "sst2"
     if experiment.endswith("nodistill"):
         # the baseline: the general-distilled student, its own folder per seed, the distilled run's step budget
-        assert cfg.stage.model.endswith("general/demo_3l_192" + ("-demo" if experiment.startswith("demo/") else ""))
+        assert cfg.stage.model.endswith("general/demo_3l_192" + ("-demo" if experiment.startswith("mrpc/demo/") else ""))
         assert cfg.stage.output_dir.endswith(f"nodistill/{cfg.task.name}/demo_3l_192/seed7")
         assert cfg.stage.match_steps_of.endswith("/seed7") and f"task/{cfg.task.name}/" in cfg.stage.match_steps_of
         assert cfg.stage.compare_to.endswith(f"teacher/{cfg.task.name}")
@@ -154,7 +179,7 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
         assert cfg.stage.output_dir.endswith("finetune/distilbert_minilm_l6/sst2/seed7")
         assert (cfg.stage.epochs, cfg.stage.lr) == (teacher.stage.epochs, teacher.stage.lr)
         assert cfg.stage.compare_to.endswith("teacher/sst2")
-    if experiment in ("sst2/nodistill", "demo/nodistill"):
+    if experiment in ("sst2/nodistill", "mrpc/demo/nodistill"):
         assert cfg.stage.lr == 1e-4  # the distilled run's prediction-phase rate
     if experiment == "sst2/nodistill":
         task = compose_cfg("stage=task", "experiment=sst2/task", "seed=7")
@@ -184,7 +209,7 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     baseline must match that run's steps from the same general student."""
     recipe = compose_cfg("stage=task", "experiment=mrpc/task", "seed=7")
     measured = compose_cfg(
-        "stage=task", "experiment=demo/task", "stage.general_dir=${paths.artifacts_dir}/general/demo_3l_192",
+        "stage=task", "experiment=mrpc/demo/task", "stage.general_dir=${paths.artifacts_dir}/general/demo_3l_192",
         "aug.mlm_model=${paths.artifacts_dir}/mlm/minilm_l6_encoder", "aug.max_examples=null",
         "aug.output_dir=${paths.artifacts_dir}/aug/mrpc-all", "stage.intermediate.max_steps=1200",
         "stage.pred.max_steps=2193", "stage.pred.val_every_n_steps=731", "stage.run_name=recipe", "seed=7",
@@ -324,5 +349,5 @@ def test_faithful_reference_switches_every_reference_behaviour_on(compose_cfg, s
         assert (default.stage.instances, ref.stage.instances) == ("single", "pairs")
         assert ref.stage.schedule == "warmup_linear"
     # on top of an experiment, which it must override
-    demo = compose_cfg("stage=task", "experiment=demo/task", "faithful=reference")
+    demo = compose_cfg("stage=task", "experiment=mrpc/demo/task", "faithful=reference")
     assert demo.stage.optimizer == "bertadam" and demo.stage.intermediate.max_steps == 300

@@ -40,13 +40,14 @@ def constant_metrics(task: Task, prediction: float | int, dev_labels: list) -> d
 
 
 def constant_predictor(task: Task, data_dir: str | os.PathLike | None) -> dict[str, Any]:
-    """The constant predictor's prediction and its metrics on every dev split, from the task's gold
-    training labels (never an augmented file: its copies would weight some examples twice)."""
+    """The constant predictor's prediction and its metrics on every dev split (and the tune split, with
+    `task.tune_split`), from the task's gold training labels (never an augmented file: its copies would weight
+    some examples twice; never the tune rows)."""
     prediction = constant_prediction(task, load_examples(task, "train", data_dir)["label"])
     out: dict[str, Any] = {
         "prediction": prediction if task.is_regression else task.label_names[prediction],
     }
-    for split in task.dev_splits:
+    for split in task.val_splits:
         out[split] = constant_metrics(task, prediction, load_examples(task, split, data_dir)["label"])
     return out
 

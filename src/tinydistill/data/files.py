@@ -36,6 +36,7 @@ from tinydistill.data.tasks import (
     FORMATS,
     TASKS,
     Task,
+    check_tune_split,
     custom_task,
     get_task,
 )
@@ -44,7 +45,7 @@ from tinydistill.errors import ConfigError, DataError
 
 #: The keys of a user's task (conf/task/custom.yaml).
 CUSTOM_KEYS = ("name", "train", "dev", "dataset", "dataset_config", "text", "label", "labels", "metric",
-               "max_seq_length")
+               "max_seq_length", "tune_split", "tune_seed")
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -62,8 +63,13 @@ def is_custom(node: Any) -> bool:
 
 def task_from_config(node: Any) -> Task:
     """The task the Hydra `task` node describes: a GLUE preset by name, or a user's task from its keys (its
-    training labels are read here to find the classes)."""
+    training labels are read here to find the classes), with its `tune_split` and `tune_seed`."""
     values = _plain(node)
+    tune_split, tune_seed = check_tune_split(values.get("tune_split"), values.get("tune_seed", 0))
+    return replace(_task_from_values(values), tune_split=tune_split, tune_seed=tune_seed)
+
+
+def _task_from_values(values: dict[str, Any]) -> Task:
     name = str(values.get("name") or "")
     if not is_custom(values):
         if name.lower() not in TASKS:
@@ -340,6 +346,15 @@ def read_table(task: Task, path: str | os.PathLike) -> TaskTable:
         return read_glue_tsv(path, task)
     examples(task, "train", path)  # the checks, with the same messages
     return _table(task, Path(path), read_file(path))
+
+
+def without_tune_rows(task: Task, table: TaskTable) -> TaskTable:
+    """The training rows of `table` (a task's whole training file) that `task.tune_split` leaves for training, the
+    rows `load_examples(task, "train")` holds, so augmentation never sees a tune row; `table` itself when off."""
+    if task.tune_split is None:
+        return table
+    keep = task.split_rows("train", len(table.rows))
+    return replace(table, rows=[table.rows[i] for i in keep], line_numbers=[table.line_numbers[i] for i in keep])
 
 
 def read_hub_table(task: Task) -> tuple[TaskTable, str]:

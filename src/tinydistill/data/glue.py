@@ -20,8 +20,8 @@ from tinydistill.atomic import atomic_directory
 from tinydistill.data import files
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
 from tinydistill.data.loader import make_loader
-from tinydistill.data.tasks import Task, get_task
-from tinydistill.errors import DataError
+from tinydistill.data.tasks import TUNE_SPLIT, Task, get_task
+from tinydistill.errors import ConfigError, DataError
 from tinydistill.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,31 @@ def load_examples(
 
     From `file` if given (e.g. an augmented train set), else `<data_dir>/glue/<Task>/<split>.tsv`,
     else (data_dir is None) the Hugging Face hub. A user's task reads its own files (or `datasets` name).
+    With `task.tune_split` set, `train` (from the task's own training data) is its rows minus the held-out ones and
+    `tune` those rows (`Task.split_rows`); an augmented `file` is made from the training rows only.
     """
+    if _splits_training_rows(task, split, data_dir, file):
+        rows = _load_examples(task, "train", data_dir, None)
+        return rows.select(task.split_rows(split, len(rows)))
+    return _load_examples(task, split, data_dir, file)
+
+
+def _splits_training_rows(task: Task, split: str, data_dir, file) -> bool:
+    """Whether `split` is cut out of the task's training rows by `task.tune_split`: train or tune, read from the
+    task's own training data (not from another file, e.g. an augmented one)."""
+    if task.tune_split is None or split not in ("train", TUNE_SPLIT):
+        return False
+    if file is None:
+        return True
+    try:  # the task's training file passed as `file` (e.g. aug.skip_tasks hands it back)
+        return Path(file).expanduser().resolve() == files.task_file(task, "train", data_dir).expanduser().resolve()
+    except ConfigError:  # no training file (hub): `file` is another one
+        return False
+
+
+def _load_examples(
+    task: Task, split: str, data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None
+) -> Dataset:
     if not task.is_glue:
         return files.examples(task, split, file)
     if file is None and data_dir is not None:
@@ -121,6 +145,25 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return known[1]
 
 
+def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
+               data_dir: str | os.PathLike | None, file: str | os.PathLike | None) -> str:
+    """What a tokenised split depends on: its source's content, the tokenizer and length; a user's task also how its
+    file is read; a split of the training rows (task.tune_split) which rows it holds."""
+    tune = _splits_training_rows(task, split, data_dir, file)
+    parts = [
+        str(CACHE_VERSION),
+        task.name,
+        _source_fingerprint(task, "train" if tune else split, data_dir, None if tune else file),
+        tokenizer_fingerprint(tokenizer),
+        str(max_seq_length),
+    ]
+    if not task.is_glue:  # GLUE keeps its keys, so existing caches stay valid
+        parts.append(task.fingerprint())
+    if tune:  # which training rows the split holds
+        parts.append(f"tune_split={task.tune_split},tune_seed={task.tune_seed},split={split}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def tokenized_split(
     task: Task,
     split: str,
@@ -136,16 +179,7 @@ def tokenized_split(
 
     `write_cache=False` reads an existing cache but keeps a new tokenisation in memory (the teacher checks run
     before a run may write anything)."""
-    parts = [
-        str(CACHE_VERSION),
-        task.name,
-        _source_fingerprint(task, split, data_dir, file),
-        tokenizer_fingerprint(tokenizer),
-        str(max_seq_length),
-    ]
-    if not task.is_glue:  # GLUE keeps its keys, so existing caches stay valid
-        parts.append(task.fingerprint())
-    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    key = _cache_key(task, split, tokenizer, max_seq_length, data_dir, file)
     cache = Path(cache_dir) / ("glue" if task.is_glue else "tasks") / task.name / f"{split}-{key}"
     if cache.is_dir():
         cached = _load_cache(cache)
@@ -206,7 +240,8 @@ class TaskDataModule(L.LightningDataModule):
     `seed` draws the training order of every epoch (`tinydistill.data.sampler.SeededSampler`); with `fixed_batches`
     set (an attribute, so one DataModule can serve a phase with it and one without) every epoch reuses the first
     epoch's batches in a new order.
-    Validation uses every dev split of the task (MNLI: matched, then mismatched).
+    Validation uses every dev split of the task (MNLI: matched, then mismatched), after the tune split when
+    `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
     """
 
     def __init__(
@@ -257,11 +292,11 @@ class TaskDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process only: builds the on-disk caches that setup() then reads.
-        for split in ("train", *self.dev_splits):
+        for split in ("train", *self.task.val_splits):
             self._split(split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", *self.dev_splits):
+        for split in ("train", *self.task.val_splits):
             if split not in self.splits:
                 ds = self._split(split)
                 if split == "train" and self.with_index:
@@ -278,4 +313,4 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader(self.splits["train"], self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.splits[s], self.eval_batch_size, shuffle=False) for s in self.dev_splits]
+        return [self._loader(self.splits[s], self.eval_batch_size, shuffle=False) for s in self.task.val_splits]

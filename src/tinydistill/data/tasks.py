@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ REGRESSION_METRICS = ("pearson", "spearman")
 BINARY_METRICS = ("f1",)
 #: File formats of a user's task, by extension (read with `datasets`).
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+#: The split of training rows `task.tune_split` holds out for checkpoint and setting selection.
+TUNE_SPLIT = "tune"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,27 @@ class Task:
     max_seq_length: int = 0
     # GLUE presets whose TSV files write the labels as ids (SST-2's 0/1): those values, in id order; None: the names.
     file_labels: tuple[str, ...] | None = None
+    # task.tune_split: a fraction (0 < f < 1) or a count (int >= 1) of the training rows, drawn with tune_seed (not the
+    # run's seed), held out of training as the `tune` split that checkpoints and settings are selected on; None: off.
+    tune_split: float | int | None = None
+    tune_seed: int = 0
+
+    @property
+    def val_splits(self) -> tuple[str, ...]:
+        """The splits evaluated during training, the first one monitored for checkpoint selection: the dev splits,
+        after the tune split when `tune_split` is set. The yardsticks (retention, gap closed) stay on dev_splits[0]."""
+        return (TUNE_SPLIT, *self.dev_splits) if self.tune_split is not None else self.dev_splits
+
+    def split_rows(self, split: str, n: int) -> list[int]:
+        """The indices (ascending) of the `n` training rows that form `split` (train or tune) under `tune_split`:
+        the same rows for every run seed, every stage and augmentation. ConfigError naming task.tune_split when it
+        would hold out no row or every row."""
+        k = self.tune_split if isinstance(self.tune_split, int) else round(float(self.tune_split) * n)
+        if k < 1 or k >= n:
+            raise ConfigError(f"task.tune_split={self.tune_split}: holds out {k} of the {n} training rows of "
+                              f"{self.name}; it must hold out at least one and leave at least one")
+        tune = set(random.Random(self.tune_seed).sample(range(n), k))
+        return sorted(tune) if split == TUNE_SPLIT else [i for i in range(n) if i not in tune]
 
     @property
     def is_regression(self) -> bool:
@@ -100,9 +124,12 @@ class Task:
 
     def summary(self) -> dict[str, Any]:
         """What a result record needs to be read without the data (tinydistill.report): labels, metrics, splits."""
-        return {"name": self.name, "label_names": None if self.label_names is None else list(self.label_names),
-                "metric": self.metric, "metrics": list(self.metrics), "dev_splits": list(self.dev_splits),
-                "text": [str(c) for c in self.text_columns]}
+        out = {"name": self.name, "label_names": None if self.label_names is None else list(self.label_names),
+               "metric": self.metric, "metrics": list(self.metrics), "dev_splits": list(self.dev_splits),
+               "text": [str(c) for c in self.text_columns]}
+        if self.tune_split is not None:
+            out["tune_split"], out["tune_seed"] = self.tune_split, self.tune_seed
+        return out
 
     def fingerprint(self) -> str:
         """Hash of what decides a file's examples (text and label columns, classes), for cache keys: another column
@@ -178,6 +205,24 @@ def get_task(name: str) -> Task:
         raise ConfigError(
             f"unknown task {name!r}; expected one of: {', '.join(sorted(TASKS))}"
         ) from None
+
+
+def check_tune_split(value: Any, seed: Any = 0) -> tuple[float | int | None, int]:
+    """`task.tune_split` and `task.tune_seed` as the Task holds them; ConfigError naming the key for a value that is
+    neither null, a fraction strictly between 0 and 1, nor a whole count of at least 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"task.tune_seed={seed!r}: expected a whole number (the seed that draws the tune rows)")
+    if value is None:
+        return None, seed
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"task.tune_split={value!r}: expected null, a fraction of the training rows (0 < f < 1) or "
+                          f"a number of rows (at least 1)")
+    if isinstance(value, int) and value >= 1:
+        return value, seed
+    if isinstance(value, float) and 0.0 < value < 1.0:
+        return value, seed
+    raise ConfigError(f"task.tune_split={value}: expected a fraction of the training rows strictly between 0 and 1 "
+                      f"(e.g. 0.1) or a whole number of rows (at least 1)")
 
 
 def file_format(path: str, key: str) -> str:

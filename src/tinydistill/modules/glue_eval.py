@@ -12,8 +12,9 @@ from tinydistill.metrics import build_metrics, predictions
 
 
 def metric_prefix(task: Task, dataloader_idx: int) -> str:
-    """`val` for the main dev split; `val_<split>` for the others (MNLI mismatched)."""
-    return "val" if dataloader_idx == 0 else f"val_{task.dev_splits[dataloader_idx]}"
+    """`val` for the monitored split (the first of `task.val_splits`: the tune split, else the main dev split);
+    `val_<split>` for the others (MNLI mismatched; dev when a tune split is monitored)."""
+    return "val" if dataloader_idx == 0 else f"val_{task.val_splits[dataloader_idx]}"
 
 
 class GlueEvalModule(L.LightningModule):
@@ -28,7 +29,7 @@ class GlueEvalModule(L.LightningModule):
         # finds them, so switch dropout back on for training.
         self.classifier = classifier.train()
         self.task = task
-        self.val_metrics = nn.ModuleList([build_metrics(task) for _ in task.dev_splits])
+        self.val_metrics = nn.ModuleList([build_metrics(task) for _ in task.val_splits])
         self._updated: set[int] = set()
 
     def task_logits(self, batch: dict) -> torch.Tensor:

@@ -147,6 +147,8 @@ def aggregate_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [r.get("seed") for r in runs],
         "files": [r["_file"] for r in runs],
         "dev": summaries([r["dev"] for r in runs]),
+        # task.tune_split: the held-out training rows the runs' checkpoints were selected on (report.json only)
+        **({"tune": summaries([r["tune"] for r in runs if "tune" in r])} if any("tune" in r for r in runs) else {}),
         "retention": summaries([r.get("retention", {}) for r in runs]),
         "gap_closed": summaries([_gap_closed(r) for r in runs]),
         "parameters": own(first.get("parameters", {})),

@@ -93,9 +93,10 @@ def validate_best(
 
 
 def dev_metrics(task: Task, logged: dict[str, float]) -> dict[str, dict[str, float]]:
-    """`{"val/f1": .., "val_dev_mismatched/accuracy": ..}` -> `{"dev": {"f1": ..}, "dev_mismatched": {..}}`."""
+    """`{"val/f1": .., "val_dev_mismatched/accuracy": ..}` -> `{"dev": {"f1": ..}, "dev_mismatched": {..}}` (with
+    `task.tune_split`: `{"tune": {..}, "dev": {..}}`, every split of `task.val_splits`)."""
     out: dict[str, dict[str, float]] = {}
-    for idx, split in enumerate(task.dev_splits):
+    for idx, split in enumerate(task.val_splits):
         prefix = metric_prefix(task, idx) + "/"
         out[split] = {k[len(prefix):]: v for k, v in logged.items() if k.startswith(prefix)}
     return out
@@ -157,7 +158,7 @@ def evaluate_teacher(
     teacher.eval()  # GlueEvalModule switches its classifier to training mode (dropout) for the students
     logged: dict[str, float] = {}
     with torch.inference_mode():
-        for idx, split in enumerate(task.dev_splits):
+        for idx, split in enumerate(task.val_splits):
             ds = tokenized_split(task, split, tokenizer, tb.max_seq_length, ctx.data_dir, ctx.cache_dir,
                                  write_cache=False)
             loader = make_loader(ds, tb.eval_batch_size, False, DataCollatorWithPadding(tokenizer))

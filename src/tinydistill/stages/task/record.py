@@ -45,7 +45,7 @@ def record_and_export(p: TaskPlan, result: dict[str, Any], teacher: CheckedTeach
                       trainer: L.Trainer, dm: TaskDataModule) -> dict[str, Any]:
     """Complete the record (dev metrics, yardsticks, parameters, latency) and export the student with it, and with
     the phase-1 result, into the run's folder; its copy goes to the run's log folder."""
-    result.update({k: result["pred"][k] for k in p.task.dev_splits})
+    result.update({k: result["pred"][k] for k in p.task.val_splits})
     # The teacher's figures are those measured at the start, never a (possibly stale) metrics.json beside it.
     add_yardsticks(p.ctx.data_dir, p.task, result, p.teacher.folder, teacher_metrics=teacher.dev,
                    constant=teacher.constant)
