@@ -13,13 +13,15 @@ from typing import Any
 
 from tinydistill.baselines import gap_closed
 from tinydistill.data.tasks import get_task
+from tinydistill.errors import DataError
+from tinydistill.records import LOG_RESULT_JSON, METRICS_JSON, ClassifierRecord
 from tinydistill.run_config import config_differences, load_run_config
 
 log = logging.getLogger("tinydistill.report")
 
-RESULT_FILES = ("result.json", "metrics.json")
-#: Stages whose results are rows: task-distilled students and fine-tuned models (teachers, baselines).
-STAGES = ("task", "finetune")
+#: The classifier stages' records (task-distilled students, fine-tuned models): the log folder's copy and the one
+#: beside the model.
+RESULT_FILES = (LOG_RESULT_JSON, METRICS_JSON)
 
 
 def load_results(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -33,10 +35,13 @@ def load_results(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     for name in RESULT_FILES:
         for folder in folders:
             for path in sorted(Path(folder).rglob(name)):
-                data = read_result(path)
-                if data is None or data.get("stage") not in STAGES or "dev" not in data:
+                try:
+                    record = ClassifierRecord.read(path)
+                except DataError as e:
+                    log.warning("report: skipping %s: %s", path, e)
                     continue
-                found.setdefault(_record_key(data), {**data, "_file": str(path)})
+                if record.is_result:
+                    found.setdefault(_record_key(record.fields), {**record.fields, "_file": str(path)})
     return sorted(found.values(), key=lambda r: (r.get("task") or "", run_label(r), r.get("seed") or 0))
 
 
