@@ -10,10 +10,10 @@ process:
   general  general distillation (the intermediate losses on the encoder)
   project    the default configuration (`stage=task task=mrpc student=demo`): batches of similar length padded to
              their longest example, float32, eval-mode teacher, fused AdamW; phase 2 reads the teacher's logits
-             from a cache, computed once and charged here at 1 / `distill.pred_epochs` of its cost per example;
-             phase 1 keeps the teacher's targets of each batch (`distill.teacher_cache`): each round times one
-             epoch that fills the cache and one that reads it, charged as a run of `distill.intermediate_epochs`
-             epochs (one filling, the rest reading); both epochs' own speeds are reported too
+             from a cache, computed once and charged here at 1 / `stage.pred.epochs` of its cost per example;
+             phase 1 keeps the teacher's targets of each batch (`stage.intermediate.teacher_cache`): each round
+             times one epoch that fills the cache and one that reads it, charged as a run of
+             `stage.intermediate.epochs` epochs (one filling, the rest reading); both epochs' own speeds are reported
   reference  the same composed with `faithful=reference`: every example padded to max_seq_length (128), random
              batches, the teacher forward every step in train mode (dropout), BertAdam, as TinyBERT's
              task_distill.py / general_distill.py run
@@ -109,7 +109,7 @@ def make_batches(dm: TaskDataModule, subset: list[int], grouped: bool, seed: int
 
 def caches_teacher(cfg: DictConfig) -> bool:
     """Whether stage=task's phase 1 would keep the teacher's targets under `cfg`."""
-    return phase1_caches_teacher(cfg.distill.teacher_cache, cfg.distill.teacher_mode)
+    return phase1_caches_teacher(cfg.stage.intermediate.teacher_cache, cfg.distill.teacher_mode)
 
 
 def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_template, logits) -> list[float]:
@@ -132,7 +132,7 @@ def run_loop(loop: str, cfg: DictConfig, batches: list[dict], teacher, student_t
         student = copy.deepcopy(student_template)
         if loop == "phase1":
             distiller = IntermediateDistiller.from_config(distill, student.config, teacher.config)
-            caches = phase1_caches_teacher(cfg.distill.teacher_cache, mode)
+            caches = phase1_caches_teacher(cfg.stage.intermediate.teacher_cache, mode)
             cache = TeacherCache(*distiller.teacher_reads, max_bytes=float("inf")) if caches else None
             module = TaskDistillModule(student, task, "intermediate", ph.optim, teacher=teacher, distiller=distiller,
                                        teacher_cache=cache, teacher_mode=mode)
@@ -223,10 +223,10 @@ def main(argv: list[str] | None = None) -> None:
                 per_batch = run_loop(loop, cfgs[way], batches[way], teacher, student_template, logits)
                 seconds = sum(per_batch)
                 if loop == "phase2" and way == "project":  # the cache's share of one epoch
-                    seconds += cache_seconds_per_example * examples / cfgs[way].distill.pred_epochs
+                    seconds += cache_seconds_per_example * examples / cfgs[way].stage.pred.epochs
                 if loop == "phase1" and caches_teacher(cfgs[way]):  # one filling epoch in intermediate_epochs
                     fill, read = sum(per_batch[:len(batches[way])]), sum(per_batch[len(batches[way]):])
-                    epochs = cfgs[way].distill.intermediate_epochs
+                    epochs = cfgs[way].stage.intermediate.epochs
                     seconds = (fill + (epochs - 1) * read) / epochs
                     cached_epochs[way].append((fill, read))
                 per_round[loop][way].append(seconds)
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     teacher_flops = encoder_forward_flops(lengths, teacher.config)
     student_flops = 3 * encoder_forward_flops(lengths, student_cfg)
     project = cfgs["project"]
-    phase1_teacher = teacher_flops / (project.distill.intermediate_epochs if caches_teacher(project) else 1)
+    phase1_teacher = teacher_flops / (project.stage.intermediate.epochs if caches_teacher(project) else 1)
     needed = {"phase1": phase1_teacher + student_flops, "general": teacher_flops + student_flops,
-              "phase2": student_flops + teacher_flops / project.distill.pred_epochs}
+              "phase2": student_flops + teacher_flops / project.stage.pred.epochs}
     report: dict = {"loops": {}}
     for loop in LOOPS:
         floor_seconds = needed[loop] / (gflops * 1e9)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                 fill = statistics.median(f for f, _ in cached_epochs[way])
                 read = statistics.median(r for _, r in cached_epochs[way])
                 entry[way]["teacher_cache"] = {
-                    "epochs_charged": int(cfgs[way].distill.intermediate_epochs),
+                    "epochs_charged": int(cfgs[way].stage.intermediate.epochs),
                     "filling_epoch_examples_per_s": round(examples / fill, 2),
                     "reading_epoch_examples_per_s": round(examples / read, 2)}
         if "reference" in entry:

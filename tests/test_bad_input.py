@@ -107,8 +107,8 @@ def test_non_utf8_corpus_names_file_and_line(tmp_path, train_py, tiny_bert, corp
     (["stage=mlm", "stage.lr=-0.001"], "stage.lr=-0.001: a learning rate"),
     (["stage=general", "stage.lr=0.0"], "stage.lr=0.0: a learning rate"),
     (["stage=general", "distill=distilbert", "stage.lr=-5e-4"], "stage.lr=-0.0005: a learning rate"),
-    (["stage=task", "distill.intermediate_lr=-1"], "distill.intermediate_lr=-1 (used as stage.intermediate.lr)"),
-    (["stage=task", "distill.pred_lr=0"], "distill.pred_lr=0 (used as stage.pred.lr)"),
+    (["stage=task", "stage.intermediate.lr=-1"], "stage.intermediate.lr=-1: a learning rate"),
+    (["stage=task", "stage.pred.lr=0"], "stage.pred.lr=0: a learning rate"),
     (["stage=task", "stage.pred.lr=-3e-5"], "stage.pred.lr=-3e-05: a learning rate"),
     (["stage=task", "stage.intermediate.lr=fast"], "stage.intermediate.lr='fast': a learning rate"),
     (["stage=task", "stage.pred.lr=nan"], "stage.pred.lr=nan: a learning rate"),
@@ -149,8 +149,8 @@ def test_seed_not_a_whole_number(tmp_path, train_py, value, shown):
 
 
 def test_origin_follows_interpolations_to_the_option_set(tmp_path):
-    cfg = compose_config(tmp_path, "stage=task")
-    assert origin(cfg, "stage.pred.lr") == "distill.pred_lr"
+    cfg = compose_config(tmp_path, "stage=finetune")
+    assert origin(cfg, "stage.lr") == "teacher.finetune_lr"
     assert origin(cfg, "stage.teacher") == "stage.teacher"  # a path built from several parts stays itself
     cfg = compose_config(tmp_path, "stage=finetune", "stage.lr=0.1")
     assert setting(cfg, "stage.lr") == "stage.lr=0.1"

@@ -1,5 +1,8 @@
 """Every stage composes with every task, and the values the stages read resolve."""
 
+import re
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -190,17 +193,17 @@ def test_showcase_and_baseline_experiments_compose(compose_cfg, experiment, stag
 
 @pytest.mark.parametrize("experiment", ["sst2/task", "demo/task"])
 def test_task_experiments_leave_the_distill_budget_knobs_working(compose_cfg, experiment):
-    """The README's knobs (distill.intermediate_epochs, distill.pred_epochs and their lrs) must reach the phases
+    """The README's knobs (stage.intermediate.epochs, stage.pred.epochs and their lrs) must reach the phases
     under every task experiment: an experiment that set stage.pred.epochs itself would silently pin it."""
-    cfg = compose_cfg("stage=task", f"experiment={experiment}", "distill.intermediate_epochs=5", "distill.pred_epochs=7",
-                      "distill.intermediate_lr=2e-4", "distill.pred_lr=3e-4")
+    cfg = compose_cfg("stage=task", f"experiment={experiment}", "stage.intermediate.epochs=5", "stage.pred.epochs=7",
+                      "stage.intermediate.lr=2e-4", "stage.pred.lr=3e-4")
     OmegaConf.resolve(cfg)
     assert (cfg.stage.intermediate.epochs, cfg.stage.pred.epochs) == (5, 7)
     assert (cfg.stage.intermediate.lr, cfg.stage.pred.lr) == (2e-4, 3e-4)
     default = compose_cfg("stage=task", "experiment=sst2/task")
     OmegaConf.resolve(default)
     assert (default.stage.intermediate.epochs, default.stage.pred.epochs) == (1, 3)  # the SST-2 recipe itself
-    # the rates its 3 seeds in docs/results/sst2.md were measured with (phase 1 at 6e-4 since session 19)
+    # the rates its 3 seeds in docs/results/sst2.md were measured with
     assert (default.stage.intermediate.lr, default.stage.pred.lr) == (6e-4, 1e-4)
 
 
@@ -214,11 +217,11 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
         "aug.output_dir=${paths.artifacts_dir}/aug/mrpc-all", "stage.intermediate.max_steps=1200",
         "stage.pred.max_steps=2193", "stage.pred.val_every_n_steps=731", "stage.run_name=recipe", "seed=7",
         # computes the teacher's logits as phase 2 draws the rows, not all first: the same values up to rounding
-        "distill.teacher_logits=seen",
-        # phase 1 at 3e-4 instead of the reference's 5e-5 (session 18's 3 seeds)
-        "distill.intermediate_lr=3e-4",
-        # the demo's phase 2 has run 2 epochs since session 24; the recipe keeps the setting it was measured with
-        "distill.pred_epochs=3")
+        "stage.pred.teacher_logits=seen",
+        # phase 1 at 3e-4 instead of the reference's 5e-5
+        "stage.intermediate.lr=3e-4",
+        # the MRPC demo's phase 2 runs 2 epochs; the recipe keeps the setting it was measured with
+        "stage.pred.epochs=3")
     for c in (recipe, measured):
         OmegaConf.resolve(c)
     assert OmegaConf.to_container(recipe) == OmegaConf.to_container(measured)
@@ -227,8 +230,85 @@ def test_mrpc_recipe_is_the_measured_command(compose_cfg):
     baseline = compose_cfg("stage=finetune", "experiment=mrpc/nodistill", "seed=7")
     OmegaConf.resolve(baseline)
     assert baseline.task.name == "mrpc" and baseline.stage.model == recipe.stage.general_dir
-    assert baseline.stage.match_steps_of == str(result_dir(recipe)) and baseline.stage.lr == recipe.distill.pred_lr
+    assert baseline.stage.match_steps_of == str(result_dir(recipe)) and baseline.stage.lr == recipe.stage.pred.lr
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/recipe/seed7")
+
+
+#: Each no-distillation baseline preset (stage=finetune) beside the task-distillation preset whose steps it matches.
+BASELINES = [
+    ([], []),
+    (["experiment=sst2/nodistill"], ["experiment=sst2/task"]),
+    (["experiment=mrpc/nodistill"], ["experiment=mrpc/task"]),
+    (["experiment=mrpc/budget/nodistill"], ["experiment=mrpc/budget/task"]),
+    (["experiment=mrpc/demo/nodistill"], ["experiment=mrpc/demo/task"]),
+    (["experiment=demo/nodistill"], ["experiment=demo/task"]),
+]
+
+
+@pytest.mark.parametrize(("baseline", "task"), BASELINES)
+def test_each_baseline_names_its_task_presets_phase2_rate(compose_cfg, baseline, task):
+    """A baseline preset holds its own rate (no alias into the task stage's settings), so it must equal the phase-2
+    rate of the task preset it stands beside: the baseline is that run's prediction phase on gold labels."""
+    base = compose_cfg("stage=finetune", *(baseline or ["experiment=nodistill"]), "seed=7")
+    distilled = compose_cfg("stage=task", *task, "seed=7")
+    for c in (base, distilled):
+        OmegaConf.resolve(c)
+    assert base.stage.lr == distilled.stage.pred.lr
+    if task:  # the default baseline matches stage=task's default run (run name none)
+        from tinydistill.stages.task import result_dir
+
+        assert base.stage.match_steps_of == str(result_dir(distilled))
+
+
+def test_no_number_is_an_alias_of_another_setting(compose_cfg):
+    """One name per setting: no YAML value is a bare reference to another setting that holds a number (paths and
+    models built from other settings are fine). The task stage's budgets, caches and rates are plain values in
+    conf/stage/task.yaml, and the distill group holds the objective only. The one exception: stage=finetune's
+    recipe (epochs, rate) defaults to the teacher group's, the recipe its model is fine-tuned with."""
+    import yaml
+
+    conf = Path(CONF_DIR)
+    composed = [OmegaConf.to_container(compose_cfg(*o), resolve=False)
+                for o in (["stage=task"], ["stage=finetune"], ["stage=general", "distill=distilbert"])]
+
+    def holds_a_number(key: str) -> bool:  # followed through bare references
+        for tree in composed:
+            node = tree
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                bare = re.fullmatch(r"\$\{([\w.]+)\}", node) if isinstance(node, str) else None
+                return holds_a_number(bare.group(1)) if bare else isinstance(node, (int, float))
+        return False
+
+    aliases = []
+    for path in sorted(conf.rglob("*.yaml")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            value = line.split("#", 1)[0].partition(":")[2].strip()
+            match = re.fullmatch(r"\$\{([\w.]+)\}", value)
+            if match and holds_a_number(match.group(1)):
+                aliases.append(f"{path.relative_to(conf)}: {line.strip()}")
+    assert aliases == ["stage/finetune.yaml: epochs: ${teacher.finetune_epochs}",
+                       "stage/finetune.yaml: lr: ${teacher.finetune_lr}"]
+    tinybert = yaml.safe_load((conf / "distill" / "tinybert.yaml").read_text(encoding="utf-8"))
+    assert not {k for k in tinybert if "epochs" in k or k.endswith("_lr") or k.startswith("teacher_cache")}
+
+
+def test_experiment_presets_say_what_they_are_for_in_three_lines():
+    """A preset's header says what it is for in at most three lines (besides `# @package` and the commands that run
+    it; comments on single settings say what they do), and no comment quotes a measured figure: those live in
+    docs/results/."""
+    conf = Path(CONF_DIR) / "experiment"
+    long, figures = [], []
+    for path in sorted(conf.rglob("*.yaml")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = lines[:next(i for i, x in enumerate(lines) if not x.startswith("#"))]
+        prose = [x for x in header if not x.startswith(("# @package", "#   python ", "#   make "))]
+        if len(prose) > 3:
+            long.append(f"{path.relative_to(conf)}: {len(prose)} lines")
+        figures += [f"{path.relative_to(conf)}: {x.strip()}" for x in lines if "#" in x
+                    and re.search(r"\b0\.\d{3,}|\bpoints?\b|\bx faster", x.split("#", 1)[1])]
+    assert not long and not figures
 
 
 def _differing_keys(a: dict, b: dict) -> set[str]:
@@ -254,7 +334,7 @@ def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_
     assert _differing_keys(task_d, recipe_d) == {"aug.mlm_model", "aug.output_dir", "stage.run_name",
                                                  "stage.pred.max_steps"}
     assert task.stage.pred.max_steps == 1462 and task.stage.pred.val_every_n_steps == 731
-    assert task.stage.intermediate.max_steps == 1200 and task.distill.intermediate_lr == 3e-4
+    assert task.stage.intermediate.max_steps == 1200 and task.stage.intermediate.lr == 3e-4
 
     mlm, mlm_d = plain("stage=mlm", "experiment=mrpc/budget/mlm")
     _, full_mlm_d = plain("stage=mlm", "experiment=mlm_encoder")
@@ -266,7 +346,7 @@ def test_mrpc_budget_recipe_differs_from_the_recipe_only_in_its_budgets(compose_
 
     baseline, _ = plain("stage=finetune", "experiment=mrpc/budget/nodistill", "seed=7")
     assert baseline.stage.model == task.stage.general_dir
-    assert baseline.stage.match_steps_of == str(result_dir(task)) and baseline.stage.lr == task.distill.pred_lr
+    assert baseline.stage.match_steps_of == str(result_dir(task)) and baseline.stage.lr == task.stage.pred.lr
     assert baseline.stage.output_dir.endswith("nodistill/mrpc/budget/seed7")
 
 

@@ -1,4 +1,4 @@
-"""Task phase 2's teacher-logit cache: `distill.teacher_logits=full|seen` (tiny random BERTs, real RTE rows)."""
+"""Task phase 2's teacher-logit cache: `stage.pred.teacher_logits=full|seen` (tiny random BERTs, real RTE rows)."""
 
 import pytest
 import torch
@@ -86,7 +86,7 @@ def test_seen_rows_travel_in_checkpoints(tmp_path, compose_cfg, tiny_teacher, da
 
 def test_logit_cache_errors(tmp_path, compose_cfg, tiny_teacher, data_dir):
     tok, teacher, ds = rte_rows(tiny_teacher, data_dir, tmp_path, 4)
-    with pytest.raises(ConfigError, match="distill.teacher_logits='some'"):
+    with pytest.raises(ConfigError, match="stage.pred.teacher_logits='some'"):
         cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", mode="some")
     cfg = compose_cfg(*task_overrides(tiny_teacher, data_dir))
     student = make_module("pred", tiny_teacher, cfg, teacher_logits=torch.zeros(4, 2)).classifier
@@ -97,7 +97,7 @@ def test_logit_cache_errors(tmp_path, compose_cfg, tiny_teacher, data_dir):
 def test_stage_task_in_seen_mode_leaves_a_partial_cache_that_a_full_run_completes(tmp_path, compose_cfg,
                                                                                   tiny_teacher, data_dir):
     overrides = task_overrides(tiny_teacher, data_dir, "stage.phase=pred", "stage.measure_latency=false")
-    cfg = compose_cfg(*overrides, "distill.teacher_logits=seen", "stage.run_name=seen")
+    cfg = compose_cfg(*overrides, "stage.pred.teacher_logits=seen", "stage.run_name=seen")
     result = run(cfg)
     assert result["pred"]["steps"] == 3
     (path,) = (tmp_path.glob("**/teacher_logits/*.pt"))
@@ -113,7 +113,7 @@ def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teach
     (which a resumed run reads the seen rows from) keep all 48, not rank 0's 24."""
     r = train_py(
         *task_overrides(tiny_teacher, data_dir, "stage.phase=pred"), "stage.measure_latency=false",
-        "distill.teacher_logits=seen", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
+        "stage.pred.teacher_logits=seen", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
         "trainer.enable_progress_bar=false", f"paths.artifacts_dir={tmp_path / 'artifacts'}",
         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
         env={"TINYDISTILL_DATA_DIR": str(data_dir)},

@@ -327,7 +327,7 @@ def task_overrides(teacher, data_dir) -> list[str]:
     ("intermediate", 3, []),  # mid phase 1
     ("intermediate", 4, []),  # phase 1 done (its final checkpoint), phase 2 not yet evaluated
     ("pred", 2, []),  # mid phase 2
-    ("pred", 2, ["distill.teacher_logits=seen"]),  # mid phase 2, the logit cache filling as batches come
+    ("pred", 2, ["stage.pred.teacher_logits=seen"]),  # mid phase 2, the logit cache filling as batches come
 ])
 def test_task_resumes_exactly_in_either_phase(compose_cfg, reference, monkeypatch, tmp_path, tiny_teacher, data_dir,
                                               phase, kill_step, extra):

@@ -80,9 +80,31 @@ def test_a_result_made_in_another_checkout_or_data_folder_is_the_same_result(tmp
     (folder / RUN_CONFIG).write_text(text)
     assert result_is_current(cfg, folder)
     # a setting added since that result (absent from its file) is not held against it
-    assert "  intermediate_lr:" in text
-    (folder / RUN_CONFIG).write_text(text.replace("  intermediate_lr:", "  old_lr:"))
+    assert "  temperature:" in text
+    (folder / RUN_CONFIG).write_text(text.replace("  temperature:", "  old_temperature:"))
     assert result_is_current(cfg, folder)
+
+
+def test_a_result_saved_before_the_task_budgets_moved_to_the_stage_is_current(tmp_path, compose_cfg):
+    """Results made before the task stage's budgets, rates and teacher caches moved from `distill.*` to
+    `stage.intermediate.*` / `stage.pred.*` saved both names (the stage's resolved): they stay current, and one
+    made with another rate is still refused."""
+    cfg = compose_cfg("stage=task", "skip_done=true", "experiment=sst2/task")
+    folder = result_dir(cfg)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    old = yaml.safe_load(run_config_yaml(cfg))
+    old["distill"].update(intermediate_epochs=1, intermediate_lr=6e-4, pred_epochs=3, pred_lr=1e-4,
+                          teacher_cache=True, teacher_cache_max_gb=6.0, teacher_logits="full")
+    for phase, key in (("intermediate", "teacher_cache"), ("intermediate", "teacher_cache_max_gb"),
+                       ("pred", "teacher_logits")):
+        del old["stage"][phase][key]
+    (folder / RUN_CONFIG).write_text(yaml.safe_dump(old))
+    assert result_is_current(cfg, folder)
+    old["stage"]["intermediate"]["lr"] = 3e-4
+    (folder / RUN_CONFIG).write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=r"stage.intermediate.lr=0.0003 there, 0.0006 now"):
+        result_is_current(cfg, folder)
 
 
 def test_each_stage_names_the_folder_its_result_goes_to(compose_cfg):

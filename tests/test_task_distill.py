@@ -219,7 +219,7 @@ def test_bfloat16_speed_settings_run_both_phases_and_save_a_float32_student(tmp_
     for folder in (out["output_dir"], cfg.paths.output_dir):
         saved = OmegaConf.load(os.path.join(folder, "run_config.yaml"))
         assert saved.distill.teacher_dtype == "bfloat16" and OmegaConf.select(saved, precision) == "bf16-mixed"
-        assert saved.stage.intermediate.lr == cfg.distill.intermediate_lr  # a number, not ${distill.intermediate_lr}
+        assert saved.stage.intermediate.lr == cfg.stage.intermediate.lr  # a number, not ${stage.intermediate.lr}
     weights = load_file(os.path.join(out["output_dir"], "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}
     assert all(torch.isfinite(t).all() for t in weights.values())

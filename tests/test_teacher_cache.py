@@ -1,5 +1,5 @@
-"""distill.teacher_cache: phase 1 keeps the eval-mode teacher's targets per batch and reuses them in later epochs,
-whose batches are the first epoch's in a new order (tiny random BERTs; real RTE rows for the stage)."""
+"""stage.intermediate.teacher_cache: phase 1 keeps the eval-mode teacher's targets per batch and reuses them in
+later epochs, whose batches are the first epoch's in a new order (tiny random BERTs; real RTE rows for the stage)."""
 
 import json
 import warnings
@@ -130,7 +130,7 @@ def stage_cfg(tmp_path, tiny_teacher, data_dir, *extra):
         tmp_path, "stage=task", "task=rte", f"stage.teacher={tiny_teacher}", f"paths.data_dir={data_dir}",
         "logger=none", "student.init=random", *TINY_STUDENT, "stage.batch_size=64", "stage.phase=intermediate",
         "stage.allow_weak_teacher=true", "stage.intermediate.checkpoint_every_n_steps=null",
-        "distill.intermediate_epochs=2", *extra,
+        "stage.intermediate.epochs=2", *extra,
     )
 
 
@@ -150,7 +150,7 @@ def test_stage_task_phase_1_reads_every_later_epoch_from_the_cache(tmp_path, tin
 
 @pytest.mark.parametrize("extra, cached", [
     ([], True),
-    (["distill.teacher_cache=false"], False),
+    (["stage.intermediate.teacher_cache=false"], False),
     (["distill.teacher_mode=train"], False),  # dropout: new targets every step
     ([f"stage.intermediate.max_steps={PER_EPOCH}"], False),  # no batch would come back
     ([f"stage.intermediate.max_steps={PER_EPOCH + 1}"], True),
@@ -158,7 +158,7 @@ def test_stage_task_phase_1_reads_every_later_epoch_from_the_cache(tmp_path, tin
     ([f"stage.intermediate.max_steps={PER_EPOCH}", "trainer.limit_train_batches=2"], True),
     ([f"stage.intermediate.max_steps={PER_EPOCH}", "trainer.limit_train_batches=0.5"], True),
     (["stage.intermediate.max_steps=2", "trainer.limit_train_batches=2"], False),
-    (["distill.intermediate_epochs=1"], False),
+    (["stage.intermediate.epochs=1"], False),
     (["trainer.devices=2"], False),  # DDP: each process's batches are new every epoch
 ])
 def test_phase_1_gets_a_cache_only_when_it_can_pay_off(tmp_path, tiny_teacher, data_dir, extra, cached):
@@ -173,4 +173,4 @@ def test_phase_1_gets_a_cache_only_when_it_can_pay_off(tmp_path, tiny_teacher, d
     cache = teacher_cache(p, distiller, dm)
     assert (cache is not None) == cached
     if cached:
-        assert cache.max_bytes == cfg.distill.teacher_cache_max_gb * 1024**3
+        assert cache.max_bytes == cfg.stage.intermediate.teacher_cache_max_gb * 1024**3

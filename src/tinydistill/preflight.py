@@ -6,7 +6,8 @@ train.py: exit code 2) naming the option or file and the value:
 
 - **progress**: ``trainer.progress`` one of auto/bar/log, ``trainer.progress_every_s`` >= 0;
 - **numbers**: ``seed`` a whole number in NumPy's seed range; every learning rate the stage uses > 0 (named by the
-  option the user sets: ``stage.pred.lr`` is ``${distill.pred_lr}``, so the error names ``distill.pred_lr``); every
+  option the user sets: stage=finetune's ``stage.lr`` is ``${teacher.finetune_lr}``, so the error names
+  ``teacher.finetune_lr``); every
   batch size and ``max_seq_length`` a whole number >= 1;
 - **ckpt_path**: an existing, intact checkpoint file (its zip structure and CRCs read, nothing unpickled);
 - **data source**: ``paths.data_dir`` set where the run cannot do without it (offline GLUE, the default corpus);
@@ -86,7 +87,8 @@ def check_run(cfg: DictConfig, stage: Stage) -> None:
 
 
 def origin(cfg: DictConfig, key: str) -> str:
-    """`key` followed through plain interpolations to the option a user sets (stage.pred.lr -> distill.pred_lr)."""
+    """`key` followed through plain interpolations to the option a user sets (stage=finetune's stage.lr ->
+    teacher.finetune_lr, the teacher group's recipe rate)."""
     for _ in range(10):  # an interpolation cycle fails in OmegaConf itself
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg

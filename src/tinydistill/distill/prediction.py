@@ -146,13 +146,13 @@ def cached_teacher_logits(
 ) -> Tensor:
     """The teacher's logits for `dataset`, stored on disk so every run on the same data and teacher reuses them.
 
-    `mode` (`distill.teacher_logits`): ``full`` returns every row, computing (in one length-sorted pass,
+    `mode` (`stage.pred.teacher_logits`): ``full`` returns every row, computing (in one length-sorted pass,
     `compute_teacher_logits`) the rows the cache lacks and writing the file; ``seen`` computes nothing and returns
     what the cache holds, NaN for the rows it lacks, for the prediction phase to fill as its batches draw them
     (`TaskDistillModule`) and to save with `save_logit_cache`. A cache written by ``seen`` runs is partial; a
     ``full`` run completes it."""
     if mode not in LOGIT_CACHE_MODES:
-        raise ConfigError(f"distill.teacher_logits={mode!r} must be one of {', '.join(LOGIT_CACHE_MODES)}")
+        raise ConfigError(f"stage.pred.teacher_logits={mode!r} must be one of {', '.join(LOGIT_CACHE_MODES)}")
     path = logit_cache_path(cache_dir, teacher_dir, dataset)
     logits = _read_cache(path, len(dataset))
     if logits is not None and logits.shape[1] != teacher.config.num_labels:

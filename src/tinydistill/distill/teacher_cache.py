@@ -62,7 +62,7 @@ class TeacherCache:
 
 
 def teacher_cache_bytes(max_gib: float | None) -> float:
-    """`distill.teacher_cache_max_gb` (GiB) in bytes; null means no limit."""
+    """`stage.intermediate.teacher_cache_max_gb` (GiB) in bytes; null means no limit."""
     return float("inf") if max_gib is None else float(max_gib) * GIB
 
 

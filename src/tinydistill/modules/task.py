@@ -7,7 +7,7 @@
 - phase ``pred``: prediction-layer loss against the teacher's logits; the whole student trains, the projections
   do not. With an eval-mode teacher (``teacher_mode="eval"``, default) the logits are computed once per training
   example and looked up by the batch's ``idx``: all before the phase, or, in a partial cache (NaN rows), by the
-  teacher the first time a batch draws the row (`distill.teacher_logits=seen`); with a train-mode teacher (the
+  teacher the first time a batch draws the row (`stage.pred.teacher_logits=seen`); with a train-mode teacher (the
   reference's dropout noise) they are computed afresh for every batch, as the reference's ``task_distill.py`` does.
 - phase ``gold`` (the ``no_pred`` ablation): cross-entropy (MSE for regression) on gold labels.
 
@@ -34,7 +34,7 @@ from tinydistill.modules.glue_eval import GlueEvalModule
 from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 PHASES = ("intermediate", "pred", "gold")
-# Checkpoint key of a partial logit cache's rows (distill.teacher_logits=seen).
+# Checkpoint key of a partial logit cache's rows (stage.pred.teacher_logits=seen).
 SEEN_LOGITS_KEY = "teacher_logits_seen"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

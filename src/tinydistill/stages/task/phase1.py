@@ -62,9 +62,9 @@ def batches_per_epoch(limit: int | float | None, batches: int) -> int:
 
 
 def teacher_cache(p: TaskPlan, distiller: IntermediateDistiller, dm: TaskDataModule) -> TeacherCache | None:
-    """`distill.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: an eval-mode teacher, more steps
-    than one epoch runs (the cache is read only when a batch comes back) and one process (under DDP each process's
-    share of an epoch is cut into new batches every epoch, so none would come back). Else None."""
+    """`stage.intermediate.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: an eval-mode teacher,
+    more steps than one epoch runs (the cache is read only when a batch comes back) and one process (under DDP each
+    process's share of an epoch is cut into new batches every epoch, so none would come back). Else None."""
     if not p.teacher.phase1_caches:
         return None
     if not p.ctx.trainer.single_process:

@@ -35,7 +35,7 @@ def step_budget_validation(p: TaskPlan) -> dict[str, Any]:
 def teacher_targets(p: TaskPlan, teacher: PreTrainedModel, data: TaskDataModule) -> dict[str, Any]:
     """How the phase reaches the teacher's predictions: the teacher itself (a train-mode teacher: fresh logits with
     dropout every batch, as the reference), or its cached logits (computed in one pass, or, with
-    `distill.teacher_logits=seen`, filled in as batches draw rows, with the teacher to compute them)."""
+    `stage.pred.teacher_logits=seen`, filled in as batches draw rows, with the teacher to compute them)."""
     if p.teacher.mode == "train":
         return {"teacher": teacher}
     data.prepare_data()

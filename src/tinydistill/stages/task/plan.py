@@ -57,8 +57,8 @@ class PhaseSettings:
 @dataclass(frozen=True)
 class TeacherSettings:
     """The frozen teacher: where it is, how it runs (`distill.teacher_mode`, `distill.teacher_dtype` in phase 1),
-    what phase 1 may keep of it (`distill.teacher_cache*`) and how phase 2 gets its logits (`distill.teacher_logits`),
-    and how far above the constant predictor it must score."""
+    what phase 1 may keep of it (`stage.intermediate.teacher_cache*`) and how phase 2 gets its logits
+    (`stage.pred.teacher_logits`), and how far above the constant predictor it must score."""
 
     folder: str
     mode: str
@@ -110,8 +110,8 @@ class TaskPlan:
 
 
 def phase1_caches_teacher(teacher_cache: bool, teacher_mode: str) -> bool:
-    """Whether phase 1 may keep the teacher's targets: `distill.teacher_cache` on and an eval-mode teacher (a
-    train-mode teacher's dropout makes every batch's targets new, as in the reference)."""
+    """Whether phase 1 may keep the teacher's targets: `stage.intermediate.teacher_cache` on and an eval-mode
+    teacher (a train-mode teacher's dropout makes every batch's targets new, as in the reference)."""
     return bool(teacher_cache) and teacher_mode == "eval"
 
 
@@ -205,8 +205,8 @@ def plan(cfg: DictConfig) -> TaskPlan:
     check_resume(cfg, resumed)
     teacher = TeacherSettings(
         folder=teacher_dir(cfg, task), mode=check_teacher_mode(d.get("teacher_mode", "eval")),
-        dtype=str(d.get("teacher_dtype", "float32")), cache=bool(d.get("teacher_cache", False)),
-        cache_max_gb=d.get("teacher_cache_max_gb"), logits=str(d.get("teacher_logits", "full")),
+        dtype=str(d.get("teacher_dtype", "float32")), cache=bool(st.intermediate.teacher_cache),
+        cache_max_gb=st.intermediate.teacher_cache_max_gb, logits=str(st.pred.teacher_logits),
         min_margin=float(st.min_teacher_margin), allow_weak=bool(st.allow_weak_teacher),
     )
     out_dir = result_dir(cfg)
