@@ -43,6 +43,7 @@ from tinydistill.models.loading import (
     check_weight_files,
     resolve_model_path,
 )
+from tinydistill.models.masked_lm import FAMILIES as MASKED_LM_FAMILIES
 from tinydistill.models.student import student_config
 from tinydistill.offline import offline_variable
 from tinydistill.progress import check_progress_settings
@@ -56,8 +57,8 @@ ENCODER_TYPES = frozenset({"albert", "bert", "camembert", "distilbert", "electra
 #: Task phase 1 trains the student's parameters under `.embeddings.` and `.encoder.` (modules/task.py); DistilBERT
 #: calls its layers `.transformer.`, so its phase 1 would train the embeddings only.
 STUDENT_TYPES = ENCODER_TYPES - {"distilbert"}
-#: stage=mlm loads BertForMaskedLM; the DistilBERT baseline copies BERT layers (models/distilbert.py).
-BERT_ONLY = frozenset({"bert"})
+#: stage=mlm and the DistilBERT baseline train masked LMs of these families (models/masked_lm.py).
+MASKED_LM_TYPES = frozenset(MASKED_LM_FAMILIES)
 #: RoBERTa-style embeddings number positions from pad_token_id + 1.
 OFFSET_POSITIONS = frozenset({"camembert", "roberta", "xlm-roberta"})
 

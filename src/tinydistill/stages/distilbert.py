@@ -18,7 +18,8 @@ by the reference's frequency-smoothed one, with token counts taken once over the
 (:mod:`tinydistill.data.masking`).
 
 Result (``distill.output_dir``, default ``artifacts/distilbert/<teacher.name>/``): the student as a Hugging Face
-``BertForMaskedLM`` with the teacher's tokenizer, and ``distilbert.json`` (settings and losses).
+masked LM of the teacher's class (``BertForMaskedLM``, ``RobertaForMaskedLM``, ...) with the teacher's tokenizer,
+and ``distilbert.json`` (settings and losses).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.measure import count_parameters
 from tinydistill.modules.distilbert import DistilBertModule
 from tinydistill.optim import OptimizerSettings
-from tinydistill.preflight import BERT_ONLY
+from tinydistill.preflight import MASKED_LM_TYPES
 from tinydistill.records import DISTILBERT_JSON, CorpusRecord
 from tinydistill.stages.corpus_training import (
     CorpusTraining,
@@ -75,7 +76,7 @@ class DistilBertPlan:
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("distill.teacher", BERT_ONLY, "the DistilBERT baseline")
+    yield ModelNeed("distill.teacher", MASKED_LM_TYPES, "the DistilBERT baseline")
 
 
 def result_dir(cfg: DictConfig) -> Path:

@@ -4,8 +4,8 @@
     python train.py stage=mlm stage.train_encoder=true
     python train.py stage=mlm ckpt_path=<run>/checkpoints/last.ckpt   # resume (exactly, as stage=general)
 
-The result is a `BertForMaskedLM` in Hugging Face format with `mlm.json` holding its masked-token
-accuracy on held-out corpus instances (the same 15% 80/10/10 masking as training), after training
+The result is a masked LM of the model's family (`BertForMaskedLM`, `RobertaForMaskedLM`, ...; models/masked_lm.py)
+in Hugging Face format with `mlm.json` holding its masked-token accuracy on held-out corpus instances (the same 15% 80/10/10 masking as training), after training
 (`held_out`) and before it (`held_out_start`, the untrained head's), and, under
 `candidate_quality`, the statistics of the replacement candidates data augmentation would draw from
 it (data_aug/stats.py: distinct candidates, non-alphabetic and stop-word shares, most frequent) on
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import BertForMaskedLM
+from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from data_aug import (
     AugConfig,
@@ -50,7 +50,7 @@ from tinydistill.models.loading import (
 )
 from tinydistill.modules.mlm import MlmModule
 from tinydistill.optim import OptimizerSettings
-from tinydistill.preflight import BERT_ONLY
+from tinydistill.preflight import MASKED_LM_TYPES
 from tinydistill.records import MLM_JSON, CorpusRecord
 from tinydistill.stages.corpus_training import (
     CorpusTraining,
@@ -80,7 +80,7 @@ class MlmPlan:
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("stage.model", BERT_ONLY, "stage=mlm (BertForMaskedLM)")
+    yield ModelNeed("stage.model", MASKED_LM_TYPES, "stage=mlm (a masked LM)")
 
 
 def result_dir(cfg: DictConfig) -> Path:
@@ -105,8 +105,9 @@ def plan(cfg: DictConfig) -> MlmPlan:
 
 def run(p: MlmPlan) -> dict[str, Any]:
     tokenizer = load_tokenizer(p.model)
-    # The encoder's weights load; the head (transform, bias) starts from BERT's initialisation.
-    model = BertForMaskedLM.from_pretrained(resolve_model_path(p.model))
+    # The encoder's weights load; a head the checkpoint lacks (transform, bias) starts from its family's
+    # initialisation (AutoModelForMaskedLM: BertForMaskedLM, RobertaForMaskedLM, ...).
+    model = AutoModelForMaskedLM.from_pretrained(resolve_model_path(p.model))
     module = MlmModule(model, p.optim, train_encoder=p.train_encoder)
     datamodule = corpus_datamodule(p.corpus, p.ctx, tokenizer, mlm_probability=p.mlm_probability,
                                    with_mlm_labels=True)
@@ -183,7 +184,7 @@ def held_out_sentences(
     return out
 
 
-def candidate_quality(p: MlmPlan, model: BertForMaskedLM, tokenizer, datamodule: CorpusDataModule) -> dict:
+def candidate_quality(p: MlmPlan, model: PreTrainedModel, tokenizer, datamodule: CorpusDataModule) -> dict:
     """Statistics of the augmentation candidates `model` proposes on held-out corpus sentences.
 
     `stage.candidate_sentences` sentences (see `held_out_sentences`) go through data_aug's candidate
