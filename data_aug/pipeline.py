@@ -70,16 +70,19 @@ def source_file(task: Task, data_dir: str | os.PathLike | None) -> Path | None:
 
 
 def read_source(task: Task, src: Path | None) -> tuple[TaskTable, str, str]:
-    """The training rows (without the rows `task.tune_split` holds out), how the manifest names their source, and
-    what identifies its content: the file's sha256, or for a hub split its `datasets` fingerprint (with the tune
-    split's settings when it is on)."""
+    """The training rows (without the rows `task.tune_split` holds out; only the `task.train_rows` that keep their
+    labels), how the manifest names their source, and what identifies its content: the file's sha256, or for a hub
+    split its `datasets` fingerprint (with the tune split's and train_rows' settings when they are on)."""
     if src is None:
         table, fingerprint = files.read_hub_table(task)
     else:
         table, fingerprint = files.read_table(task, src), sha256_file(src)
-    if task.tune_split is not None:  # the rows task.tune_split holds out are never augmented (nor trained on)
-        table = files.without_tune_rows(task, table)
+    # Rows held out (tune) or without labels (train_rows) are never augmented, nor trained on.
+    table = files.training_rows(task, table)
+    if task.tune_split is not None:
         fingerprint += f"|tune_split={task.tune_split},tune_seed={task.tune_seed}"
+    if task.train_rows is not None:
+        fingerprint += f"|train_rows={task.train_rows},tune_seed={task.tune_seed}"
     return table, str(table.path if src is None else src), fingerprint
 
 

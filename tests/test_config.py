@@ -362,12 +362,15 @@ def _make_dry_run(target: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize(("target", "experiment"), [("mrpc", "mrpc/task"), ("mrpc-budget", "mrpc/budget/task")])
-def test_make_mrpc_augments_ahead_exactly_as_its_task_stage_would(tmp_path, compose_cfg, target, experiment):
-    """`make mrpc[-budget]` augments the training set with `python -m data_aug` beside the general stage, so the
-    task stage can reuse the file: that command must compose the augmentation settings the task stage reads (any
-    difference, e.g. another masked LM, would make the task stage augment again, or train on other rows). Only the
-    thread count may differ, and it does not change the output."""
+@pytest.mark.parametrize(("target", "experiment", "general"), [
+    ("mrpc", "mrpc/task", "experiment=quick"), ("mrpc-budget", "mrpc/budget/task", "experiment=quick"),
+    ("demo", "demo/task", "experiment=demo/general")])
+def test_make_augments_ahead_exactly_as_its_task_stage_would(tmp_path, compose_cfg, target, experiment, general):
+    """`make mrpc[-budget]` and `make demo` augment the training set with `python -m data_aug` beside the general
+    stage, so the task stage can reuse the file: that command must compose the augmentation settings and training
+    rows (task.tune_split, task.train_rows) the task stage reads (any difference, e.g. another masked LM, would make
+    the task stage augment again, or train on other rows). Only the thread count may differ, and it does not change
+    the output."""
     import re
     import shlex
 
@@ -384,11 +387,13 @@ def test_make_mrpc_augments_ahead_exactly_as_its_task_stage_would(tmp_path, comp
     GlobalHydra.instance().clear()
     task = compose_cfg("stage=task", f"experiment={experiment}")
     aug, expected = (OmegaConf.to_container(c.aug, resolve=True) for c in (augment, task))
-    assert augment.task.name == task.task.name == "mrpc"
+    assert augment.task.name == task.task.name == ("sst2" if target == "demo" else "mrpc")
+    rows = ("tune_split", "tune_seed", "train_rows")
+    assert [augment.task.get(k) for k in rows] == [task.task.get(k) for k in rows]
     assert {k for k in aug.keys() | expected.keys() if aug.get(k) != expected.get(k)} == {"num_threads"}
     assert aug["num_threads"] == 1
     # the general stage runs beside it, on one thread, and every seed's task stage after both
-    assert re.search(r"OMP_NUM_THREADS=1 python train\.py skip_done=true stage=general experiment=quick .*&", commands)
+    assert re.search(rf"OMP_NUM_THREADS=1 python train\.py (skip_done=true )?stage=general {general} .*&", commands)
     assert commands.index("wait $general") < commands.index(f"stage=task experiment={experiment}")
 
 

@@ -36,6 +36,7 @@ from tinydistill.data.tasks import (
     FORMATS,
     TASKS,
     Task,
+    check_train_rows,
     check_tune_split,
     custom_task,
     get_task,
@@ -45,7 +46,7 @@ from tinydistill.errors import ConfigError, DataError
 
 #: The keys of a user's task (conf/task/custom.yaml).
 CUSTOM_KEYS = ("name", "train", "dev", "dataset", "dataset_config", "text", "label", "labels", "metric",
-               "max_seq_length", "tune_split", "tune_seed")
+               "max_seq_length", "tune_split", "tune_seed", "train_rows")
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -63,10 +64,11 @@ def is_custom(node: Any) -> bool:
 
 def task_from_config(node: Any) -> Task:
     """The task the Hydra `task` node describes: a GLUE preset by name, or a user's task from its keys (its
-    training labels are read here to find the classes), with its `tune_split` and `tune_seed`."""
+    training labels are read here to find the classes), with its `tune_split`, `tune_seed` and `train_rows`."""
     values = _plain(node)
     tune_split, tune_seed = check_tune_split(values.get("tune_split"), values.get("tune_seed", 0))
-    return replace(_task_from_values(values), tune_split=tune_split, tune_seed=tune_seed)
+    train_rows = check_train_rows(values.get("train_rows"))
+    return replace(_task_from_values(values), tune_split=tune_split, tune_seed=tune_seed, train_rows=train_rows)
 
 
 def _task_from_values(values: dict[str, Any]) -> Task:
@@ -348,10 +350,11 @@ def read_table(task: Task, path: str | os.PathLike) -> TaskTable:
     return _table(task, Path(path), read_file(path))
 
 
-def without_tune_rows(task: Task, table: TaskTable) -> TaskTable:
-    """The training rows of `table` (a task's whole training file) that `task.tune_split` leaves for training, the
-    rows `load_examples(task, "train")` holds, so augmentation never sees a tune row; `table` itself when off."""
-    if task.tune_split is None:
+def training_rows(task: Task, table: TaskTable) -> TaskTable:
+    """The rows of `table` (a task's whole training file) that `load_examples(task, "train")` holds: without the
+    rows `task.tune_split` holds out, and only the `task.train_rows` that keep their labels, so augmentation never
+    sees another row; `table` itself when both are off."""
+    if not task.splits_training_rows:
         return table
     keep = task.split_rows("train", len(table.rows))
     return replace(table, rows=[table.rows[i] for i in keep], line_numbers=[table.line_numbers[i] for i in keep])

@@ -48,7 +48,8 @@ def load_examples(
     From `file` if given (e.g. an augmented train set), else `<data_dir>/glue/<Task>/<split>.tsv`,
     else (data_dir is None) the Hugging Face hub. A user's task reads its own files (or `datasets` name).
     With `task.tune_split` set, `train` (from the task's own training data) is its rows minus the held-out ones and
-    `tune` those rows (`Task.split_rows`); an augmented `file` is made from the training rows only.
+    `tune` those rows; with `task.train_rows`, `train` is only that many of the rows left (`Task.split_rows`). An
+    augmented `file` is made from the training rows only.
     """
     if _splits_training_rows(task, split, data_dir, file):
         rows = _load_examples(task, "train", data_dir, None)
@@ -57,9 +58,9 @@ def load_examples(
 
 
 def _splits_training_rows(task: Task, split: str, data_dir, file) -> bool:
-    """Whether `split` is cut out of the task's training rows by `task.tune_split`: train or tune, read from the
-    task's own training data (not from another file, e.g. an augmented one)."""
-    if task.tune_split is None or split not in ("train", TUNE_SPLIT):
+    """Whether `split` is cut out of the task's training rows by `task.tune_split` or `task.train_rows`: train or
+    tune, read from the task's own training data (not from another file, e.g. an augmented one)."""
+    if not task.splits_training_rows or split not in ("train", TUNE_SPLIT):
         return False
     if file is None:
         return True
@@ -148,7 +149,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
                data_dir: str | os.PathLike | None, file: str | os.PathLike | None) -> str:
     """What a tokenised split depends on: its source's content, the tokenizer and length; a user's task also how its
-    file is read; a split of the training rows (task.tune_split) which rows it holds."""
+    file is read; a split of the training rows (task.tune_split, task.train_rows) which rows it holds."""
     tune = _splits_training_rows(task, split, data_dir, file)
     parts = [
         str(CACHE_VERSION),
@@ -159,8 +160,10 @@ def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_s
     ]
     if not task.is_glue:  # GLUE keeps its keys, so existing caches stay valid
         parts.append(task.fingerprint())
-    if tune:  # which training rows the split holds
+    if tune:  # which training rows the split holds (train_rows only when set: older keys stay valid)
         parts.append(f"tune_split={task.tune_split},tune_seed={task.tune_seed},split={split}")
+        if task.train_rows is not None and split == "train":
+            parts.append(f"train_rows={task.train_rows}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

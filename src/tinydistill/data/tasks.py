@@ -32,6 +32,8 @@ BINARY_METRICS = ("f1",)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 #: The split of training rows `task.tune_split` holds out for checkpoint and setting selection.
 TUNE_SPLIT = "tune"
+#: The training rows `task.train_rows` leaves without their labels (`Task.split_rows`); no stage reads them yet.
+UNLABELLED_SPLIT = "unlabelled"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,15 @@ class Task:
     # run's seed), held out of training as the `tune` split that checkpoints and settings are selected on; None: off.
     tune_split: float | int | None = None
     tune_seed: int = 0
+    # task.train_rows: how many of the training rows left after the tune split keep their labels (a few-labels
+    # setting), drawn with tune_seed and nested (the first k of one seeded order, so 1,000 rows are among 2,000's);
+    # the others form UNLABELLED_SPLIT. None: every row left is a training row.
+    train_rows: int | None = None
+
+    @property
+    def splits_training_rows(self) -> bool:
+        """Whether `train` is a part of the task's training rows (`tune_split` or `train_rows` set)."""
+        return self.tune_split is not None or self.train_rows is not None
 
     @property
     def val_splits(self) -> tuple[str, ...]:
@@ -73,15 +84,33 @@ class Task:
         return (TUNE_SPLIT, *self.dev_splits) if self.tune_split is not None else self.dev_splits
 
     def split_rows(self, split: str, n: int) -> list[int]:
-        """The indices (ascending) of the `n` training rows that form `split` (train or tune) under `tune_split`:
-        the same rows for every run seed, every stage and augmentation. ConfigError naming task.tune_split when it
-        would hold out no row or every row."""
+        """The indices (ascending) of the `n` training rows that form `split`: train, tune (`tune_split`) or
+        unlabelled (the rows `train_rows` leaves out); the same rows for every run seed, every stage and
+        augmentation. ConfigError naming the key when tune_split would hold out no row or every row, or train_rows
+        asks for more rows than the tune split leaves."""
+        tune = self._tune_rows(n)
+        if split == TUNE_SPLIT:
+            return tune
+        held = set(tune)
+        left = [i for i in range(n) if i not in held]
+        if self.train_rows is None:
+            return left if split == "train" else []
+        if self.train_rows > len(left):
+            after = f" after task.tune_split={self.tune_split}" if held else ""
+            raise ConfigError(f"task.train_rows={self.train_rows}: {self.name} has only {len(left)} training rows"
+                              f"{after}; ask for at most {len(left)}, or null for all of them")
+        # One seeded order of the rows left (its own stream of tune_seed): the first train_rows keep their labels.
+        order = random.Random(f"train_rows:{self.tune_seed}").sample(left, len(left))
+        return sorted(order[: self.train_rows] if split == "train" else order[self.train_rows:])
+
+    def _tune_rows(self, n: int) -> list[int]:
+        if self.tune_split is None:
+            return []
         k = self.tune_split if isinstance(self.tune_split, int) else round(float(self.tune_split) * n)
         if k < 1 or k >= n:
             raise ConfigError(f"task.tune_split={self.tune_split}: holds out {k} of the {n} training rows of "
                               f"{self.name}; it must hold out at least one and leave at least one")
-        tune = set(random.Random(self.tune_seed).sample(range(n), k))
-        return sorted(tune) if split == TUNE_SPLIT else [i for i in range(n) if i not in tune]
+        return sorted(random.Random(self.tune_seed).sample(range(n), k))
 
     @property
     def is_regression(self) -> bool:
@@ -129,6 +158,8 @@ class Task:
                "text": [str(c) for c in self.text_columns]}
         if self.tune_split is not None:
             out["tune_split"], out["tune_seed"] = self.tune_split, self.tune_seed
+        if self.train_rows is not None:
+            out["train_rows"], out["tune_seed"] = self.train_rows, self.tune_seed
         return out
 
     def fingerprint(self) -> str:
@@ -223,6 +254,15 @@ def check_tune_split(value: Any, seed: Any = 0) -> tuple[float | int | None, int
         return value, seed
     raise ConfigError(f"task.tune_split={value}: expected a fraction of the training rows strictly between 0 and 1 "
                       f"(e.g. 0.1) or a whole number of rows (at least 1)")
+
+
+def check_train_rows(value: Any) -> int | None:
+    """`task.train_rows` as the Task holds it: null, or a whole number of rows of at least 1 (ConfigError naming
+    the key otherwise; too many for the task's training rows is found when they are read, `Task.split_rows`)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigError(f"task.train_rows={value!r}: expected null (every training row) or a whole number of "
+                      f"training rows that keep their labels (at least 1)")
 
 
 def file_format(path: str, key: str) -> str:
