@@ -212,3 +212,25 @@ def test_init_student_is_the_general_stage_starting_point(compose_cfg, tiny_bert
     module = general.build_module(general.plan(general_cfg))
     for k, v in module.student.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_minilm_relation_distillation_then_task_phase1(compose_cfg, tiny_bert, corpus, tiny_teacher, data_dir):
+    """distill=minilm in stage=general (a 2-head student of a 4-head teacher: no equal head counts needed, no
+    projections saved), then task phase 1 from that student with the same loss."""
+    cfg = compose_cfg(*overrides(tiny_bert, corpus, "distill=minilm", "distill.relation_heads=4",
+                                 "student.num_attention_heads=2", "stage.max_steps=3", "stage.lr=1e-3"))
+    result = run(cfg)
+    out = result["output_dir"]
+    assert result["steps"] == 3 and set(result["val"]) == {"rel_q", "rel_k", "rel_v", "loss"}
+    assert result["distill"]["method"] == "minilm" and result["distill"]["teacher_layer"] == 1  # upper_middle of 2
+    assert not os.path.exists(os.path.join(out, "projections.json"))
+    logged = [r for r in metrics_rows(cfg.paths.output_dir) if r.get("train/rel_v")]
+    assert len(logged) == 3 and all(float(r["train/loss"]) >= 0 for r in logged)
+
+    task = compose_cfg("stage=task", "task=rte", "distill=minilm", "distill.relation_heads=4", f"stage.teacher={tiny_teacher}",
+                       f"paths.data_dir={data_dir}", "logger=none", "student.init=general", f"stage.general_dir={out}",
+                       "stage.phase=intermediate", "stage.intermediate.max_steps=2", "stage.batch_size=8",
+                       "trainer.limit_val_batches=1", "stage.allow_weak_teacher=true")
+    summary = run(task)["intermediate"]
+    assert summary["steps"] == 2 and summary["method"] == "minilm"
+    assert all(v >= 0 for v in summary["last_losses"].values())

@@ -7,6 +7,11 @@ TinyBERT (Jiao et al., 2020; reference code ``huawei-noah/Pretrained-Language-Mo
 * :func:`attention_loss` -- attention-matrix loss for one mapped layer pair, on pre-softmax scores.
 * :func:`soft_cross_entropy` -- prediction-layer loss.
 
+MiniLM-v2 (Wang et al., 2021, "MiniLMv2: Multi-Head Self-Attention Relation Distillation"):
+
+* :func:`relation_kl` -- self-attention relation loss on one kind of vector (queries, keys or values) of one layer
+  pair; needs neither equal head counts nor equal widths.
+
 DistilBERT triple loss (Sanh et al., 2019; HF ``examples/research_projects/distillation/distiller.py``):
 
 * :func:`distillation_kl` -- ``T^2 * KL(teacher || student)`` at temperature ``T`` over selected positions.
@@ -136,6 +141,59 @@ def attention_loss(
         return _zero_like_graph(student_att)
     sq = torch.where(pair, (student_att - teacher_att).pow(2), torch.zeros_like(student_att))
     return sq.sum() / n
+
+
+def _relations(x: Tensor, heads: int, keep: Tensor | None) -> Tensor:
+    """``log softmax(A_r A_r^T / sqrt(d_r))`` per relation head ``r``: ``(B, S, D)`` -> ``(B, R, S, S)``, masked keys
+    (``keep`` false) at probability 0."""
+    b, s, d = x.shape
+    if d % heads:
+        raise ValueError(f"relation_kl: width {d} is not a multiple of {heads} relation heads")
+    a = x.reshape(b, s, heads, d // heads).transpose(1, 2)  # (B, R, S, d_r)
+    scores = torch.matmul(a, a.transpose(-1, -2)) * (d // heads) ** -0.5
+    if keep is not None:
+        scores = scores.masked_fill(~keep[:, None, None, :], torch.finfo(scores.dtype).min)
+    return F.log_softmax(scores, dim=-1)
+
+
+def relation_kl(student_x: Tensor, teacher_x: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
+    """MiniLM-v2's self-attention relation loss for one kind of vector (queries, keys or values) of one layer pair.
+
+    Each model's vectors ``A`` (``(B, S, D)``: every attention head's concatenated) are split into ``R = heads``
+    relation heads of width ``d_r = D / R`` (``R`` need not be either model's head count; each width must be a
+    multiple of it), and each relation head gives a relation over the sequence::
+
+        Rel[b, r, i, :] = softmax_j(A_r[b, i] . A_r[b, j] / sqrt(d_r))        over real keys j (mask[b, j])
+        KL[b, r, i]     = sum_j Rel_T[b, r, i, j] * (log Rel_T[b, r, i, j] - log Rel_S[b, r, i, j])
+        loss            = sum_{b, r, i: mask[b, i]} KL[b, r, i] / (R * n_real)        n_real = sum_{b, i} mask[b, i]
+
+    i.e. ``KL(teacher || student)`` averaged over relation heads and real query tokens (padding queries excluded,
+    padding keys masked). ``mask is None``: every position is real. The paper sums this over queries, keys and
+    values (the caller does). Student and teacher widths may differ: each relation is ``(S, S)``.
+
+    Args:
+        student_x: ``(B, S, D_S)`` student queries, keys or values.
+        teacher_x: ``(B, S, D_T)`` the teacher's of the same kind (no gradient needed).
+        heads: ``R``, the number of relation heads (divides ``D_S`` and ``D_T``).
+        mask: optional ``(B, S)`` bool/0-1 token mask (true = real token).
+    """
+    if student_x.dim() != 3 or teacher_x.dim() != 3 or student_x.shape[:2] != teacher_x.shape[:2]:
+        raise ValueError(f"relation_kl expects (batch, seq, width) tensors with equal batch and sequence sizes, got "
+                         f"{tuple(student_x.shape)} and {tuple(teacher_x.shape)}")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"relation_kl: heads must be a positive integer, got {heads!r}")
+    keep = None if mask is None else _token_mask(mask, student_x.shape[:2], "relation_kl")
+    if keep is not None and not keep.any():
+        return _zero_like_graph(student_x)
+    log_s, log_t = _relations(student_x, heads, keep), _relations(teacher_x, heads, keep)
+    kl_terms = log_t.exp() * (log_t - log_s)  # (B, R, S, S)
+    if keep is not None:  # masked keys have teacher probability 0: their terms are 0 (not 0 * (min - min))
+        kl_terms = kl_terms.masked_fill(~keep[:, None, None, :], 0.0)
+    kl = kl_terms.sum(dim=-1)  # (B, R, S)
+    if keep is None:
+        return kl.mean()
+    rows = keep[:, None, :].expand_as(kl)
+    return kl[rows].sum() / rows.sum()
 
 
 def soft_cross_entropy(

@@ -54,6 +54,11 @@ BATCH_SIZES = ("stage.batch_size", "stage.eval_batch_size", "stage.latency_batch
 #: Model types whose attention goes through transformers' AttentionInterface (models/capture.py) and whose
 #: classifiers train on these batches; tests/test_bad_input.py runs each through both with a tiny random model.
 ENCODER_TYPES = frozenset({"albert", "bert", "camembert", "distilbert", "electra", "roberta", "xlm-roberta"})
+#: Teachers (stage=task, stage=general, stage=init_student) and models stage=finetune fine-tunes into teachers: the
+#: encoders above, DeBERTa-v2/v3 (its disentangled attention keeps its scores to itself: TinyBERT's attention loss is
+#: refused, distill=minilm reads its queries, keys and values) and ModernBERT; tests/test_teacher_families.py runs a
+#: tiny teacher of each through stage=task. Not students: see STUDENT_TYPES.
+TEACHER_TYPES = ENCODER_TYPES | {"deberta-v2", "modernbert"}
 #: Task phase 1 trains the student's parameters under `.embeddings.` and `.encoder.` (modules/task.py); DistilBERT
 #: calls its layers `.transformer.`, so its phase 1 would train the embeddings only.
 STUDENT_TYPES = ENCODER_TYPES - {"distilbert"}

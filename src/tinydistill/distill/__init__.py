@@ -6,5 +6,8 @@ from tinydistill.distill.intermediate import (
     Projections,
     intermediate_losses,
 )
+from tinydistill.distill.methods import METHODS, Distiller, distiller_from_config
+from tinydistill.distill.relation import RelationDistiller
 
-__all__ = ["TERMS", "IntermediateDistiller", "Projections", "intermediate_losses"]
+__all__ = ["METHODS", "TERMS", "Distiller", "IntermediateDistiller", "Projections", "RelationDistiller",
+           "distiller_from_config", "intermediate_losses"]

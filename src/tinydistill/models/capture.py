@@ -41,11 +41,19 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import ModelOutput
 
 from tinydistill.errors import ConfigError
+from tinydistill.models.qkv import record_qkv
 
-AttentionKind = Literal["scores", "probs"]
+#: What a forward pass may capture of the attention: TinyBERT's scores or probabilities, or the relation loss's
+#: queries, keys and values (`models/qkv.py`).
+AttentionKind = Literal["scores", "probs", "qkv"]
 
 #: ``config._attn_implementation`` names registered by this module, by captured kind.
 IMPLEMENTATIONS: dict[str, str] = {"scores": "tinydistill_scores", "probs": "tinydistill_probs"}
+
+#: Model types whose attention does not go through ``AttentionInterface``, so their scores cannot be captured: DeBERTa's
+#: disentangled attention adds relative-position terms in its own code (`models/qkv.py` reads its queries, keys and
+#: values through hooks instead).
+UNCAPTURED_SCORES = frozenset({"deberta", "deberta-v2"})
 
 #: In an additive float mask, entries at or below this count as masked keys (the reference's threshold).
 MASKED_BIAS_THRESHOLD = -1e2
@@ -110,11 +118,11 @@ for _name in IMPLEMENTATIONS.values():
     AttentionMaskInterface.register(_name, sdpa_mask)  # boolean mask (true = attend), None when nothing is padded
 
 
-def _check_kind(want_attention: Any) -> None:
-    if want_attention not in IMPLEMENTATIONS:
+def _check_kind(want_attention: Any, allowed: Iterable[str] = IMPLEMENTATIONS) -> None:
+    if want_attention not in allowed:
         raise ConfigError(
             f"want_attention={want_attention!r} is not supported; use 'scores' (pre-softmax, TinyBERT), "
-            f"'probs' (post-softmax) or None"
+            f"'probs' (post-softmax), 'qkv' (queries, keys, values: the relation loss) or None"
         )
 
 
@@ -169,6 +177,8 @@ class Captured:
             unless ``want_attention="probs"``.
         attention_mask: ``(B, S)`` bool, true = real token, from the batch's ``attention_mask`` (``None`` if the
             batch had none, i.e. nothing is padded).
+        qkv: per layer ``(3, B, S, H * d_head)`` queries, keys and values (every head's concatenated), or ``None``
+            unless ``want_attention="qkv"`` (`models/qkv.py`).
         logits: ``outputs.logits`` if the model has a head producing it (classification ``(B, C)``, MLM
             ``(B, S, V)``), else ``None``.
         outputs: the model's full output object (e.g. ``outputs.loss`` when the batch held ``labels``).
@@ -180,6 +190,7 @@ class Captured:
     attention_mask: Tensor | None
     logits: Tensor | None
     outputs: ModelOutput
+    qkv: tuple[Tensor, ...] | None = None
 
     @property
     def num_layers(self) -> int:
@@ -196,11 +207,12 @@ class Captured:
             return None if ts is None else tuple(t.float() for t in ts)
 
         return replace(self, hidden_states=cast(self.hidden_states), attention_scores=cast(self.attention_scores),
-                       attention_probs=cast(self.attention_probs),
+                       attention_probs=cast(self.attention_probs), qkv=cast(self.qkv),
                        logits=None if self.logits is None else self.logits.float())
 
     def keep(self, hidden: Iterable[int], attention: Iterable[int]) -> "Captured":
-        """Only the hidden states and attention layers (0-based indices into the tuples) a loss reads, for
+        """Only the hidden states and attention layers (0-based indices into the tuples; `attention` also picks the
+        layers of `qkv`) a loss reads, for
         keeping: the others become empty tensors (the tuples keep their length, so ``num_layers`` and the layer
         indices stay valid), and the logits and the model's output object, which hold every layer, are dropped."""
         hidden, attention = set(hidden), set(attention)
@@ -212,7 +224,8 @@ class Captured:
         return Captured(hidden_states=pick(self.hidden_states, hidden),
                         attention_scores=pick(self.attention_scores, attention),
                         attention_probs=pick(self.attention_probs, attention),
-                        attention_mask=self.attention_mask, logits=None, outputs=ModelOutput())
+                        attention_mask=self.attention_mask, logits=None, outputs=ModelOutput(),
+                        qkv=pick(self.qkv, attention))
 
     def to(self, device: torch.device | str) -> "Captured":
         """The same captures on `device` (tensors already there are not copied)."""
@@ -222,13 +235,14 @@ class Captured:
 
         mask = None if self.attention_mask is None else self.attention_mask.to(device)
         return replace(self, hidden_states=move(self.hidden_states), attention_scores=move(self.attention_scores),
-                       attention_probs=move(self.attention_probs), attention_mask=mask,
+                       attention_probs=move(self.attention_probs), attention_mask=mask, qkv=move(self.qkv),
                        logits=None if self.logits is None else self.logits.to(device))
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the tensors (each counted once, views of one storage included)."""
-        tensors = [*self.hidden_states, *(self.attention_scores or ()), *(self.attention_probs or ())]
+        tensors = [*self.hidden_states, *(self.attention_scores or ()), *(self.attention_probs or ()),
+                   *(self.qkv or ())]
         if self.attention_mask is not None:
             tensors.append(self.attention_mask)
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t.numel()}
@@ -267,29 +281,29 @@ def forward_with_capture(
         model: a transformers BERT-family model (or a wrapper with ``.module``).
         batch: mapping of model inputs.
         want_attention: ``"scores"`` (pre-softmax, masked keys 0: TinyBERT's attention loss), ``"probs"``
-            (softmax probabilities) or ``None`` (no attention capture; the model runs its usual implementation).
+            (softmax probabilities), ``"qkv"`` (queries, keys and values: the relation loss) or ``None`` (no attention capture; the model runs its usual implementation).
 
     Raises:
         ConfigError: unknown ``want_attention`` or a model whose attention cannot be captured.
     """
     if want_attention is not None:
-        _check_kind(want_attention)
+        _check_kind(want_attention, (*IMPLEMENTATIONS, "qkv"))
     args = _forward_arguments(model, batch)
     args["output_hidden_states"] = True
     args["return_dict"] = True
+    attentions, qkv = None, None
     if want_attention is None:
         outputs = model(**args)
-        attentions = None
+    elif want_attention == "qkv":
+        with record_qkv(_pretrained(model)) as layers:
+            outputs = model(**args)
+        qkv = tuple(layers)
+        _check_layer_count(model, len(qkv), "query/key/value")
     else:
         with capture_attention(model, want_attention):
             outputs = model(**args, output_attentions=True)
         attentions = tuple(outputs.attentions) if outputs.attentions is not None else ()
-        expected = getattr(_pretrained(model).config, "num_hidden_layers", None)
-        if not attentions or (expected is not None and len(attentions) != expected):
-            raise ConfigError(
-                f"{type(_pretrained(model)).__name__} returned {len(attentions)} attention tensors for "
-                f"{expected} layers; its attention does not go through transformers' AttentionInterface"
-            )
+        _check_layer_count(model, len(attentions), "attention")
 
     mask = batch.get("attention_mask")
     return Captured(
@@ -299,4 +313,15 @@ def forward_with_capture(
         attention_mask=None if mask is None else mask.to(dtype=torch.bool),
         logits=getattr(outputs, "logits", None),
         outputs=outputs,
+        qkv=qkv,
     )
+
+
+def _check_layer_count(model: nn.Module, found: int, what: str) -> None:
+    """One captured tensor per layer, or a ConfigError: the model's attention escaped the capture."""
+    expected = getattr(_pretrained(model).config, "num_hidden_layers", None)
+    if not found or (expected is not None and found != expected):
+        raise ConfigError(
+            f"{type(_pretrained(model)).__name__} returned {found} {what} tensors for "
+            f"{expected} layers; its attention does not go through transformers' AttentionInterface"
+        )

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tinydistill.errors import ConfigError
+from tinydistill.models.capture import UNCAPTURED_SCORES
 
 OPTION = "distill.layer_map"
 STRATEGIES = ("uniform", "top", "bottom")
@@ -141,11 +142,20 @@ def check_compatible(student_config: Any, teacher_config: Any, use_attention: bo
             f"teacher's tokenizer, so set the student's vocab_size to {t_vocab}"
         )
     if use_attention:
+        kind = getattr(teacher_config, "model_type", None)
+        if kind in UNCAPTURED_SCORES:
+            raise ConfigError(
+                f"distill.weights.att > 0, but the teacher is a {kind!r} model: its disentangled attention adds "
+                f"relative-position terms in its own code, so it has no attention scores to compare with the student's; "
+                f"use distill=minilm (relation loss on queries, keys and values) or ablation=no_attn (embeddings and "
+                f"hidden states only)"
+            )
         s_heads = getattr(student_config, "num_attention_heads", None)
         t_heads = getattr(teacher_config, "num_attention_heads", None)
         if s_heads != t_heads:
             raise ConfigError(
                 f"attention distillation needs equal head counts, but student num_attention_heads={s_heads} and "
                 f"teacher num_attention_heads={t_heads}; give the student {t_heads} heads (its hidden_size must "
-                f"be a multiple of {t_heads}) or turn the attention loss off"
+                f"be a multiple of {t_heads}), turn the attention loss off (ablation=no_attn) or use distill=minilm "
+                f"(its relation loss needs no equal head counts)"
             )

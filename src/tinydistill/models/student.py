@@ -55,6 +55,8 @@ def student_config(student: Mapping[str, Any], teacher_config: PretrainedConfig)
             f"num_attention_heads={student['num_attention_heads']}"
         )
     kwargs = {k: getattr(teacher_config, k) for k in FROM_TEACHER if getattr(teacher_config, k, None) is not None}
+    if kwargs.get("type_vocab_size", 1) < 1:  # DeBERTa-v2/v3 have no token-type embeddings; tokenizers still give ids
+        del kwargs["type_vocab_size"]  # BertConfig's 2
     kwargs.update({k: v for k, v in student.items() if k not in NOT_ARCHITECTURE})
     return BertConfig(**kwargs)
 

@@ -6,7 +6,7 @@ import lightning as L
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.distill.methods import Distiller
 from tinydistill.models.capture import forward_with_capture
 from tinydistill.modules.frozen_teacher import FrozenTeacherMixin
 from tinydistill.optim import OptimizerSettings, configure_from_hparams
@@ -29,7 +29,7 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
         self,
         teacher: PreTrainedModel,
         student: PreTrainedModel,
-        distiller: IntermediateDistiller,
+        distiller: Distiller,
         optim: OptimizerSettings,
         teacher_mode: str = "eval",
     ) -> None:

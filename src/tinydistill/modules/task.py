@@ -24,7 +24,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from tinydistill.data.tasks import Task
-from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.distill.methods import Distiller
 from tinydistill.distill.prediction import prediction_loss, unknown_rows
 from tinydistill.distill.teacher_cache import TeacherCache
 from tinydistill.errors import ConfigError
@@ -51,7 +51,7 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         phase: str,
         optim: OptimizerSettings,
         teacher: PreTrainedModel | None = None,
-        distiller: IntermediateDistiller | None = None,
+        distiller: Distiller | None = None,
         teacher_logits: Tensor | None = None,
         pred_weight: float = 1.0,
         temperature: float = 1.0,

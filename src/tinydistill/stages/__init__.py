@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: What `stage=` takes, each a module under tinydistill.stages keeping the contract of `tinydistill.contract`.
 STAGES = ("finetune", "mlm", "general", "task", "init_student")
 #: Methods of stage=general (`distill=`), each its own stage module.
-GENERAL_METHODS = {"tinybert": "general", "distilbert": "distilbert"}
+GENERAL_METHODS = {"tinybert": "general", "minilm": "general", "distilbert": "distilbert"}
 
 
 def stage_module(cfg: DictConfig) -> Stage:

@@ -38,7 +38,7 @@ from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
 from tinydistill.optim import OptimizerSettings
 from tinydistill.paths import recorded_path
-from tinydistill.preflight import ENCODER_TYPES, check_task_files
+from tinydistill.preflight import TEACHER_TYPES, check_task_files
 from tinydistill.records import METRICS_JSON, ClassifierRecord
 from tinydistill.stages.classifier import (
     Latency,
@@ -83,9 +83,9 @@ class FinetunePlan:
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("stage.model", ENCODER_TYPES, "stage=finetune")
+    yield ModelNeed("stage.model", TEACHER_TYPES, "stage=finetune")
     if cfg.stage.get("compare_to") is not None:
-        yield ModelNeed("stage.compare_to", ENCODER_TYPES, "stage.compare_to", if_present=True)
+        yield ModelNeed("stage.compare_to", TEACHER_TYPES, "stage.compare_to", if_present=True)
 
 
 def result_dir(cfg: DictConfig) -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tinydistill.contract import ModelNeed, RunContext
-from tinydistill.distill.intermediate import IntermediateDistiller
+from tinydistill.distill.methods import distiller_from_config
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.measure import count_parameters
@@ -30,7 +30,7 @@ from tinydistill.models.student import build_student, load_encoder
 from tinydistill.modules.frozen_teacher import check_teacher_mode, teacher_dtype
 from tinydistill.modules.general import GeneralDistillModule
 from tinydistill.optim import OptimizerSettings
-from tinydistill.preflight import ENCODER_TYPES
+from tinydistill.preflight import TEACHER_TYPES
 from tinydistill.records import GENERAL_JSON, CorpusRecord
 from tinydistill.stages.corpus_training import (
     CorpusTraining,
@@ -52,7 +52,7 @@ class GeneralPlan:
     ctx: RunContext
     teacher: str
     student: dict[str, Any]  # the student group: its sizes and name
-    distill: dict[str, Any]  # the distill group, resolved (IntermediateDistiller.from_config reads it)
+    distill: dict[str, Any]  # the distill group, resolved (distiller_from_config reads it)
     teacher_dtype: str
     teacher_mode: str
     corpus: CorpusTraining
@@ -62,7 +62,7 @@ class GeneralPlan:
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("stage.teacher", ENCODER_TYPES, "stage=general as teacher")
+    yield ModelNeed("stage.teacher", TEACHER_TYPES, "stage=general as teacher")
 
 
 def result_dir(cfg: DictConfig) -> Path:
@@ -93,7 +93,7 @@ def build_module(p: GeneralPlan) -> GeneralDistillModule:
     teacher = load_encoder(p.teacher)
     student = build_student(p.student, teacher.config, seed=p.ctx.seed)
     teacher.to(teacher_dtype(p.teacher_dtype))
-    distiller = IntermediateDistiller.from_config(p.distill, student.config, teacher.config)
+    distiller = distiller_from_config(p.distill, student.config, teacher.config)
     if not distiller.active_terms:
         raise ConfigError("distill.weights: emb, att and hid are all 0, so general distillation has nothing to learn")
     for name, model in (("teacher", teacher), ("student", student)):
@@ -124,8 +124,9 @@ def run(p: GeneralPlan) -> dict[str, Any]:
     })
     result = dict(record.fields)
     if trainer.is_global_zero:
+        projections = module.distiller.projections  # None for distill=minilm
         out = export_pretrained(p.output_dir, student, tokenizer, json_files=record.model_files(),
-                                extra=module.distiller.projections.save)
+                                extra=None if projections is None else projections.save)
         log.info("general-distilled student: %s", out)
         log.info("train losses: first %s, last %s", summary["train_first"], summary["train_last"])
         log.info("held-out losses: before %s, after %s", summary["val_start"], summary["val"])

@@ -20,7 +20,7 @@ from tinydistill.contract import ModelNeed
 from tinydistill.models.loading import export_pretrained, load_tokenizer
 from tinydistill.models.measure import count_parameters
 from tinydistill.models.student import build_student, load_config
-from tinydistill.preflight import ENCODER_TYPES
+from tinydistill.preflight import TEACHER_TYPES
 from tinydistill.records import INIT_STUDENT_JSON, CorpusRecord
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class InitStudentPlan:
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("stage.teacher", ENCODER_TYPES, "stage=init_student as teacher")
+    yield ModelNeed("stage.teacher", TEACHER_TYPES, "stage=init_student as teacher")
 
 
 def result_dir(cfg: DictConfig) -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tinydistill.contract import ModelNeed
-from tinydistill.preflight import ENCODER_TYPES, STUDENT_TYPES
+from tinydistill.preflight import STUDENT_TYPES, TEACHER_TYPES
 from tinydistill.stages.classifier import task_datamodule
 from tinydistill.stages.task.inputs import check_teacher, load_student, training_file
 from tinydistill.stages.task.phase1 import intermediate_phase
@@ -50,7 +50,7 @@ __all__ = ["LEARNING_RATES", "NAME", "READS", "SEQUENCE_LENGTH", "models", "plan
 
 
 def models(cfg: DictConfig) -> Iterator[ModelNeed]:
-    yield ModelNeed("stage.teacher", ENCODER_TYPES, "stage=task as teacher", if_present=True)
+    yield ModelNeed("stage.teacher", TEACHER_TYPES, "stage=task as teacher", if_present=True)
     init = str(cfg.student.init)
     if init == "general":
         yield ModelNeed("stage.general_dir", STUDENT_TYPES, "stage=task as student (student.init=general)",

@@ -15,7 +15,8 @@ from transformers import PreTrainedModel
 
 from tinydistill.callbacks import FirstAndLastLosses, latest_checkpoint
 from tinydistill.data.glue import TaskDataModule
-from tinydistill.distill.intermediate import IntermediateDistiller, Projections
+from tinydistill.distill.intermediate import Projections
+from tinydistill.distill.methods import Distiller, distiller_from_config
 from tinydistill.distill.teacher_cache import TeacherCache, teacher_cache_bytes
 from tinydistill.errors import ConfigError
 from tinydistill.hardware import native_cpu_bf16, training_device
@@ -61,7 +62,7 @@ def batches_per_epoch(limit: int | float | None, batches: int) -> int:
     return min(batches, int(limit))
 
 
-def teacher_cache(p: TaskPlan, distiller: IntermediateDistiller, dm: TaskDataModule) -> TeacherCache | None:
+def teacher_cache(p: TaskPlan, distiller: Distiller, dm: TaskDataModule) -> TeacherCache | None:
     """`stage.intermediate.teacher_cache`: a `TeacherCache` for phase 1 when it can pay off: an eval-mode teacher,
     more steps than one epoch runs (the cache is read only when a batch comes back) and one process (under DDP each
     process's share of an epoch is cut into new batches every epoch, so none would come back). Else None."""
@@ -85,8 +86,8 @@ def teacher_cache(p: TaskPlan, distiller: IntermediateDistiller, dm: TaskDataMod
 
 
 def distiller_for(p: TaskPlan, student: PreTrainedModel, teacher: PreTrainedModel,
-                  projections: Projections | None = None) -> IntermediateDistiller:
-    return IntermediateDistiller.from_config(p.distill, student.config, teacher.config, projections)
+                  projections: Projections | None = None) -> Distiller:
+    return distiller_from_config(p.distill, student.config, teacher.config, projections)
 
 
 def run_intermediate(p: TaskPlan, teacher: PreTrainedModel, student: PreTrainedModel,
@@ -125,7 +126,7 @@ def run_intermediate(p: TaskPlan, teacher: PreTrainedModel, student: PreTrainedM
     if trainer.is_global_zero:
         # "losses": the key earlier versions wrote
         export_pretrained(p.inter_dir, student, dm.tokenizer, json_files={PHASE_JSON: {**summary, "losses": losses}},
-                          extra=distiller.projections.save)
+                          extra=None if distiller.projections is None else distiller.projections.save)
     return summary
 
 

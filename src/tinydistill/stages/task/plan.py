@@ -13,6 +13,7 @@ from tinydistill.ckpt_path import LIGHTNING_CKPT_NAMES
 from tinydistill.contract import RunContext
 from tinydistill.data.files import task_from_config, task_json
 from tinydistill.data.tasks import Task
+from tinydistill.distill.methods import METHODS
 from tinydistill.errors import ConfigError
 from tinydistill.modules.frozen_teacher import check_teacher_mode
 from tinydistill.modules.task import PHASES
@@ -86,7 +87,7 @@ class TaskPlan:
     student_init: str
     student_source: str | None  # the folder the student starts from; None: random
     student: dict[str, Any]  # the student group (a random student's sizes)
-    distill: dict[str, Any]  # the distill group, resolved (IntermediateDistiller.from_config reads it)
+    distill: dict[str, Any]  # the distill group, resolved (distiller_from_config reads it)
     ablation: str
     gold: bool  # phase 2 on gold labels (ablation.pred=gold)
     pred_weight: float
@@ -176,8 +177,9 @@ def student_source(cfg: DictConfig, phase: str, inter_dir: Path) -> str | None:
 
 def check_switches(cfg: DictConfig, resumed: str | None) -> None:
     st = cfg.stage
-    if cfg.distill.name != "tinybert":
-        raise ConfigError(f"stage=task is TinyBERT's task distillation (distill=tinybert), got distill={cfg.distill.name}; "
+    if cfg.distill.name not in METHODS:
+        raise ConfigError(f"stage=task is TinyBERT's task distillation (distill=tinybert, or distill=minilm for MiniLM-v2's "
+                          f"relation loss in phase 1), got distill={cfg.distill.name}; "
                           f"the DistilBERT baseline is fine-tuned with stage=finetune (experiment=distilbert/finetune)")
     if st.phase not in ("intermediate", "pred", "both"):
         raise ConfigError(f"stage.phase={st.phase!r} must be intermediate, pred or both")
