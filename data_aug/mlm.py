@@ -52,6 +52,8 @@ from tinydistill.errors import ConfigError
 from tinydistill.hardware import warn_if_emulated_bf16
 from tinydistill.models.loading import load_reporting_fresh
 
+# Model types whose encoder is embeddings followed by BERT layers, so the last one can run at the masks only.
+_BERT_STYLE = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 _MARGIN = 16  # extra float32 preselected tokens re-scored in float64
 # Matrix products of fewer rows than this may take other kernels (seen: 2-3 rows on one thread, 5-11 on two),
 # whose last bits differ from the full encoder's, so the last layer's rows at the masks are padded to it.
@@ -316,9 +318,12 @@ class MaskedLM:
 
 
 def _bert_layers(encoder) -> list | None:
-    """The layers of a BERT-style encoder (see MaskedLM), or None for another layout."""
+    """The layers of a BERT-style encoder (see MaskedLM), or None for another layout. Only the model types whose
+    encoder is embeddings then such layers and nothing else: DeBERTa-v2's layers look alike but need its relative
+    position embeddings and a mask, ELECTRA's may project its embeddings first."""
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if getattr(encoder, "embeddings", None) is None or not layers:
+    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
+    if model_type not in _BERT_STYLE or getattr(encoder, "embeddings", None) is None or not layers:
         return None
     for layer in layers:
         att = getattr(layer, "attention", None)

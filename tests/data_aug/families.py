@@ -68,3 +68,22 @@ def save_masked_lm(folder: Path, model, tokenizer) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_other_masked_lm(family: str, tokenizer):
+    """A random 2-layer ELECTRA, DeBERTa-v2 or ModernBERT masked LM for `tokenizer` (initializer_range 0.5)."""
+    from transformers import (DebertaV2Config, DebertaV2ForMaskedLM, ElectraConfig, ElectraForMaskedLM,
+                              ModernBertConfig, ModernBertForMaskedLM)
+
+    torch.manual_seed(0)
+    size = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=256, initializer_range=0.5,
+                pad_token_id=tokenizer.pad_token_id)
+    if family == "electra":
+        return ElectraForMaskedLM(ElectraConfig(embedding_size=16, **size)).eval()  # embeddings projected to 32
+    if family == "deberta-v2":
+        return DebertaV2ForMaskedLM(DebertaV2Config(relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                                    position_biased_input=False, **size)).eval()
+    ids = dict(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+               cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+    return ModernBertForMaskedLM(ModernBertConfig(**size, **ids)).eval()

@@ -10,7 +10,15 @@ from data_aug import AugConfig, Augmenter, MaskedLM, ensure_augmented, load_mlm,
 from data_aug.tokens import pair_template, vocabulary, word_start_marker
 from data_aug.words import is_candidate_word, split_words
 from tests.conftest import STOP, small_cfg, tiny_mlm_model
-from tests.data_aug.families import FRENCH, TEXTS, bpe_tokenizer, save_masked_lm, tiny_masked_lm, unigram_tokenizer
+from tests.data_aug.families import (
+    FRENCH,
+    TEXTS,
+    bpe_tokenizer,
+    save_masked_lm,
+    tiny_masked_lm,
+    tiny_other_masked_lm,
+    unigram_tokenizer,
+)
 from tinydistill.errors import ConfigError
 
 FAMILIES = ["roberta", "xlm-roberta"]
@@ -95,6 +103,21 @@ def test_batched_equals_sequential_for_other_families_also_mlm_only_and_truncate
         for bs in (1, 5, 64):
             assert Augmenter(mlm, None, STOP, mode="batched", batch_size=bs, **kw).candidates(sentences) == seq
         assert sum(s == "mlm" for sc in seq for s in sc.sources.values()) > 20
+
+
+@pytest.mark.parametrize("name", ["electra", "deberta-v2", "modernbert"])
+def test_electra_deberta_and_modernbert_masked_lms_run_whole_in_both_modes(name, tokenizer):
+    """Layouts the batched mode does not take apart (ELECTRA projects its embeddings, DeBERTa-v2 needs its relative
+    positions, ModernBERT has its own head) run the whole encoder: same lists as sequential mode, whole words only."""
+    tok = {"electra": tokenizer, "deberta-v2": unigram_tokenizer(), "modernbert": bpe_tokenizer()}[name]
+    mlm = MaskedLM(tiny_other_masked_lm(name, tok), tok, name=name)
+    assert mlm._layers is None
+    kw = {"top_k": 10, "words": "unicode", "mlm_only": True}
+    lists = Augmenter(mlm, None, STOP, **kw).candidates(TEXTS)
+    assert lists == Augmenter(mlm, None, STOP, mode="sequential", **kw).candidates(TEXTS)
+    allowed = {w for w, excluded in zip(mlm.id_to_token, mlm.excluded.tolist()) if not excluded}
+    proposed = [c for sc in lists for cands in sc.candidates.values() for c in cands]
+    assert len(proposed) > 100 and set(proposed) <= allowed
 
 
 def test_load_mlm_gives_a_byte_level_tokenizer_its_prefix_space(tmp_path):
