@@ -92,7 +92,7 @@ def quality_report(
         "mlm_model": getattr(mlm, "name", cfg.mlm_model),
         "mlm_fingerprint": mlm.fingerprint,
         "settings": {"top_k": cfg.top_k, "alphabetic_only": cfg.alphabetic_only, "stopwords": cfg.stopwords,
-                     "seed": cfg.seed},
+                     "seed": cfg.seed, "words": cfg.words, "mlm_only": cfg.mlm_only},
         "candidate_quality": stats,
         "examples": examples,
     }
