@@ -115,9 +115,11 @@ class Augmenter:
         for (s, i), cands in zip(owners, predicted):
             self._set(out[s], i, cands, "mlm")
         if glove_words:
-            neigh = self.glove.lookup(out[s].words[i] for s, i in glove_words) if self.glove else {}
-            for s, i in glove_words:
-                self._set(out[s], i, neigh.get(out[s].words[i], []), "glove")
+            # aug.words=unicode: a word as written, else lower-cased (GloVe is uncased; fastText is cased)
+            forms = [(w, w.lower()) for w in (out[s].words[i] for s, i in glove_words)]
+            neigh = self.glove.lookup(f for pair in forms for f in pair) if self.glove else {}
+            for (s, i), (w, low) in zip(glove_words, forms):
+                self._set(out[s], i, neigh.get(w) or neigh.get(low, []), "glove")
         by_text = dict(zip(distinct, out))
         return [by_text[s] for s in sentences]
 

@@ -5,8 +5,8 @@
 code fetched from the internet). Files are read by gensim (`KeyedVectors.load_word2vec_format`), the format told
 by the file: GloVe text (no header), word2vec / fastText text with a `<count> <dim>` header (fastText's `.vec`
 files, e.g. cc.fr.300.vec for French), either optionally .gz; word2vec binary `.bin`; gensim `.kv`. Words are
-looked up as `aug.words` writes them: lower-cased for `reference` (GloVe's uncased vocabulary), as written for
-`unicode` (fastText's vectors are cased).
+looked up as `aug.words` writes them: lower-cased for `reference` (GloVe's uncased vocabulary); for `unicode` as
+written (fastText's vectors are cased), and lower-cased when the word as written has no vector or no neighbours.
 
 Like the reference, only the first `aug.word_vectors_vocab_size` words of the file (GloVe files are in
 frequency order; the reference reads 100,000) are loaded and searched. Neighbours are ranked by

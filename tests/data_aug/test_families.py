@@ -242,3 +242,15 @@ def test_refusals_are_one_line():
             make()
         assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
     assert FRENCH  # the tokenizers above were trained on French sentences too
+
+
+def test_unicode_words_find_word_vectors_as_written_else_lower_cased(mlm, small_kv):
+    from data_aug import GloveNeighbours
+    from gensim.models import KeyedVectors
+
+    cased = KeyedVectors(3, dtype="float32")  # a cased vector file: "Yucaipa" has its own vector
+    cased.add_vectors([*small_kv.index_to_key, "Yucaipa"], [*small_kv.vectors, [0.7, 0.0, 0.5]])
+    aug = Augmenter(mlm, GloveNeighbours(cased, top_k=3), STOP, top_k=6, words="unicode")
+    (sc,) = aug.candidates(["Amrozi owned Yucaipa before distorting it."])
+    assert sc.candidates[sc.words.index("Amrozi")] == ["samudra", "bashir", "hambali"]  # via "amrozi"
+    assert sc.candidates[sc.words.index("Yucaipa")] == ["hambali", "amrozi", "samudra"]  # its own vector
