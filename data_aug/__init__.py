@@ -1,10 +1,10 @@
-"""TinyBERT data augmentation: masked-LM + GloVe word replacement for GLUE training sets.
+"""TinyBERT data augmentation: masked-LM + word-vector (GloVe, fastText) word replacement for training sets.
 
 Command line (Hydra; config conf/augment.yaml = paths + task + aug groups)::
 
     python -m data_aug task=mrpc                         # -> <artifacts_dir>/aug/mrpc/train_aug.tsv
     python -m data_aug task=sst2 aug.n_aug=10 aug.mlm_model=path/to/mlm \\
-        aug.glove='${paths.data_dir}/glove/glove.6B.50d.top50k.txt'
+        aug.word_vectors='${paths.data_dir}/glove/glove.6B.50d.top50k.txt'
 
 Python API (what `train.py stage=task aug=on` calls)::
 
@@ -23,7 +23,7 @@ original train.tsv path. `mlm_model` overrides `cfg_aug.mlm_model` with a hub na
 `tinydistill.errors.ConfigError` / `DataError` naming the option or file.
 
 Lower-level pieces: `AugConfig` (validated `aug` settings), `load_mlm` -> `MaskedLM`,
-`load_glove` -> gensim KeyedVectors, `GloveNeighbours`, `Augmenter` (candidates + sampling for
+`load_glove` -> gensim KeyedVectors (GloVe, fastText .vec), `GloveNeighbours`, `Augmenter` (candidates + sampling for
 sentences), `augment_task` (always regenerates), `aug_dir`.
 
 Candidate quality (data_aug/stats.py): `candidate_stats(lists, stopwords)` summarises masked-LM

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from data_aug.words import STOPWORD_LISTS
+from data_aug.words import STOPWORD_LISTS, WORD_RULES
 from tinydistill.errors import ConfigError, TinyDistillError
 
 MODES = ("batched", "sequential")
+# Options renamed since (an old key gets a one-line error saying the new name).
+RENAMED = {"glove": "word_vectors", "glove_vocab_size": "word_vectors_vocab_size"}
 DTYPES = ("float32", "bfloat16")
 
 
@@ -24,8 +26,10 @@ class AugConfig:
 
     enabled: bool = True
     mlm_model: str = "bert-base-uncased"
-    glove: str = "glove-wiki-gigaword-300"
-    glove_vocab_size: int | None = 100_000
+    word_vectors: str = "glove-wiki-gigaword-300"
+    word_vectors_vocab_size: int | None = 100_000
+    mlm_only: bool = False
+    words: str = "reference"
     top_k: int = 15
     n_aug: int = 20
     n_aug_per_task: dict[str, int] = field(default_factory=dict)
@@ -68,6 +72,9 @@ class AugConfig:
         if not isinstance(cfg, Mapping):
             raise ConfigError(f"aug: expected a mapping of options, got {type(cfg).__name__}")
         known = {f.name for f in fields(cls)}
+        for old, new in RENAMED.items():
+            if old in cfg:
+                raise ConfigError(f"aug.{old}: renamed to aug.{new} (GloVe, fastText .vec or word2vec files)")
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(
@@ -83,7 +90,7 @@ class AugConfig:
             kwargs["skip_tasks"] = tuple(str(t).lower() for t in st)
         if "n_aug_per_task" in kwargs:
             kwargs["n_aug_per_task"] = _per_task(kwargs["n_aug_per_task"])
-        for key in ("mlm_model", "glove", "nltk_data"):
+        for key in ("mlm_model", "word_vectors", "nltk_data"):
             if kwargs.get(key) is not None:
                 kwargs[key] = str(kwargs[key])
         out = cls(**kwargs)
@@ -105,7 +112,7 @@ class AugConfig:
                 raise bad(key, "expected a positive integer")
         if not is_int(self.seed):
             raise bad("seed", "expected an integer")
-        for key in ("glove_vocab_size", "max_seq_length", "num_threads", "max_examples"):
+        for key in ("word_vectors_vocab_size", "max_seq_length", "num_threads", "max_examples"):
             v = getattr(self, key)
             if v is not None and (not is_int(v) or v < 1):
                 raise bad(key, "expected a positive integer or null")
@@ -121,8 +128,12 @@ class AugConfig:
             raise bad("dtype", f"expected one of {list(DTYPES)}")
         if not isinstance(self.mlm_model, str) or not self.mlm_model:
             raise bad("mlm_model", "expected a Hugging Face masked-LM name or a local folder")
-        if not isinstance(self.glove, str) or not self.glove:
-            raise bad("glove", "expected a GloVe text file or a gensim-data name")
+        if not isinstance(self.word_vectors, str) or not self.word_vectors:
+            raise bad("word_vectors", "expected a GloVe or fastText (.vec) file, or a gensim-data name")
+        if not isinstance(self.mlm_only, bool):
+            raise bad("mlm_only", "expected true or false")
+        if self.words not in WORD_RULES:
+            raise bad("words", f"expected one of {list(WORD_RULES)}")
         if not isinstance(self.device, str) or not (
             self.device == "cpu" or self.device.startswith(("cuda", "mps"))
         ):

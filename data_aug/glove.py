@@ -1,11 +1,14 @@
-"""GloVe nearest neighbours for words that BERT splits into several WordPieces.
+"""Word-vector nearest neighbours (GloVe, fastText) for words the masked LM's tokenizer splits into several pieces.
 
-`aug.glove` is either a file (GloVe text format without header, word2vec text format with a
-`<count> <dim>` header, optionally .gz, or a gensim `.kv` KeyedVectors file) or a gensim-data name
-such as `glove-wiki-gigaword-300`, fetched by `gensim.downloader` (needs internet the first time, and
-`aug.allow_gensim_download=true`: the downloader imports code fetched from the internet).
+`aug.word_vectors` is either a file or a gensim-data name such as `glove-wiki-gigaword-300`, fetched by
+`gensim.downloader` (needs internet the first time, and `aug.allow_gensim_download=true`: the downloader imports
+code fetched from the internet). Files are read by gensim (`KeyedVectors.load_word2vec_format`), the format told
+by the file: GloVe text (no header), word2vec / fastText text with a `<count> <dim>` header (fastText's `.vec`
+files, e.g. cc.fr.300.vec for French), either optionally .gz; word2vec binary `.bin`; gensim `.kv`. Words are
+looked up as `aug.words` writes them: lower-cased for `reference` (GloVe's uncased vocabulary); for `unicode` as
+written (fastText's vectors are cased), and lower-cased when the word as written has no vector or no neighbours.
 
-Like the reference, only the first `aug.glove_vocab_size` words of the file (GloVe files are in
+Like the reference, only the first `aug.word_vectors_vocab_size` words of the file (GloVe files are in
 frequency order; the reference reads 100,000) are loaded and searched. Neighbours are ranked by
 cosine similarity and the word itself is excluded. Results are cached per distinct word.
 """
@@ -55,10 +58,11 @@ def check_gensim_download(spec: str, allowed: bool) -> None:
     )
     if not allowed:
         raise ConfigError(
-            f"aug.glove={spec!r} is a gensim-data name: {why}; set aug.allow_gensim_download=true to allow it, "
-            f"or point aug.glove at a GloVe text file (aug=offline uses <paths.data_dir>/glove/)"
+            f"aug.word_vectors={spec!r} is a gensim-data name: {why}; set aug.allow_gensim_download=true to allow it, "
+            f"or point aug.word_vectors at a GloVe or fastText .vec file (aug=offline uses <paths.data_dir>/glove/)"
         )
-    log.warning("aug.glove=%r: loading through gensim.downloader (aug.allow_gensim_download=true): %s", spec, why)
+    log.warning("aug.word_vectors=%r: loading through gensim.downloader (aug.allow_gensim_download=true): %s", spec,
+                why)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -73,7 +77,8 @@ def _has_w2v_header(path: Path) -> bool:
 
 
 def load_glove(spec: str, vocab_size: int | None = 100_000, allow_gensim_download: bool = False):
-    """Load word vectors as gensim KeyedVectors (first `vocab_size` words; None = all).
+    """Load word vectors (GloVe, fastText .vec, word2vec) as gensim KeyedVectors (first `vocab_size` words; None =
+    all).
 
     A gensim-data name is refused unless `allow_gensim_download` (`aug.allow_gensim_download`), see
     `check_gensim_download`."""
@@ -94,10 +99,13 @@ def load_glove(spec: str, vocab_size: int | None = 100_000, allow_gensim_downloa
                     limit=vocab_size,
                 )
         except Exception as e:  # malformed file
-            raise DataError(f"{path}: cannot read word vectors (aug.glove): {e}") from e
+            where = _first_non_number(path, vocab_size) if path.suffix not in (".kv", ".bin") else None
+            if where is not None:
+                raise DataError(f"{path}: line {where[0]}: {where[1]!r} is not a number (aug.word_vectors)") from e
+            raise DataError(f"{path}: cannot read word vectors (aug.word_vectors): {e}") from e
     elif _looks_like_path(spec):
         raise DataError(
-            f"{path}: GloVe file not found (aug.glove={spec!r}); the offline copy is "
+            f"{path}: word vector file not found (aug.word_vectors={spec!r}); the offline GloVe copy is "
             f"<paths.data_dir>/glove/glove.6B.50d.top50k.txt"
         )
     elif spec in GENSIM_VECTORS:
@@ -108,12 +116,12 @@ def load_glove(spec: str, vocab_size: int | None = 100_000, allow_gensim_downloa
             kv = api.load(spec)
         except Exception as e:
             raise DataError(
-                f"aug.glove={spec!r}: cannot load this gensim-data set ({type(e).__name__}: {e}); "
-                f"without internet, point aug.glove at a GloVe text file instead"
+                f"aug.word_vectors={spec!r}: cannot load this gensim-data set ({type(e).__name__}: {e}); "
+                f"without internet, point aug.word_vectors at a GloVe or fastText .vec file instead"
             ) from e
     else:
         raise ConfigError(
-            f"aug.glove={spec!r}: neither an existing file nor a known gensim-data name "
+            f"aug.word_vectors={spec!r}: neither an existing file nor a known gensim-data name "
             f"({', '.join(sorted(GENSIM_VECTORS))})"
         )
     if vocab_size is not None and len(kv.index_to_key) > vocab_size:
@@ -124,29 +132,49 @@ def load_glove(spec: str, vocab_size: int | None = 100_000, allow_gensim_downloa
 
 
 def check_glove_rows(path: Path, vocab_size: int | None) -> None:
-    """Raise DataError naming the line if one of the first `vocab_size` rows of a GloVe / word2vec text file is
+    """Raise DataError naming the line if one of the first `vocab_size` rows of a GloVe / fastText text file is
     not UTF-8 or has another number of values than the first row. gensim would fail without a line number, or
     silently broadcast a row of one value to every dimension."""
     opener = gzip.open if path.suffix == ".gz" else open
     header = _has_w2v_header(path)
-    want: tuple[int, int] | None = None  # (values, line) of the first row
+    want: tuple[int, int] | None = None  # (values, line) of the first row, or of the header's <dim>
     with opener(path, "rb") as f:
         for number, line in enumerate(f, 1):
             if header and number == 1:
+                want = (int(line.split()[1]), 1)
                 continue
             if vocab_size is not None and number > vocab_size + header:
                 break
             try:
                 fields = line.decode("utf-8").rstrip().split(" ")  # gensim's own split
             except UnicodeDecodeError:
-                raise DataError(f"{path}: line {number}: not UTF-8 (aug.glove)") from None
+                raise DataError(f"{path}: line {number}: not UTF-8 (aug.word_vectors)") from None
             if want is None:
                 want = (len(fields) - 1, number)
             elif len(fields) - 1 != want[0]:
+                has = "the header (line 1) says" if header else f"line {want[1]} has"
                 raise DataError(
-                    f"{path}: line {number}: {len(fields) - 1} values, but line {want[1]} has {want[0]} "
-                    f"(aug.glove): every row must be a word and the same number of values"
+                    f"{path}: line {number}: {len(fields) - 1} values, but {has} {want[0]} "
+                    f"(aug.word_vectors): every row must be a word and the same number of values"
                 )
+
+
+def _first_non_number(path: Path, vocab_size: int | None) -> tuple[int, str] | None:
+    """(line, value) of the first value of a text vector file that is not a number (after gensim failed on it)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    header = _has_w2v_header(path)
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if header and number == 1:
+                continue
+            if vocab_size is not None and number > vocab_size + header:
+                return None
+            for value in line.rstrip().split(" ")[1:]:
+                try:
+                    float(value)
+                except ValueError:
+                    return number, value
+    return None
 
 
 def glove_file_fingerprint(spec: str, vocab_size: int | None) -> str | None:

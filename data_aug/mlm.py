@@ -1,11 +1,15 @@
-"""Masked-LM candidates for single-WordPiece words.
+"""Masked-LM candidates for words: single-piece words, and in MLM-only mode (aug.mlm_only) multi-piece words too.
 
-For a word at WordPiece position j of a sentence with pieces P, the model reads (as the reference
+For a word at piece position j of a sentence with pieces P, the model reads (as the reference
 TinyBERT code does) `[CLS] P-with-P[j]-masked [SEP] P [SEP]` with segment ids 0 for the first part
-(up to and including the first [SEP]) and 1 for the rest, truncated to the model's maximum length;
-a mask that falls beyond it gets no candidates. The top-k predictions at the mask are kept, minus
-`##` continuation pieces (as the reference) and bracketed vocabulary entries such as [SEP], [UNK],
-[unused12] (a deviation: writing `[SEP]` into a training sentence would corrupt it).
+(up to and including the first [SEP]) and 1 for the rest (models with token types only), truncated to the
+model's maximum length; a mask that falls beyond it gets no candidates. The special tokens are the tokenizer's
+own (tokens.py: RoBERTa and XLM-R read `<s> masked </s></s> original </s>`). A word of n > 1 pieces (MLM-only
+mode) is masked with one mask in place of its n pieces, so the model proposes one token for the whole word (see
+data_aug/README.md for why one). The top-k predictions at the mask are kept, minus the entries that are not whole
+words (tokens.py: `##` continuation pieces, as the reference; for BPE and SentencePiece, pieces without the
+word-start marker) and bracketed or special entries such as [SEP], [UNK], [unused12] (a deviation: writing `[SEP]`
+into a training sentence would corrupt it).
 
 Two modes, same inputs and same candidates:
 
@@ -23,8 +27,8 @@ Exactly equal candidate lists in both modes: float32 matrix products give result
 the last bits with the shape of the product (a head applied to 1 row or to 50 rows), enough to swap
 two near-tied predictions. So the float32 logits only preselect the top k+16 tokens, which are
 then re-scored in float64 from the hidden state at the mask (BERT-style heads: `model.cls`) and
-ordered by that score (ties: lower token id first). The encoder's hidden states themselves do not
-depend on the batch (checked by the tests).
+ordered by that score (ties: lower token id first); heads of other layouts (ELECTRA, ModernBERT) use the float32
+order. The encoder's hidden states themselves do not depend on the batch (checked by the tests).
 
 `dtype="bfloat16"` (aug.dtype) runs the encoder and head under autocast: bfloat16 matrix products, float32
 weights and everything else. It is faster on CPUs with bfloat16 instructions but changes some lists, and its
@@ -36,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,11 +47,13 @@ from typing import Sequence
 
 import torch
 
+from data_aug.tokens import check_tokenizer, load_tokenizer, pair_template, vocabulary
 from tinydistill.errors import ConfigError
 from tinydistill.hardware import warn_if_emulated_bf16
 from tinydistill.models.loading import load_reporting_fresh
 
-_BRACKETED = re.compile(r"^\[.*\]$")
+# Model types whose encoder is embeddings followed by BERT layers, so the last one can run at the masks only.
+_BERT_STYLE = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 _MARGIN = 16  # extra float32 preselected tokens re-scored in float64
 # Matrix products of fewer rows than this may take other kernels (seen: 2-3 rows on one thread, 5-11 on two),
 # whose last bits differ from the full encoder's, so the last layer's rows at the masks are padded to it.
@@ -64,22 +69,6 @@ def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def _vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], torch.Tensor]:
-    """Each id's token, and which ids are never candidates: continuations (##...), bracketed and special tokens."""
-    vocab = tokenizer.get_vocab()
-    size = max(vocab_size, max(vocab.values()) + 1)
-    id_to_token = [""] * size
-    for tok, i in vocab.items():
-        id_to_token[i] = tok
-    excluded = torch.zeros(size, dtype=torch.bool)
-    for tok, i in vocab.items():
-        if tok.startswith("##") or _BRACKETED.match(tok):
-            excluded[i] = True
-    for i in tokenizer.all_special_ids:
-        excluded[i] = True
-    return id_to_token, excluded
-
-
 def _encoder_and_head(model) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
     """The masked LM's encoder and head when both are found (BERT's `cls`, RoBERTa's `lm_head`), else (None, None)."""
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
@@ -89,8 +78,31 @@ def _encoder_and_head(model) -> tuple[torch.nn.Module | None, torch.nn.Module | 
     return (base, head) if (base is not None and head is not None) else (None, None)
 
 
+def _max_positions(model) -> int:
+    """Longest input the model takes: its position embeddings, less the positions RoBERTa-style embeddings
+    reserve below the padding id (they number positions from padding_idx + 1: 514 embeddings, 512 tokens)."""
+    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    padding_idx = getattr(getattr(base, "embeddings", None), "padding_idx", None)
+    return limit - (padding_idx + 1) if isinstance(padding_idx, int) else limit
+
+
+def _rescoring_head(model, device: torch.device) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """A float64 copy of the head's transform and the head's decoder, for heads that end in `decoder(transform(h))`:
+    BERT's `cls.predictions` (transform) and RoBERTa's / XLM-R's `lm_head` (dense, gelu, layer_norm); else None."""
+    pred = getattr(getattr(model, "cls", None), "predictions", None)
+    if pred is not None and hasattr(pred, "transform") and isinstance(getattr(pred, "decoder", None), torch.nn.Linear):
+        return copy.deepcopy(pred.transform).to(device=device, dtype=torch.float64), pred.decoder
+    head = getattr(model, "lm_head", None)
+    parts = ("dense", "layer_norm", "decoder")
+    if head is not None and all(hasattr(head, a) for a in parts) and isinstance(head.decoder, torch.nn.Linear):
+        transform = torch.nn.Sequential(copy.deepcopy(head.dense), torch.nn.GELU(), copy.deepcopy(head.layer_norm))
+        return transform.to(device=device, dtype=torch.float64), head.decoder
+    return None, None
+
+
 class MaskedLM:
-    """A Hugging Face masked LM with a WordPiece tokenizer, prepared for candidate generation."""
+    """A Hugging Face masked LM and its fast tokenizer (WordPiece, BPE or SentencePiece), ready to propose words."""
 
     def __init__(
         self,
@@ -104,14 +116,7 @@ class MaskedLM:
         last_layer_at_masks: bool = True,
         parallel_batches: bool = True,
     ):
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None or type(backend.model).__name__ != "WordPiece":
-            raise ConfigError(
-                f"aug.mlm_model={name!r}: needs a fast WordPiece (BERT-style) tokenizer, got "
-                f"{type(tokenizer).__name__}"
-            )
-        if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-            raise ConfigError(f"aug.mlm_model={name!r}: tokenizer lacks [MASK]/[CLS]/[SEP] tokens")
+        check_tokenizer(tokenizer, name)
         self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
         self.tokenizer = tokenizer
         # Hash before any dtype change so the identity does not depend on aug.dtype.
@@ -125,7 +130,7 @@ class MaskedLM:
         model.eval()
         model.to(device=self.device, dtype=torch.float32)  # bfloat16 runs under autocast (_autocast)
         cfg = model.config
-        limit = int(getattr(cfg, "max_position_embeddings", 512) or 512)
+        limit = _max_positions(model)
         self.max_len = min(limit, max_seq_length) if max_seq_length else limit
         self.use_token_types = int(getattr(cfg, "type_vocab_size", 0) or 0) >= 2
         self.encoder, self.head = _encoder_and_head(model)
@@ -133,14 +138,11 @@ class MaskedLM:
         # value, attention.output, intermediate, output), so the last one can run at the masks only.
         self._layers = _bert_layers(self.encoder) if last_layer_at_masks else None
         self.parallel_batches = parallel_batches
-        # float64 re-scoring for BERT-style heads (transform -> decoder): see the module docstring
-        self._transform64 = None
-        pred = getattr(getattr(model, "cls", None), "predictions", None)
-        if pred is not None and hasattr(pred, "transform") and hasattr(pred, "decoder"):
-            self._transform64 = copy.deepcopy(pred.transform).to(device=self.device, dtype=torch.float64)
-            self._decoder = pred.decoder
-        self.cls_id, self.sep_id, self.mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
-        self.id_to_token, self.excluded = _vocabulary(tokenizer, int(cfg.vocab_size))
+        # float64 re-scoring for heads of a known layout (transform -> decoder): see the module docstring
+        self._transform64, self._decoder = _rescoring_head(model, self.device)
+        self.head_ids, self.mid_ids, self.tail_ids = pair_template(tokenizer)  # BERT: [CLS] | [SEP] | [SEP]
+        self.mask_id = tokenizer.mask_token_id
+        self.id_to_token, self.excluded = vocabulary(tokenizer, int(cfg.vocab_size))
         self.forwards = 0  # number of forward passes run (for the benchmark)
 
     # ---------------------------------------------------------------- identity
@@ -178,11 +180,12 @@ class MaskedLM:
             out[i] = per_word
         return out
 
-    def _inputs(self, pieces: Sequence[int]) -> tuple[list[int], list[int]]:
-        n = len(pieces)
-        ids = [self.cls_id, *pieces, self.sep_id, *pieces, self.sep_id][: self.max_len]
-        seg = ([0] * (n + 2) + [1] * (n + 1))[: self.max_len]
-        return ids, seg
+    def _inputs(self, pieces: Sequence[int], j: int = 0, n: int = 1) -> tuple[list[int], list[int]]:
+        """`[CLS] first [SEP] pieces [SEP]` (the tokenizer's specials) and its segments, where `first` is `pieces` with
+        the n pieces from j on replaced by the first of them (the mask goes there)."""
+        first = list(pieces) if n == 1 else [*pieces[: j + 1], *pieces[j + n :]]
+        a, b = [*self.head_ids, *first, *self.mid_ids], [*pieces, *self.tail_ids]
+        return [*a, *b][: self.max_len], ([0] * len(a) + [1] * len(b))[: self.max_len]
 
     def _top_k(self, logits: torch.Tensor, hidden: torch.Tensor, k: int) -> list[list[str]]:
         """Candidates from float32 `logits` (M, V) and the hidden states at the masks (M, H)."""
@@ -205,35 +208,39 @@ class MaskedLM:
     def predict(
         self,
         sentences: Sequence[Sequence[int]],
-        requests: Sequence[tuple[int, int]],
+        requests: Sequence[tuple[int, int] | tuple[int, int, int]],
         top_k: int,
         mode: str = "batched",
         batch_size: int = 64,
     ) -> list[list[str]]:
-        """Candidates for each request (sentence index, WordPiece index to mask)."""
+        """Candidates for each request: (sentence index, index of the word's first piece[, its number of pieces])."""
         results: list[list[str]] = [[] for _ in requests]
-        bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        bases: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        keys: dict[int, tuple[int, int, int]] = {}  # request -> its input: the sentence's, or its own for n > 1
         valid: list[int] = []
-        for r, (s, j) in enumerate(requests):
-            if 1 + j >= self.max_len:
+        start = len(self.head_ids)
+        for r, (s, j, *rest) in enumerate(requests):
+            n = rest[0] if rest else 1
+            if start + j >= self.max_len:
                 continue  # mask truncated away: no candidates (reference returns [])
-            if s not in bases:
-                ids, seg = self._inputs(sentences[s])
-                bases[s] = (torch.tensor(ids), torch.tensor(seg))
+            keys[r] = key = (s, 0, 1) if n == 1 else (s, j, n)
+            if key not in bases:
+                ids, seg = self._inputs(sentences[s], j, n)
+                bases[key] = (torch.tensor(ids), torch.tensor(seg))
             valid.append(r)
         k = min(top_k, len(self.id_to_token))
         if mode == "sequential":
             for r in valid:
-                results[r] = self._predict_one(bases[requests[r][0]], requests[r][1], k)
+                results[r] = self._predict_one(bases[keys[r]], requests[r][1], k)
             return results
         if mode != "batched":
             raise ConfigError(f"aug.mode={mode!r}: expected 'batched' or 'sequential'")
         buckets: dict[int, list[int]] = defaultdict(list)
         for r in valid:
-            buckets[len(bases[requests[r][0]][0])].append(r)
+            buckets[len(bases[keys[r]][0])].append(r)
         batches = [group[i : i + batch_size] for _, group in sorted(buckets.items())
                    for i in range(0, len(group), batch_size)]
-        inputs = [[(bases[requests[r][0]], requests[r][1]) for r in batch] for batch in batches]
+        inputs = [[(bases[keys[r]], requests[r][1]) for r in batch] for batch in batches]
         for batch, cands in zip(batches, self._run_batches(inputs, k)):
             for r, c in zip(batch, cands):
                 results[r] = c
@@ -242,20 +249,20 @@ class MaskedLM:
     def _predict_one(self, base: tuple[torch.Tensor, torch.Tensor], j: int, k: int) -> list[str]:
         """Sequential mode: one forward for one mask (the reference's way)."""
         ids, seg = base
-        x = ids.clone()
-        x[1 + j] = self.mask_id
+        x, at = ids.clone(), len(self.head_ids) + j
+        x[at] = self.mask_id
         kwargs = {"token_type_ids": seg[None].to(self.device)} if self.use_token_types else {}
         with _autocast(self.device, self.dtype):
             out = self.model(input_ids=x[None].to(self.device), output_hidden_states=True, **kwargs)
         self.forwards += 1
-        hidden = out.hidden_states[-1][:, 1 + j]
-        return self._top_k(out.logits[:, 1 + j], hidden, k)[0]
+        hidden = out.hidden_states[-1][:, at]
+        return self._top_k(out.logits[:, at], hidden, k)[0]
 
     @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
     def _predict_batch(self, batch: list[tuple[tuple[torch.Tensor, torch.Tensor], int]], k: int) -> list[list[str]]:
         """Batched mode: one forward for masked copies of sentences of one length, one mask each."""
         x = torch.stack([base[0] for base, _ in batch])
-        pos = torch.tensor([1 + j for _, j in batch])
+        pos = torch.tensor([len(self.head_ids) + j for _, j in batch])
         rows = torch.arange(len(batch))
         x[rows, pos] = self.mask_id
         x = x.to(self.device)
@@ -311,9 +318,12 @@ class MaskedLM:
 
 
 def _bert_layers(encoder) -> list | None:
-    """The layers of a BERT-style encoder (see MaskedLM), or None for another layout."""
+    """The layers of a BERT-style encoder (see MaskedLM), or None for another layout. Only the model types whose
+    encoder is embeddings then such layers and nothing else: DeBERTa-v2's layers look alike but need its relative
+    position embeddings and a mask, ELECTRA's may project its embeddings first."""
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if getattr(encoder, "embeddings", None) is None or not layers:
+    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
+    if model_type not in _BERT_STYLE or getattr(encoder, "embeddings", None) is None or not layers:
         return None
     for layer in layers:
         att = getattr(layer, "attention", None)
@@ -354,11 +364,11 @@ def load_mlm(
     in the checkpoint (e.g. a BertModel such as all-MiniLM-L6-v2: its predictions would be noise),
     unless allow_untrained_head.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
 
     name = str(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = load_tokenizer(name)
         model, fresh = load_reporting_fresh(AutoModelForMaskedLM, name)
     except Exception as e:
         hint = "" if Path(name).exists() else " (not a local folder; hub names need internet or the HF cache)"

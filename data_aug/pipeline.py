@@ -121,12 +121,15 @@ def load_components(
     return mlm, glove, frozenset(stopwords)
 
 
-def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str:
+def _glove_fp(cfg: AugConfig, glove: GloveNeighbours | None) -> str | None:
+    if cfg.mlm_only:
+        return None  # no word vectors are read
     if glove is not None:
         return glove.fingerprint
-    fp = glove_file_fingerprint(cfg.glove, cfg.glove_vocab_size)
+    fp = glove_file_fingerprint(cfg.word_vectors, cfg.word_vectors_vocab_size)
     if fp is None:
-        load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download)  # raises the error naming aug.glove
+        # raises the error naming aug.word_vectors
+        load_glove(cfg.word_vectors, cfg.word_vectors_vocab_size, cfg.allow_gensim_download)
         raise AssertionError("unreachable")  # pragma: no cover
     return fp
 
@@ -143,7 +146,7 @@ class AugmentJob:
     settings: dict[str, Any]
     mlm: MaskedLM
     glove: GloveNeighbours | None
-    glove_fp: str
+    glove_fp: str | None
     stopwords: frozenset[str]
     progress: bool = True
     coordinator: Coordinator = SINGLE
@@ -168,16 +171,14 @@ class AugmentJob:
         return min(self.cfg.chunk_size, len(self.table.rows) - self.chunk_starts[chunk])
 
     def augmenter(self) -> Augmenter:
-        """The masked LM, the GloVe neighbours (loaded here: fail before touching the output folder) and the
-        sampling settings."""
+        """The masked LM, the word-vector neighbours (loaded here: fail before touching the output folder; none in
+        MLM-only mode) and the sampling settings."""
         cfg = self.cfg
-        glove = self.glove if self.glove is not None else GloveNeighbours(
-            load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k,
-            fingerprint=self.glove_fp,
-        )
-        return Augmenter(self.mlm, glove, self.stopwords, top_k=cfg.top_k, n_aug=cfg.n_aug_for(self.task.name),
-                         p_replace=cfg.p_replace, mode=cfg.mode, batch_size=cfg.batch_size,
-                         alphabetic_only=cfg.alphabetic_only)
+        glove = self.glove
+        if glove is None and not cfg.mlm_only:
+            glove = GloveNeighbours(load_glove(cfg.word_vectors, cfg.word_vectors_vocab_size,
+                                               cfg.allow_gensim_download), cfg.top_k, fingerprint=self.glove_fp)
+        return Augmenter.from_settings(cfg, self.mlm, glove, self.stopwords, self.task.name)
 
 
 def generate(job: AugmentJob) -> Path:
@@ -257,7 +258,7 @@ def _join(job: AugmentJob, key: Mapping[str, Any], threads_before: int, started:
         "seed": cfg.seed,
         "config": cfg.as_dict(),
         "mlm_model": getattr(job.mlm, "name", str(cfg.mlm_model)),
-        "glove": cfg.glove if job.glove is None else "<preloaded>",
+        "word_vectors": None if cfg.mlm_only else cfg.word_vectors if job.glove is None else "<preloaded>",
         "source": {"path": str(job.src), "sha256": job.settings["source_sha256"], "examples": len(table.rows)},
         "output": {"path": str(store.final), "rows": rows_written, "sha256": sha256_file(store.final)},
         "counts": {"examples": len(table.rows), "rows": rows_written, **dict(sorted(totals.items()))},

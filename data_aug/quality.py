@@ -69,12 +69,10 @@ def quality_report(
     task = as_task(task_name)
     table = files.read_table(task, source_file(task, data_dir))
     mlm, glove, stopwords = load_components(cfg, data_dir, mlm, glove, stopwords)
-    if glove is None and use_glove and n_examples > 0:
-        glove = GloveNeighbours(load_glove(cfg.glove, cfg.glove_vocab_size, cfg.allow_gensim_download), cfg.top_k)
-    augmenter = Augmenter(
-        mlm, glove, stopwords, top_k=cfg.top_k, n_aug=cfg.n_aug_for(task.name), p_replace=cfg.p_replace,
-        mode=cfg.mode, batch_size=cfg.batch_size, alphabetic_only=cfg.alphabetic_only,
-    )
+    if glove is None and use_glove and n_examples > 0 and not cfg.mlm_only:
+        glove = GloveNeighbours(load_glove(cfg.word_vectors, cfg.word_vectors_vocab_size, cfg.allow_gensim_download),
+                                cfg.top_k)
+    augmenter = Augmenter.from_settings(cfg, mlm, glove, stopwords, task.name)
     sample = sample_sentences(table, n_sentences, cfg.seed)
     cands = augmenter.candidates([text for _, _, text in sample])
     tally = CandidateTally()
@@ -94,7 +92,7 @@ def quality_report(
         "mlm_model": getattr(mlm, "name", cfg.mlm_model),
         "mlm_fingerprint": mlm.fingerprint,
         "settings": {"top_k": cfg.top_k, "alphabetic_only": cfg.alphabetic_only, "stopwords": cfg.stopwords,
-                     "seed": cfg.seed},
+                     "seed": cfg.seed, "words": cfg.words, "mlm_only": cfg.mlm_only},
         "candidate_quality": stats,
         "examples": examples,
     }

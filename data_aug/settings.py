@@ -16,16 +16,17 @@ FORMAT_VERSION = 1
 
 
 def output_settings(
-    cfg: AugConfig, task: Task, mlm: MaskedLM | str, glove_fp: str, stop_fp: str, source_sha: str
+    cfg: AugConfig, task: Task, mlm: MaskedLM | str, glove_fp: str | None, stop_fp: str, source_sha: str
 ) -> dict[str, Any]:
-    """Everything the output depends on; a manifest whose settings differ is out of date."""
+    """Everything the output depends on; a manifest whose settings differ is out of date. The word vectors keep
+    their older keys (glove_fingerprint, glove_vocab_size), so outputs made before aug.word_vectors stay valid."""
     settings = {
         "format_version": FORMAT_VERSION,
         "task": task.name,
         "source_sha256": source_sha,
         "mlm_fingerprint": mlm if isinstance(mlm, str) else mlm.fingerprint,
         "glove_fingerprint": glove_fp,
-        "glove_vocab_size": cfg.glove_vocab_size,
+        "glove_vocab_size": None if cfg.mlm_only else cfg.word_vectors_vocab_size,
         "stopwords_fingerprint": stop_fp,
         "top_k": cfg.top_k,
         "n_aug": cfg.n_aug_for(task.name),
@@ -38,6 +39,10 @@ def output_settings(
     if cfg.alphabetic_only:
         # Only when on, so outputs made before the option existed (= off) stay up to date.
         settings["alphabetic_only"] = True
+    if cfg.mlm_only:  # these three only when not the default, so older outputs stay up to date
+        settings["mlm_only"] = True
+    if cfg.words != "reference":
+        settings["words"] = cfg.words
     if cfg.stopwords != "nltk":
         # Named as well as fingerprinted (stop words passed in preloaded are only fingerprinted); only when not
         # the default, so outputs made before the option existed stay up to date.

@@ -9,7 +9,13 @@ rules (tests check both agree).
 A word is a replacement candidate when it is purely alphabetic ASCII (`[a-z]+`, the reference's
 `_is_valid`) and not a stop word: NLTK's English list (`aug.stopwords: nltk`, default) or the list hard-coded in
 the reference script (`aug.stopwords: reference`), which is NLTK's list without its eight wh-words plus two
-contraction pieces (see REFERENCE_LACKS).
+contraction pieces (see REFERENCE_LACKS); `aug.stopwords: none` has none.
+
+That is `aug.words: reference`, English only: lower-casing and stripping accents would write `ete` for `été`, and
+`[a-z]+` never matches a word of another script. `aug.words: unicode` (any language) keeps case and accents (the
+basic tokeniser without lower-casing, as a cased multilingual BERT splits text: punctuation split, every CJK
+character a word) and takes as candidates the words made of letters of any script (with their combining marks),
+stop words compared lower-cased.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +31,8 @@ from tinydistill.errors import ConfigError, DataError
 
 _ALPHA = re.compile(r"[a-z]+")
 
-STOPWORD_LISTS = ("nltk", "reference")
+STOPWORD_LISTS = ("nltk", "reference", "none")
+WORD_RULES = ("reference", "unicode")
 # The reference's StopWordsList, compared word by word with NLTK's English list (179 words): it lacks these
 # eight, so the reference replaces wh-words (about 1% of the candidate words on MRPC) ...
 REFERENCE_LACKS = frozenset({"how", "what", "when", "where", "which", "who", "whom", "why"})
@@ -36,13 +44,13 @@ REFERENCE_FINGERPRINT = "9d5e71ffa53642ed"
 
 
 class _TokenizersBasic:
-    """Same rules as BasicTokenizer(do_lower_case=True), from the `tokenizers` library."""
+    """Same rules as BasicTokenizer(do_lower_case=lowercase), from the `tokenizers` library."""
 
-    def __init__(self) -> None:
+    def __init__(self, lowercase: bool = True) -> None:
         from tokenizers import normalizers, pre_tokenizers
 
         self._norm = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
         )
         self._pre = pre_tokenizers.BertPreTokenizer()
 
@@ -67,9 +75,28 @@ def basic_tokenize(text: str) -> list[str]:
     return _basic_tokenizer().tokenize(text)
 
 
-def is_candidate_word(word: str, stopwords: frozenset[str] | set[str]) -> bool:
-    """True for a purely alphabetic (a-z) word that is not a stop word."""
-    return _ALPHA.fullmatch(word) is not None and word not in stopwords
+@lru_cache(maxsize=1)
+def _cased_tokenizer() -> _TokenizersBasic:
+    return _TokenizersBasic(lowercase=False)
+
+
+def split_words(text: str, rule: str = "reference") -> list[str]:
+    """The words of `text` under `aug.words`: `reference` lower-cased (basic_tokenize), `unicode` as written."""
+    return basic_tokenize(text) if rule == "reference" else _cased_tokenizer().tokenize(text)
+
+
+def _is_letters(word: str) -> bool:
+    """Letters of any script, with their combining marks (Devanagari vowel signs are marks, not letters)."""
+    cats = [unicodedata.category(c)[0] for c in word]
+    return "L" in cats and all(c in "LM" for c in cats)
+
+
+def is_candidate_word(word: str, stopwords: frozenset[str] | set[str], rule: str = "reference") -> bool:
+    """`reference`: a purely alphabetic (a-z) word that is not a stop word. `unicode`: a word of letters of any
+    script whose lower-cased form is not a stop word."""
+    if rule == "reference":
+        return _ALPHA.fullmatch(word) is not None and word not in stopwords
+    return _is_letters(word) and word.lower() not in stopwords
 
 
 def nltk_data_dir(explicit: str | os.PathLike | None, data_dir: str | os.PathLike | None) -> Path | None:
@@ -89,13 +116,15 @@ def reference_stopwords(nltk_english: frozenset[str] | set[str]) -> frozenset[st
 
 
 def load_stopwords(nltk_data: str | os.PathLike | None = None, which: str = "nltk") -> frozenset[str]:
-    """The stop words of `aug.stopwords`: NLTK's English list (179 words) or the reference script's (173).
+    """The stop words of `aug.stopwords`: NLTK's English list (179 words), the reference script's (173) or none.
 
     With `nltk_data`, the list is read from that folder, which must hold corpora/stopwords/english;
     without, from NLTK's search path.
     """
     if which not in STOPWORD_LISTS:
         raise ConfigError(f"aug.stopwords={which!r}: expected one of {list(STOPWORD_LISTS)}")
+    if which == "none":
+        return frozenset()
     english = _nltk_english(nltk_data)
     if which == "nltk":
         return english

@@ -335,13 +335,15 @@ def test_every_accepted_model_type_works(model_type):
     assert all(".encoder." in n for n in layers) == (model_type in STUDENT_TYPES), layers[:2]
 
 
-# ------------------------------------------------------------------ GloVe rows
+# ------------------------------------------------------------------ word-vector rows (GloVe, fastText)
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("the 0.1 0.2 0.3\ncat 0.5\ndog 0.1 0.2 0.3\n", 2, "1 values, but line 1 has 3"),  # gensim broadcasts this one
     ("the 0.1 0.2 0.3\ncat 0.1 0.2 0.3\ndog 0.1 0.2 0.3 0.4\n", 3, "4 values, but line 1 has 3"),
-    ("3 3\nthe 0.1 0.2 0.3\ncat 0.1 0.2\ndog 0.1 0.2 0.3\n", 3, "2 values, but line 2 has 3"),  # word2vec header
+    # word2vec / fastText .vec header: the rows must have its <dim> values
+    ("3 3\nthe 0.1 0.2 0.3\ncat 0.1 0.2\ndog 0.1 0.2 0.3\n", 3, "2 values, but the header (line 1) says 3"),
+    ("3 4\nthe 0.1 0.2 0.3\ncat 0.1 0.2 0.3\n", 2, "3 values, but the header (line 1) says 4"),
 ])
 def test_glove_row_of_another_length(tmp_path, text, line, message):
     from data_aug.glove import glove_file_fingerprint, load_glove
@@ -351,7 +353,7 @@ def test_glove_row_of_another_length(tmp_path, text, line, message):
     for load in (load_glove, glove_file_fingerprint):
         with pytest.raises(DataError) as e:
             load(str(path), 100)
-        assert str(e.value) == f"{path}: line {line}: {message} (aug.glove): every row must be a word and the same " \
+        assert str(e.value) == f"{path}: line {line}: {message} (aug.word_vectors): every row must be a word and the same " \
                                f"number of values"
 
 
@@ -376,7 +378,7 @@ def test_glove_bad_row_through_data_aug_writes_nothing(tmp_path, capsys, minilm_
     glove.write_text("the 0.1 0.2 0.3\ncat 0.5\n")
     data = write_glue(tmp_path / "in" / "data", "SST-2", "sentence\tlabel", {"train": sst2_rows(6)})
     argv = sys.argv
-    sys.argv = ["data_aug", "task=sst2", "aug=on", f"aug.mlm_model={mlm}", f"aug.glove={glove}", f"aug.nltk_data={data_dir / 'nltk_data'}",
+    sys.argv = ["data_aug", "task=sst2", "aug=on", f"aug.mlm_model={mlm}", f"aug.word_vectors={glove}", f"aug.nltk_data={data_dir / 'nltk_data'}",
                 f"paths.data_dir={data}", f"paths.artifacts_dir={tmp_path / 'artifacts'}",
                 f"hydra.run.dir={tmp_path / 'hydra'}"]
     root = logging.getLogger()
@@ -393,7 +395,7 @@ def test_glove_bad_row_through_data_aug_writes_nothing(tmp_path, capsys, minilm_
         GlobalHydra.instance().clear()
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err[-3000:]
-    assert f"error: {glove}: line 2: 1 values, but line 1 has 3 (aug.glove)" in err
+    assert f"error: {glove}: line 2: 1 values, but line 1 has 3 (aug.word_vectors)" in err
     assert not (tmp_path / "artifacts").exists()
 
 

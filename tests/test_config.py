@@ -70,7 +70,7 @@ def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
     if stage == "task":
         assert cfg.stage.teacher == teacher.stage.output_dir
         assert cfg.aug.enabled and cfg.aug.mlm_model.endswith("artifacts/mlm/minilm_l6-demo")
-        assert cfg.aug.glove.endswith("glove/glove.6B.50d.top50k.txt")
+        assert cfg.aug.word_vectors.endswith("glove/glove.6B.50d.top50k.txt")
         assert cfg.aug.output_dir.endswith("artifacts/aug/sst2-demo")
         baseline = compose_cfg("stage=finetune", "experiment=demo/nodistill")
         OmegaConf.resolve(baseline)

@@ -490,7 +490,7 @@ def test_data_aug_cli_on_a_users_task(tmp_path, tokenizer):
            "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("TINYDISTILL_DATA_DIR", None)  # a user's task needs no data folder
     args = [sys.executable, "-m", "data_aug", *custom_overrides(train, dev), f"aug.mlm_model={model_dir}",
-            f"aug.glove={glove}", f"aug.nltk_data={tmp_path / 'nltk_data'}", "aug.n_aug=3", "aug.chunk_size=2",
+            f"aug.word_vectors={glove}", f"aug.nltk_data={tmp_path / 'nltk_data'}", "aug.n_aug=3", "aug.chunk_size=2",
             "aug.num_threads=1"]
     res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -523,7 +523,7 @@ def test_task_distillation_with_augmentation_report_and_benchmark(compose_cfg, t
     common = ["stage=task", f"stage.teacher={teacher}", "paths.data_dir=null", "logger=csv", "student.init=random",
               *TINY_STUDENT, "stage.batch_size=4", "stage.intermediate.max_steps=2",
               "stage.pred.max_steps=2", "stage.latency_repeats=1", "stage.allow_weak_teacher=true", "aug=on",
-              f"aug.mlm_model={mlm_dir}", f"aug.glove={glove}", "aug.n_aug=2", "aug.chunk_size=4", "aug.num_threads=1",
+              f"aug.mlm_model={mlm_dir}", f"aug.word_vectors={glove}", "aug.n_aug=2", "aug.chunk_size=4", "aug.num_threads=1",
               *custom_overrides(train, dev)]
     results = {ablation: run(compose_cfg(*common, f"ablation={ablation}")) for ablation in ("none", "no_pred")}
     aug = tmp_path / "artifacts" / "aug" / "tickets" / "train_aug.jsonl"

@@ -192,7 +192,7 @@ def test_manifest_settings_cover_what_changes_the_output():
     task = get_task("mrpc")
     base = output_settings(cfg, task, "m", "g", "s", "src")
     assert "batch_size" not in base and "mode" not in base  # float32 on CPU: batching-invariant
-    for change in ({"seed": 1}, {"top_k": 5}, {"n_aug": 3}, {"p_replace": 0.3}, {"glove_vocab_size": 10},
+    for change in ({"seed": 1}, {"top_k": 5}, {"n_aug": 3}, {"p_replace": 0.3}, {"word_vectors_vocab_size": 10},
                    {"alphabetic_only": True}, {"stopwords": "reference"}, {"n_aug_per_task": {"mrpc": 30}}):
         assert output_settings(AugConfig(**change), task, "m", "g", "s", "src") != base
     # defaults leave the settings of outputs made before these options existed

@@ -37,7 +37,7 @@ def cli_inputs(glue_dir, tmp_path, tokenizer) -> tuple[dict, list[str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "TINYDISTILL_DATA_DIR": str(glue_dir), "TINYDISTILL_ARTIFACTS": str(tmp_path / "art"),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = ["task=mrpc", f"aug.mlm_model={model_dir}", f"aug.glove={glove}",
+    args = ["task=mrpc", f"aug.mlm_model={model_dir}", f"aug.word_vectors={glove}",
             f"aug.nltk_data={nltk_dir}", "aug.n_aug=3", "aug.chunk_size=2", "aug.num_threads=1"]
     return env, args
 

@@ -40,5 +40,5 @@ def test_glove_from_shared_file():
 def test_glove_errors_name_the_option(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_glove(str(tmp_path / "missing.txt"))
-    with pytest.raises(ConfigError, match="aug.glove"):
+    with pytest.raises(ConfigError, match="aug.word_vectors"):
         load_glove("glove-no-such-set-42")

@@ -58,7 +58,7 @@ def test_gensim_data_name_needs_the_opt_in(monkeypatch, caplog, small_kv):
     with pytest.raises(ConfigError) as e:
         load_glove("glove-wiki-gigaword-50")
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("aug.glove='glove-wiki-gigaword-50' is a gensim-data name")
+    assert "\n" not in msg and msg.startswith("aug.word_vectors='glove-wiki-gigaword-50' is a gensim-data name")
     assert "imports Python code from the internet" in msg and "HF_HUB_OFFLINE" in msg
     assert "aug.allow_gensim_download=true" in msg and calls == []  # refused before the downloader runs
     with caplog.at_level("WARNING", logger="data_aug.glove"):
@@ -73,7 +73,7 @@ def test_augmentation_with_the_default_gensim_name_stops_without_writing(glue_di
     import gensim.downloader
 
     monkeypatch.setattr(gensim.downloader, "load", lambda name: pytest.fail("gensim downloader called"))
-    assert AugConfig().glove == "glove-wiki-gigaword-300" and AugConfig().allow_gensim_download is False
+    assert AugConfig().word_vectors == "glove-wiki-gigaword-300" and AugConfig().allow_gensim_download is False
     art = tmp_path / "artifacts"
     with pytest.raises(ConfigError, match="allow_gensim_download"):
         ensure_augmented(small_cfg(), "mrpc", glue_dir, art, mlm_model=mlm, stopwords=STOP, progress=False)
@@ -88,6 +88,6 @@ def test_offline_glove_file_needs_no_opt_in(tmp_path):
 
 def test_aug_configs_keep_the_gensim_download_off(compose_cfg):
     on = AugConfig.from_cfg(compose_cfg("aug=on").aug)
-    assert on.glove == "glove-wiki-gigaword-300" and on.allow_gensim_download is False
+    assert on.word_vectors == "glove-wiki-gigaword-300" and on.allow_gensim_download is False
     offline = AugConfig.from_cfg(compose_cfg("aug=offline").aug)
-    assert offline.glove.endswith("glove/glove.6B.50d.top50k.txt") and offline.allow_gensim_download is False
+    assert offline.word_vectors.endswith("glove/glove.6B.50d.top50k.txt") and offline.allow_gensim_download is False

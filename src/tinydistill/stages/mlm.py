@@ -204,10 +204,7 @@ def candidate_quality(p: MlmPlan, model: PreTrainedModel, tokenizer, datamodule:
         )
         device = str(next(model.parameters()).device)
         mlm = MaskedLM(model, tokenizer, name=p.model, device=device, max_seq_length=aug.max_seq_length)
-        augmenter = Augmenter(
-            mlm, None, stopwords, top_k=aug.top_k, mode=aug.mode, batch_size=aug.batch_size,
-            alphabetic_only=aug.alphabetic_only,
-        )
+        augmenter = Augmenter.from_settings(aug, mlm, None, stopwords)
         stats = measure_candidates(augmenter, sentences)
     except (ConfigError, DataError) as e:
         log.warning("masked LM: candidate statistics skipped: %s", e)
