@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from tinydistill.ckpt_path import check_checkpoint_file
 from tinydistill.contract import Stage
@@ -42,7 +42,8 @@ from tinydistill.models.loading import (
     check_weight_files,
     resolve_model_path,
 )
-from tinydistill.models.student import student_config
+from tinydistill.models.released import checkpoint_config
+from tinydistill.models.student import OFFSET_POSITIONS, student_config
 from tinydistill.offline import offline_variable
 from tinydistill.progress import check_progress_settings
 
@@ -52,13 +53,12 @@ BATCH_SIZES = ("stage.batch_size", "stage.eval_batch_size", "stage.latency_batch
 #: Model types whose attention goes through transformers' AttentionInterface (models/capture.py) and whose
 #: classifiers train on these batches; tests/test_bad_input.py runs each through both with a tiny random model.
 ENCODER_TYPES = frozenset({"albert", "bert", "camembert", "distilbert", "electra", "roberta", "xlm-roberta"})
-#: Task phase 1 trains the student's parameters under `.embeddings.` and `.encoder.` (modules/task.py); DistilBERT
-#: calls its layers `.transformer.`, so its phase 1 would train the embeddings only.
-STUDENT_TYPES = ENCODER_TYPES - {"distilbert"}
+#: Task students: the encoders above (not DistilBERT, kept to the DistilBERT baseline) and the families
+#: `student.family` builds (models/student.py; ModernBERT, whose attention capture tests/test_students.py runs);
+#: task phase 1 trains their base model's parameters, the pooler aside (modules/task.py).
+STUDENT_TYPES = (ENCODER_TYPES - {"distilbert"}) | {"modernbert"}
 #: stage=mlm loads BertForMaskedLM; the DistilBERT baseline copies BERT layers (models/distilbert.py).
 BERT_ONLY = frozenset({"bert"})
-#: RoBERTa-style embeddings number positions from pad_token_id + 1.
-OFFSET_POSITIONS = frozenset({"camembert", "roberta", "xlm-roberta"})
 
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
@@ -169,7 +169,7 @@ def model_config(label: str, ref: Any) -> PretrainedConfig:
         raise ConfigError(f"{label}: {e}") from None
     folder = Path(resolved)
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        config = checkpoint_config(resolved, label)  # also a BERT config.json without model_type (TinyBERT's)
     except Exception as e:  # noqa: BLE001 - bad JSON, unknown model type, hub errors: one line
         where = folder / "config.json" if folder.is_dir() else label
         raise ConfigError(f"{where}: cannot read the model's config ({type(e).__name__}: {first_line(e)})") from None
