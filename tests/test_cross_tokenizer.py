@@ -7,6 +7,7 @@ Both read real MRPC rows."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -22,10 +23,13 @@ from transformers import (
 )
 
 from tests.conftest import assert_nothing_written, assert_one_line, compose_config
+from tinydistill import export
 from tinydistill.data.glue import TaskDataModule, load_examples, tokenized_split
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.prediction import logit_cache_path
+from tinydistill.inference import load_classifier
 from tinydistill.modules.task import teacher_inputs
+from tinydistill.predict import Inputs, predict
 from tinydistill.stages import run
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "[PAD]"]  # [PAD] is id 4 here, 0 for the teacher
@@ -140,6 +144,14 @@ def test_prediction_layer_distillation_with_two_tokenizers_end_to_end(tmp_path, 
     with torch.no_grad():
         first = teacher(**{k: torch.tensor([v]) for k, v in rows[0].items() if k != "labels"}).logits
     torch.testing.assert_close(logits[0], first[0], rtol=1e-4, atol=1e-5)
+    # Export: the teacher its metrics.json names reads other tokens, so the student is its own timing reference.
+    out = export.export_model(result["output_dir"], task="mrpc", data_dir=str(data_dir), cache_dir=cfg.paths.cache_dir,
+                              repeats=1, batch1=False, max_seq_length=128)
+    check = json.loads((out / "export.json").read_text())
+    assert check["check"]["reference_role"] == "model"
+    onnx = load_classifier(out)
+    assert onnx.tokenizer.get_vocab() == exported.get_vocab()
+    assert [label for label, _ in predict(onnx, Inputs(["A cat sat."], ["The cat sat."]))][0] in onnx.label_names
 
 
 @pytest.mark.parametrize("extra", [[], ["stage.phase=intermediate"], ["ablation=no_pred"]])

@@ -201,3 +201,24 @@ def test_student_init_takes_a_hub_name_and_stops_in_one_line_when_it_cannot_be_r
     assert_one_line(result, "student.init=huawei-noah/TinyBERT_General_4L_312D: no model folder of that name, and "
                             "the Hugging Face hub cannot give it", "download it once with network access")
     assert_nothing_written(tmp_path)
+
+
+def test_the_distilbert_baseline_refuses_another_family_in_one_line(compose_cfg, tiny_bert, corpus):
+    cfg = compose_cfg("stage=general", "distill=distilbert", f"distill.teacher={tiny_bert}",
+                      f"stage.corpus.path={corpus}", "student.family=roberta")
+    with pytest.raises(ConfigError, match=r"^student.family='roberta': the DistilBERT baseline \(distill=distilbert\) "
+                                          r"builds a BERT student from the teacher's own layers"):
+        run(cfg)
+
+
+def test_a_tinybert_release_fine_tunes_as_the_no_distillation_baseline(compose_cfg, tmp_path, minilm_path, data_dir):
+    folder = released_tinybert(tmp_path / "TinyBERT_General_2L_16D", minilm_path)
+    result = run(compose_cfg("stage=finetune", "task=rte", f"stage.model={folder}", f"paths.data_dir={data_dir}",
+                             "logger=none", "stage.epochs=1", "trainer.limit_train_batches=2",
+                             "trainer.limit_val_batches=1", "stage.measure_latency=false"))
+    clf = load_classifier(result["output_dir"])
+    assert clf.config.model_type == "bert" and clf.config.num_hidden_layers == 2
+    # Its encoder started from the release (the classifier head was new): two small steps away from it.
+    loaded = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    torch.testing.assert_close(clf.model.bert.encoder.layer[0].attention.self.query.weight,
+                               loaded["bert.encoder.layer.0.attention.self.query.weight"], rtol=0, atol=1e-3)
