@@ -287,13 +287,13 @@ def test_gpt2_as_task_teacher(tmp_path, train_py, gpt2, sst2):
     assert_nothing_written(tmp_path)
 
 
-def test_roberta_for_stage_mlm_and_distilbert_student(tmp_path, train_py, minilm_path, sst2, corpus):
-    roberta = tmp_path / "in" / "roberta"
-    RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=130).save_pretrained(roberta)
-    assert_one_line(train_py("stage=mlm", f"stage.model={roberta}", f"stage.corpus.path={corpus}"),
-                    f"stage.model={roberta} is a 'roberta' model, not an encoder stage=mlm (BertForMaskedLM) can use "
-                    f"(model types: bert)")
+def test_electra_for_stage_mlm_and_distilbert_student(tmp_path, train_py, minilm_path, sst2, corpus):
+    electra = tmp_path / "in" / "electra"
+    AutoConfig.for_model("electra", vocab_size=100, embedding_size=32, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=4, intermediate_size=64).save_pretrained(electra)
+    assert_one_line(train_py("stage=mlm", f"stage.model={electra}", f"stage.corpus.path={corpus}"),
+                    f"stage.model={electra} is a 'electra' model, not an encoder stage=mlm (a masked LM) can use "
+                    f"(model types: bert, camembert, roberta, xlm-roberta)")
     teacher = save_classifier(tmp_path / "in" / "teacher", Path(minilm_path))
     student = tmp_path / "in" / "distilbert"
     AutoConfig.for_model("distilbert", vocab_size=100, dim=32, n_layers=1, n_heads=4, hidden_dim=64).save_pretrained(student)

@@ -84,6 +84,10 @@ def find_teacher(model_dir: Path, teacher: str | os.PathLike | None) -> Path | N
         log.warning("export: teacher_dir=%s in %s not found; speed-ups are over the model's own PyTorch fp32 "
                     "(give --teacher)", t_dir, model_dir / METRICS_JSON)
         return None
+    if str(record.fields.get("student_tokenizer", "")).startswith("own"):  # stage=task with two tokenizers
+        log.warning("export: the teacher %s reads text with another tokenizer than %s, so they cannot be timed on the "
+                    "same batches; speed-ups are over the model's own PyTorch fp32", t_dir, model_dir)
+        return None
     return Path(t_dir)
 
 

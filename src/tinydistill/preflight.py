@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from tinydistill.ckpt_path import check_checkpoint_file
 from tinydistill.contract import Stage
@@ -44,7 +44,8 @@ from tinydistill.models.loading import (
     resolve_model_path,
 )
 from tinydistill.models.masked_lm import FAMILIES as MASKED_LM_FAMILIES
-from tinydistill.models.student import student_config
+from tinydistill.models.released import checkpoint_config
+from tinydistill.models.student import OFFSET_POSITIONS, student_config
 from tinydistill.offline import offline_variable
 from tinydistill.progress import check_progress_settings
 
@@ -57,15 +58,14 @@ ENCODER_TYPES = frozenset({"albert", "bert", "camembert", "distilbert", "electra
 #: Teachers (stage=task, stage=general, stage=init_student) and models stage=finetune fine-tunes into teachers: the
 #: encoders above, DeBERTa-v2/v3 (its disentangled attention keeps its scores to itself: TinyBERT's attention loss is
 #: refused, distill=minilm reads its queries, keys and values) and ModernBERT; tests/test_teacher_families.py runs a
-#: tiny teacher of each through stage=task. Not students: see STUDENT_TYPES.
+#: tiny teacher of each through stage=task. Students: see STUDENT_TYPES.
 TEACHER_TYPES = ENCODER_TYPES | {"deberta-v2", "modernbert"}
-#: Task phase 1 trains the student's parameters under `.embeddings.` and `.encoder.` (modules/task.py); DistilBERT
-#: calls its layers `.transformer.`, so its phase 1 would train the embeddings only.
-STUDENT_TYPES = ENCODER_TYPES - {"distilbert"}
+#: Task students: the encoders above (not DistilBERT, kept to the DistilBERT baseline) and the families
+#: `student.family` builds (models/student.py; ModernBERT, whose attention capture tests/test_students.py runs);
+#: task phase 1 trains their base model's parameters, the pooler aside (modules/task.py).
+STUDENT_TYPES = (ENCODER_TYPES - {"distilbert"}) | {"modernbert"}
 #: stage=mlm and the DistilBERT baseline train masked LMs of these families (models/masked_lm.py).
 MASKED_LM_TYPES = frozenset(MASKED_LM_FAMILIES)
-#: RoBERTa-style embeddings number positions from pad_token_id + 1.
-OFFSET_POSITIONS = frozenset({"camembert", "roberta", "xlm-roberta"})
 
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
@@ -177,7 +177,7 @@ def model_config(label: str, ref: Any) -> PretrainedConfig:
         raise ConfigError(f"{label}: {e}") from None
     folder = Path(resolved)
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        config = checkpoint_config(resolved, label)  # also a BERT config.json without model_type (TinyBERT's)
     except Exception as e:  # noqa: BLE001 - bad JSON, unknown model type, hub errors: one line
         where = folder / "config.json" if folder.is_dir() else label
         raise ConfigError(f"{where}: cannot read the model's config ({type(e).__name__}: {first_line(e)})") from None

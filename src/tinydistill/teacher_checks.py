@@ -12,8 +12,9 @@ logits or training:
   task's.
 - **weak teacher** (`check_teacher_strength`): the teacher's freshly measured dev metric is not clearly above the
   constant predictor's (a teacher fine-tuned on another task with the same labels passes the first two checks).
-- **vocabulary** (`tokenizer_difference`, `check_student_vocabulary`): teacher and student read token ids with
-  different tokenizers; TinyBERT's intermediate losses compare the two models position by position.
+- **vocabulary** (`tokenizer_difference`, `student_tokenizer`): teacher and student read text with different
+  tokenizers; TinyBERT's intermediate losses compare the two models position by position, so only the prediction
+  layer can be distilled (each model reading the texts with its own tokenizer), and asking for more stops the run.
 - **augmentation model** (`aug_vocabulary_warning`): ``aug.mlm_model`` has another vocabulary than the task's
   tokenizer. A warning only: augmentation hands words, not token ids, to the student's tokenizer.
 
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import (
-    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -42,7 +42,8 @@ from transformers import (
 
 from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
-from tinydistill.models.loading import load_reporting_fresh
+from tinydistill.models.loading import load_reporting_fresh, load_tokenizer
+from tinydistill.models.released import checkpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -197,30 +198,44 @@ def tokenizer_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase)
 
 
 def folder_tokenizer(path: str | Path) -> PreTrainedTokenizerBase | None:
-    """The tokenizer saved in a model folder, or None if it has none."""
-    if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+    """The tokenizer saved in a model folder (or hub repository), or None if it has none."""
+    if Path(path).is_dir():
+        return AutoTokenizer.from_pretrained(str(path)) if any((Path(path) / f).is_file() for f in TOKENIZER_FILES) \
+            else None
+    try:
+        return load_tokenizer(str(path))
+    except (OSError, ValueError):  # a hub repository without tokenizer files
         return None
-    return AutoTokenizer.from_pretrained(str(path))
 
 
-def check_student_vocabulary(
-    teacher_tokenizer: PreTrainedTokenizerBase, teacher: str, student: str, student_setting: str = "student.init"
-) -> None:
-    """The student folder must read the teacher's token ids: the same tokenizer if it has one, and an embedding
-    matrix as large as the teacher's vocabulary in any case."""
+def student_tokenizer(
+    teacher_tokenizer: PreTrainedTokenizerBase, teacher: str, student: str, student_setting: str = "student.init",
+    intermediate: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer the student reads: its own when it has one that reads text differently from the teacher's (then
+    only the prediction layer can be distilled, each model reading the same texts with its own tokenizer; one log
+    line says so), else the teacher's, whose ids the student's embedding matrix must then cover.
+
+    `intermediate` (what asks for intermediate layers, e.g. ``stage.phase=both``) makes another tokenizer an error:
+    TinyBERT's intermediate losses compare the two models position by position over the same token ids."""
     why = (f"TinyBERT's intermediate losses compare teacher and student position by position over the same token "
            f"ids; general-distil the student from this teacher's pretrained model (`python train.py stage=general "
            f"teacher.name_or_path=<it>`) or set {student_setting}=random")
-    student_tokenizer = folder_tokenizer(student)
-    if student_tokenizer is not None:
-        diff = tokenizer_difference(teacher_tokenizer, student_tokenizer)
-        if diff:
-            raise ConfigError(f"{student_setting}={student} and stage.teacher={teacher} use different tokenizers: "
-                              f"{diff}. {why}")
-    vocab_size = AutoConfig.from_pretrained(student).vocab_size
+    own = folder_tokenizer(student)
+    diff = None if own is None else tokenizer_difference(teacher_tokenizer, own)
+    if diff and intermediate:
+        raise ConfigError(f"{student_setting}={student} and stage.teacher={teacher} use different tokenizers: {diff}, "
+                          f"and {intermediate} asks for intermediate layers. {why}, or set stage.phase=pred to "
+                          f"distil the prediction layer only (each model reading the texts with its own tokenizer)")
+    if diff:
+        log.info("%s=%s and stage.teacher=%s use different tokenizers (%s): distilling the prediction layer only, each "
+                 "model reading the same texts with its own tokenizer", student_setting, student, teacher, diff)
+        return own
+    vocab_size = checkpoint_config(student, student_setting).vocab_size
     if vocab_size < len(teacher_tokenizer):
         raise ConfigError(f"{student_setting}={student} has a vocabulary of {vocab_size} tokens, the tokenizer of "
                           f"stage.teacher={teacher} {len(teacher_tokenizer)}. {why}")
+    return teacher_tokenizer
 
 
 def whole_words(tokenizer: PreTrainedTokenizerBase) -> set[str]:

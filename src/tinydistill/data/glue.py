@@ -21,6 +21,7 @@ from tinydistill.data import files
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
 from tinydistill.data.loader import make_loader
 from tinydistill.data.tasks import TUNE_SPLIT, Task, get_task
+from tinydistill.data.two_tokenizers import TwoEncodingCollator, with_teacher_encoding
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.hashing import sha256_file
 
@@ -245,6 +246,8 @@ class TaskDataModule(L.LightningDataModule):
     epoch's batches in a new order.
     Validation uses every dev split of the task (MNLI: matched, then mismatched), after the tune split when
     `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
+    `teacher_tokenizer` (a teacher that reads text with another tokenizer than `tokenizer`, the student's): training
+    rows also carry the teacher's encoding of their text (`data.two_tokenizers`); `teacher_view` gives it alone.
     """
 
     def __init__(
@@ -262,6 +265,7 @@ class TaskDataModule(L.LightningDataModule):
         with_index: bool = False,
         pad_to_max_length: bool = False,
         seed: int = 0,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         super().__init__()
         self.task = get_task(task) if isinstance(task, str) else task
@@ -281,22 +285,35 @@ class TaskDataModule(L.LightningDataModule):
         # Examples are truncated to max_seq_length, so rounding up to a multiple of it pads to exactly it.
         multiple = max_seq_length if pad_to_max_length else None
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
+        self.teacher_tokenizer = teacher_tokenizer
+        if teacher_tokenizer is not None:
+            self.collator = TwoEncodingCollator(
+                self.collator, DataCollatorWithPadding(teacher_tokenizer, pad_to_multiple_of=multiple))
         self.splits: dict[str, Dataset] = {}
 
     @property
     def dev_splits(self) -> tuple[str, ...]:
         return self.task.dev_splits
 
-    def _split(self, split: str) -> Dataset:
+    def _split(self, split: str, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
         file = self.train_file if split == "train" else None
         return tokenized_split(
-            self.task, split, self.tokenizer, self.max_seq_length, self.data_dir, self.cache_dir, file
+            self.task, split, tokenizer or self.tokenizer, self.max_seq_length, self.data_dir, self.cache_dir, file
         )
+
+    def teacher_view(self) -> tuple[Dataset, PreTrainedTokenizerBase]:
+        """The training rows as the teacher reads them, and its tokenizer (the teacher-logit cache keys on this
+        encoding): the teacher's own encoding when its tokenizer differs, else the training split itself."""
+        if self.teacher_tokenizer is None:
+            return self.splits["train"], self.tokenizer
+        return self._split("train", self.teacher_tokenizer), self.teacher_tokenizer
 
     def prepare_data(self) -> None:
         # Runs on one process only: builds the on-disk caches that setup() then reads.
         for split in ("train", *self.task.val_splits):
             self._split(split)
+        if self.teacher_tokenizer is not None:
+            self._split("train", self.teacher_tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", *self.task.val_splits):
@@ -304,6 +321,8 @@ class TaskDataModule(L.LightningDataModule):
                 ds = self._split(split)
                 if split == "train" and self.with_index:
                     ds = ds.add_column("idx", list(range(len(ds))))
+                if split == "train" and self.teacher_tokenizer is not None:
+                    ds = with_teacher_encoding(ds, self.teacher_view()[0])
                 self.splits[split] = ds
         if len(self.splits["train"]) == 0:
             raise DataError(f"task {self.task.name}: the training split is empty")

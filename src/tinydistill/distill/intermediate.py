@@ -5,7 +5,7 @@ layer_map`; ``g[m-1]`` is the teacher layer student layer ``m`` learns from), th
 
     emb = MSE(E_S W_e, E_T)                                   E = hidden_states[0], the embedding output
     att = sum_m attention_loss(A_S[m], A_T[g(m)])             A = pre-softmax scores (default) or probabilities
-    hid = sum_m MSE(H_S[m] W_h, H_T[g(m)])
+    hid = sum_m MSE(H_S[m] W_h, H_T[g(m)])                    W_h = W_m with per_layer projections
     loss = w_emb * emb + w_att * att + w_hid * hid
 
 exactly as the reference ``general_distill.py`` / ``task_distill.py`` (whose ``rep_loss`` is ``emb + hid`` and
@@ -14,7 +14,9 @@ element (padding positions included unless ``mask_padding``), attention scores `
 
 Projections (:class:`Projections`): ``shared`` -- one linear map ``W`` for embeddings and every hidden layer, as
 the reference code (its single ``fit_dense``); ``separate`` -- ``W_e`` for embeddings and ``W_h`` for the hidden
-layers, as the paper's equations; ``none`` -- identity, only when student and teacher widths are equal. They
+layers, as the paper's equations; ``per_layer`` -- ``W_e`` and one ``W_m`` per student layer, as TinyBERT's released
+checkpoints (their ``fit_denses``, `Projections.from_fit_denses`); ``none`` -- identity, only when student and
+teacher widths are equal. They
 are saved beside the student (``projections.safetensors`` + ``projections.json``), never inside it, so the
 student stays a plain ``transformers`` model; task distillation loads them back with
 :meth:`Projections.load`.
@@ -39,7 +41,7 @@ from tinydistill.losses import REFERENCE_SCORE_FLOOR, attention_loss, hidden_mse
 from tinydistill.models.capture import Captured
 from tinydistill.models.layer_map import check_compatible, layer_map
 
-PROJECTION_MODES = ("shared", "separate", "none")
+PROJECTION_MODES = ("shared", "separate", "per_layer", "none")
 ATTENTION_KINDS = ("scores", "probs")
 #: Intermediate terms, in logging order; ``pred`` (prediction layer) belongs to task distillation.
 TERMS = ("emb", "att", "hid")
@@ -52,12 +54,13 @@ class Projections(nn.Module):
     """Linear maps from the student's hidden width to the teacher's: ``W_e`` (embeddings) and ``W_h`` (layers).
 
     ``shared``: ``W_e is W_h`` (one ``nn.Linear``, attribute ``shared``); ``separate``: ``embedding`` and
-    ``hidden``; ``none``: identity. Initialised like BERT (normal, std ``initializer_range``; zero bias), as the
-    reference's ``fit_dense``.
+    ``hidden``; ``per_layer``: ``embedding`` and ``layers`` (one per student layer, `num_layers`); ``none``:
+    identity. Initialised like BERT (normal, std ``initializer_range``; zero bias), as the reference's ``fit_dense``.
     """
 
     def __init__(
-        self, student_hidden: int, teacher_hidden: int, mode: str = "shared", initializer_range: float = 0.02
+        self, student_hidden: int, teacher_hidden: int, mode: str = "shared", initializer_range: float = 0.02,
+        num_layers: int = 0,
     ) -> None:
         super().__init__()
         if mode not in PROJECTION_MODES:
@@ -70,27 +73,37 @@ class Projections(nn.Module):
         self.mode = mode
         self.student_hidden = int(student_hidden)
         self.teacher_hidden = int(teacher_hidden)
-        names = {"shared": ("shared",), "separate": ("embedding", "hidden"), "none": ()}[mode]
+        self.num_layers = int(num_layers) if mode == "per_layer" else 0
+
+        def linear() -> nn.Linear:
+            layer = nn.Linear(student_hidden, teacher_hidden)
+            nn.init.normal_(layer.weight, mean=0.0, std=initializer_range)
+            nn.init.zeros_(layer.bias)
+            return layer
+
+        names = {"shared": ("shared",), "separate": ("embedding", "hidden"), "per_layer": ("embedding",),
+                 "none": ()}[mode]
         for name in names:
-            linear = nn.Linear(student_hidden, teacher_hidden)
-            nn.init.normal_(linear.weight, mean=0.0, std=initializer_range)
-            nn.init.zeros_(linear.bias)
-            setattr(self, name, linear)
+            setattr(self, name, linear())
+        if mode == "per_layer":
+            self.layers = nn.ModuleList(linear() for _ in range(self.num_layers))
 
     def embedding_map(self, x: Tensor) -> Tensor:
         """``x W_e``."""
         if self.mode == "shared":
             return self.shared(x)
-        if self.mode == "separate":
+        if self.mode in ("separate", "per_layer"):
             return self.embedding(x)
         return x
 
-    def hidden_map(self, x: Tensor) -> Tensor:
-        """``x W_h``."""
+    def hidden_map(self, x: Tensor, layer: int = 1) -> Tensor:
+        """``x W_h`` (``per_layer``: ``x W_m`` for student layer ``m = layer``, 1-based)."""
         if self.mode == "shared":
             return self.shared(x)
         if self.mode == "separate":
             return self.hidden(x)
+        if self.mode == "per_layer":
+            return self.layers[layer - 1](x)
         return x
 
     def describe(self) -> dict[str, Any]:
@@ -101,7 +114,8 @@ class Projections(nn.Module):
             "teacher_hidden_size": self.teacher_hidden,
             "tensors": sorted(self.state_dict()),
             "maps": "y = x @ weight.T + bias; shared: embeddings and hidden layers; "
-            "separate: embedding (W_e), hidden (W_h, all layers)",
+            "separate: embedding (W_e), hidden (W_h, all layers); per_layer: embedding (W_e), layers.<m-1> (W_m)",
+            **({"num_layers": self.num_layers} if self.mode == "per_layer" else {}),
         }
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -129,9 +143,37 @@ class Projections(nn.Module):
                 f"distill.projection={mode!r} but the projections in {directory} are {meta['mode']!r}; "
                 f"set distill.projection={meta['mode']}"
             )
-        proj = cls(meta["student_hidden_size"], meta["teacher_hidden_size"], meta["mode"])
+        proj = cls(meta["student_hidden_size"], meta["teacher_hidden_size"], meta["mode"],
+                   num_layers=meta.get("num_layers", 0))
         proj.load_state_dict(load_file(str(weights_file)))
         return proj
+
+    @classmethod
+    def from_fit_denses(cls, tensors: Mapping[str, Tensor], mode: str, student_layers: int,
+                        teacher_hidden: int) -> tuple[Projections | None, str]:
+        """A released TinyBERT checkpoint's projections (`models.released.fit_dense_tensors`): one ``fit_dense``
+        as ``shared``, or ``fit_denses.0`` (embeddings) .. ``fit_denses.M`` (layer M) as ``per_layer``; and a line
+        saying which were used, or why none: another `mode` configured (``distill.projection``), another teacher
+        width or another number of layers."""
+        if not tensors:
+            return None, ""
+        per_layer = any(k.startswith("fit_denses.") for k in tensors)
+        found = "per_layer" if per_layer else "shared"
+        weights = sorted((k for k in tensors if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]) if per_layer else 0)
+        t_hidden, s_hidden = tensors[weights[0]].shape
+        what = f"{len(weights)} fit_dense map(s) {s_hidden} -> {t_hidden}"
+        if mode != found:
+            return None, f"its {what} are {found} projections, not used: set distill.projection={found} to start from them"
+        if t_hidden != teacher_hidden:
+            return None, f"its {what} do not fit the teacher's width {teacher_hidden}"
+        if per_layer and len(weights) != student_layers + 1:
+            return None, f"its {what} are not one per hidden state of its {student_layers} layers"
+        proj = cls(s_hidden, t_hidden, found, num_layers=student_layers if per_layer else 0)
+        names = (["embedding"] + [f"layers.{m}" for m in range(student_layers)]) if per_layer else ["shared"]
+        state = {f"{name}.{part}": tensors[f"{key.rsplit('.', 1)[0]}.{part}"]
+                 for name, key in zip(names, weights) for part in ("weight", "bias")}
+        proj.load_state_dict(state)
+        return proj, f"its {what} start the {found} projections of intermediate distillation"
 
 
 def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -192,7 +234,7 @@ def intermediate_losses(
         )
     if w["hid"] > 0:
         out["hid"] = sum(
-            hidden_mse(projections.hidden_map(student.hidden_states[m]), teacher.hidden_states[g], mask)
+            hidden_mse(projections.hidden_map(student.hidden_states[m], m), teacher.hidden_states[g], mask)
             for m, g in enumerate(mapping, 1)
         )
     total = student.hidden_states[0].sum() * 0.0  # keeps the graph when every term is off
@@ -228,9 +270,10 @@ class IntermediateDistiller(nn.Module):
         # A map no active term uses gets no gradient: freeze it (DDP rejects unused trainable parameters).
         if projections.mode == "shared":
             projections.shared.requires_grad_(self.weights["emb"] > 0 or self.weights["hid"] > 0)
-        elif projections.mode == "separate":
+        elif projections.mode in ("separate", "per_layer"):
             projections.embedding.requires_grad_(self.weights["emb"] > 0)
-            projections.hidden.requires_grad_(self.weights["hid"] > 0)
+            (projections.hidden if projections.mode == "separate" else projections.layers).requires_grad_(
+                self.weights["hid"] > 0)
 
     @property
     def want_attention(self) -> str | None:
@@ -277,12 +320,13 @@ class IntermediateDistiller(nn.Module):
                 teacher_config.hidden_size,
                 mode,
                 getattr(student_config, "initializer_range", 0.02),
+                student_config.num_hidden_layers,
             )
         elif (projections.mode, projections.student_hidden, projections.teacher_hidden) != (
             mode,
             student_config.hidden_size,
             teacher_config.hidden_size,
-        ):
+        ) or projections.num_layers not in (0, student_config.num_hidden_layers):
             raise ConfigError(
                 f"loaded projections ({projections.mode}, {projections.student_hidden} -> {projections.teacher_hidden}) "
                 f"do not fit distill.projection={mode!r} with student hidden {student_config.hidden_size} and "

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -59,10 +60,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
 
 
-def load_as_classifier(name_or_path: str, task: Task) -> PreTrainedModel:
+def load_as_classifier(name_or_path: str, task: Task, config: PretrainedConfig | None = None) -> PreTrainedModel:
     """Any BERT-family checkpoint as a sequence classifier (or regressor) for `task`, with its labels: a head the
     checkpoint lacks starts at random (a student or a model to fine-tune; a trained classifier for serving is
-    `inference.load_classifier`)."""
+    `inference.load_classifier`). `config`: the checkpoint's config when ``AutoConfig`` cannot read it
+    (`models.released.checkpoint_config`)."""
     kwargs: dict[str, Any] = {"num_labels": task.num_labels}
     if task.is_regression:
         kwargs["problem_type"] = "regression"
@@ -70,6 +72,10 @@ def load_as_classifier(name_or_path: str, task: Task) -> PreTrainedModel:
         kwargs["problem_type"] = "single_label_classification"
         kwargs["id2label"] = dict(enumerate(task.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
+    if config is not None:  # from_pretrained applies these to a config it reads, not to one it is given
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        kwargs = {"config": config}
     return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name_or_path), **kwargs)
 
 

@@ -11,7 +11,8 @@
   reference's dropout noise) they are computed afresh for every batch, as the reference's ``task_distill.py`` does.
 - phase ``gold`` (the ``no_pred`` ablation): cross-entropy (MSE for regression) on gold labels.
 
-Dev metrics are computed by `GlueEvalModule` on the student.
+Dev metrics are computed by `GlueEvalModule` on the student. A teacher whose tokenizer differs from the student's reads
+the batch's own encoding of the texts (``teacher_*`` columns, `data.two_tokenizers`; the pred phase only).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from tinydistill.data.tasks import Task
+from tinydistill.data.two_tokenizers import split_encodings
 from tinydistill.distill.methods import Distiller
 from tinydistill.distill.prediction import prediction_loss, unknown_rows
 from tinydistill.distill.teacher_cache import TeacherCache
@@ -37,6 +39,12 @@ PHASES = ("intermediate", "pred", "gold")
 # Checkpoint key of a partial logit cache's rows (stage.pred.teacher_logits=seen).
 SEEN_LOGITS_KEY = "teacher_logits_seen"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def teacher_inputs(batch: dict[str, Tensor], inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """What the teacher reads: its own encoding of the batch's texts when the batch carries one, else `inputs`."""
+    own = {k: v for k, v in split_encodings(batch)[1].items() if k in MODEL_INPUTS}
+    return own or inputs
 
 
 class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
@@ -82,12 +90,15 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         self.teacher_logits = None if teacher_logits is None else teacher_logits.cpu()
         # Only the parameters that receive a loss signal in this phase train: in the intermediate
         # phase the classifier head (and pooler, which only feeds it) get none.
+        base = self.classifier.base_model_prefix + "."
         for name, p in self.classifier.named_parameters():
-            p.requires_grad_(phase != "intermediate" or self._is_encoder(name))
+            p.requires_grad_(phase != "intermediate" or self._is_encoder(name, base))
 
     @staticmethod
-    def _is_encoder(name: str) -> bool:
-        return ".embeddings." in name or ".encoder." in name
+    def _is_encoder(name: str, base: str) -> bool:
+        """The encoder's parameters: the base model's (embeddings and layers, whatever the family calls them; BERT's
+        `.embeddings.` and `.encoder.`), not its pooler."""
+        return name.startswith(base) and ".pooler." not in name
 
     def _log(self, losses: dict[str, Tensor], batch_size: int) -> None:
         for name, value in losses.items():
@@ -98,14 +109,14 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         n = inputs["input_ids"].shape[0]
         if self.phase == "intermediate":
             want = self.distiller.want_attention
-            t = self.intermediate_targets(batch, inputs, want)
+            t = self.intermediate_targets(batch, teacher_inputs(batch, inputs), want)
             s = forward_with_capture(self.classifier, inputs, want)
             losses = self.distiller(s, t)
         elif self.phase == "pred":
             logits = self.classifier(**inputs).logits
             pred = prediction_loss(
                 logits,
-                self.teacher_targets(batch, inputs),
+                self.teacher_targets(batch, teacher_inputs(batch, inputs)),
                 batch.get("labels"),
                 self.task,
                 self.hparams.temperature,

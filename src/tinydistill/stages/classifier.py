@@ -60,9 +60,11 @@ class Latency:
 
 
 def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedTokenizerBase,
-                    train_file: str | None = None, with_index: bool = False) -> TaskDataModule:
+                    train_file: str | None = None, with_index: bool = False,
+                    teacher_tokenizer: PreTrainedTokenizerBase | None = None) -> TaskDataModule:
     """The task's tokenised batches as `tb` and `ctx.loading` say; `train_file` replaces the training file (an
-    augmented set), `with_index` numbers the training rows (cached teacher logits are looked up by it)."""
+    augmented set), `with_index` numbers the training rows (cached teacher logits are looked up by it),
+    `teacher_tokenizer` (a teacher reading text with another tokenizer) adds its encoding of the training rows."""
     return TaskDataModule(
         tb.task,
         tokenizer,
@@ -77,6 +79,7 @@ def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedToken
         pad_to_max_length=ctx.loading.pad_to_max_length,
         with_index=with_index,
         seed=ctx.seed,
+        teacher_tokenizer=teacher_tokenizer,
     )
 
 
@@ -103,23 +106,26 @@ def dev_metrics(task: Task, logged: dict[str, float]) -> dict[str, dict[str, flo
 
 
 def dev_latency(lat: Latency, models: dict[str, PreTrainedModel], dm: TaskDataModule,
-                batch_size: int) -> dict[str, dict[str, float]]:
+                batch_size: int, own_data: dict[str, TaskDataModule] | None = None) -> dict[str, dict[str, float]]:
     """Dev-set inference time of each model on the same batches of `batch_size`, on the first `lat.max_examples`
-    dev examples when that is set."""
-    dev = dm.splits[dm.dev_splits[0]].remove_columns(["labels"])
-    if lat.max_examples is not None and lat.max_examples < len(dev):
-        dev = dev.select(range(lat.max_examples))
-    loader = torch.utils.data.DataLoader(dev, batch_size=batch_size, collate_fn=dm.collator)
-    batches = list(loader)
+    dev examples when that is set; a model named in `own_data` reads the same examples in that module's encoding
+    (a teacher with another tokenizer)."""
     out = {}
     for name, model in models.items():
+        data = (own_data or {}).get(name, dm)
+        if not data.splits:
+            data.setup("validate")
+        dev = data.splits[data.dev_splits[0]].remove_columns(["labels"])
+        if lat.max_examples is not None and lat.max_examples < len(dev):
+            dev = dev.select(range(lat.max_examples))
+        batches = list(torch.utils.data.DataLoader(dev, batch_size=batch_size, collate_fn=data.collator))
         seconds = time_model(model.cpu(), batches, repeats=lat.repeats)
         out[name] = {"seconds": seconds, "ms_per_example": 1000 * seconds / len(dev), "examples": len(dev)}
     return out
 
 
 def add_latency(lat: Latency, result: dict[str, Any], models: dict[str, PreTrainedModel], dm: TaskDataModule,
-                own: str) -> None:
+                own: str, own_data: dict[str, TaskDataModule] | None = None) -> None:
     """`latency` and `speedup` (the teacher's time over `own`'s) at `lat.batch_size`, and with `lat.batch1` the
     same at batch size 1 (`latency_batch1`, `speedup_batch1`): the speed-up a service answering one request at a
     time would see."""
@@ -127,7 +133,7 @@ def add_latency(lat: Latency, result: dict[str, Any], models: dict[str, PreTrain
     if lat.batch1:
         sizes.append(("_batch1", 1))
     for suffix, size in sizes:
-        times = dev_latency(lat, models, dm, size)
+        times = dev_latency(lat, models, dm, size, own_data)
         result["latency" + suffix] = times
         if "teacher" in times and own != "teacher":
             result["speedup" + suffix] = times["teacher"]["seconds"] / times[own]["seconds"]

@@ -94,6 +94,10 @@ def plan(cfg: DictConfig) -> DistilBertPlan:
     if not isinstance(d.get("freeze_pos_embs", False), bool):
         raise ConfigError(f"distill.freeze_pos_embs={d.freeze_pos_embs!r}: expected true or false")
     betas = d.get("adam_betas")
+    if str(cfg.student.get("family") or "bert") != "bert":
+        raise ConfigError(f"student.family={cfg.student.family!r}: the DistilBERT baseline (distill=distilbert) builds "
+                          f"its student from the teacher's own layers, in the teacher's family; student.family shapes "
+                          f"TinyBERT's students (distill=tinybert)")
     return DistilBertPlan(
         ctx=RunContext.from_config(cfg),
         distill=OmegaConf.to_container(d, resolve=True),

@@ -30,10 +30,10 @@ from tinydistill.errors import ConfigError
 from tinydistill.models.loading import (
     PACKAGE_SCHEME,
     export_pretrained,
-    load_as_classifier,
     load_tokenizer,
 )
 from tinydistill.models.measure import count_parameters
+from tinydistill.models.released import load_student_classifier
 from tinydistill.models.student import load_config
 from tinydistill.modules.finetune import FinetuneModule
 from tinydistill.optim import OptimizerSettings
@@ -200,7 +200,8 @@ def run(p: FinetunePlan) -> dict[str, Any]:
         raise ConfigError(f"stage.compare_to={p.compare_to}: its vocabulary is smaller than the tokenizer of "
                           f"stage.model={p.model}; latency is measured on the same token ids for both")
     datamodule = task_datamodule(p.batches, p.ctx, tokenizer)
-    module = FinetuneModule(load_as_classifier(p.model, task), task, p.optim)
+    # A released checkpoint too (a TinyBERT config.json without model_type): the no-distillation baseline of a student
+    module = FinetuneModule(load_student_classifier(p.model, task, "stage.model"), task, p.optim)
     checkpoint, evaluations = best_checkpoint(p.ctx.log_dir, task.metric), EvaluationCount()
     trainer = build_trainer(p.ctx.trainer, callbacks=[checkpoint, evaluations], **p.schedule, **p.budget)
     trainer.fit(module, datamodule=datamodule, ckpt_path=p.ctx.ckpt_path)

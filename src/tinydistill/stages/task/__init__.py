@@ -20,7 +20,9 @@ naming the folder (tinydistill/teacher_checks.py): a teacher whose classifier or
 random (not fine-tuned: run stage=finetune first), a teacher of another task (labels, problem type, label names), a
 student folder with another tokenizer than the teacher's, and a teacher whose dev score, measured now, is not
 `stage.min_teacher_margin` above the constant predictor's (`stage.allow_weak_teacher=true`: a warning instead).
-An `aug.mlm_model` with another vocabulary only warns. The teacher figures in `metrics.json` (`teacher`,
+An `aug.mlm_model` with another vocabulary only warns. A student with its own tokenizer, other than the teacher's,
+is distilled on the prediction layer only (`stage.phase=pred`, or an ablation without intermediate terms), each model
+reading the same texts with its own tokenizer; asking for intermediate layers then stops the run. The teacher figures in `metrics.json` (`teacher`,
 `teacher_check`, retention, gap closed) are this fresh evaluation, never the teacher folder's own metrics.json.
 """
 
@@ -66,12 +68,13 @@ def run(p: TaskPlan) -> dict[str, Any]:
     teacher = check_teacher(p)  # the checks before any compute: nothing is written before they pass
     student, projections = load_student(p, teacher.model)
     train_file = training_file(p)
-    dm = task_datamodule(p.batches, p.ctx, teacher.tokenizer, train_file, with_index=True)
+    dm = task_datamodule(p.batches, p.ctx, teacher.student_tokenizer, train_file, with_index=True,
+                         teacher_tokenizer=teacher.other_tokenizer)
     result = run_fields(p, train_file, teacher)
     if p.phase in ("intermediate", "both"):
         result["intermediate"] = intermediate_phase(p, teacher.model, student, projections, dm)
     if p.phase == "intermediate":
         return result
-    data = task_datamodule(p.batches, p.ctx, teacher.tokenizer, None, with_index=True) if p.gold else dm
+    data = task_datamodule(p.batches, p.ctx, teacher.student_tokenizer, None, with_index=True) if p.gold else dm
     module, trainer, result["pred"] = run_prediction(p, teacher.model, student, data)
     return record_and_export(p, result, teacher, module, trainer, data)

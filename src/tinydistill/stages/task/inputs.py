@@ -1,5 +1,5 @@
-"""stage=task's inputs: the checked teacher (the checks before any compute), the student it starts from, and the
-training set (augmented with aug=on)."""
+"""stage=task's inputs: the checked teacher (the checks before any compute), the student it starts from (a folder, a
+hub name or random) and the tokenizer it reads, and the training set (augmented with aug=on)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ from data_aug import ensure_augmented
 from tinydistill.baselines import constant_predictor
 from tinydistill.distill.intermediate import PROJECTIONS_JSON, Projections
 from tinydistill.errors import ConfigError
-from tinydistill.models.loading import load_as_classifier, load_tokenizer
+from tinydistill.models.loading import load_tokenizer
+from tinydistill.models.released import fit_dense_tensors, load_student_classifier
 from tinydistill.models.student import student_config
 from tinydistill.stages.classifier import evaluate_teacher
 from tinydistill.stages.task.plan import TaskPlan
 from tinydistill.teacher_checks import (
     aug_vocabulary_warning,
-    check_student_vocabulary,
     check_teacher_strength,
     load_teacher_classifier,
+    student_tokenizer,
 )
 
 log = logging.getLogger("tinydistill.stages.task")
@@ -35,13 +36,20 @@ log = logging.getLogger("tinydistill.stages.task")
 
 @dataclass(frozen=True)
 class CheckedTeacher:
-    """The teacher after the checks, with what they measured: its dev metrics now, and the constant predictor's."""
+    """The teacher after the checks, with what they measured: its dev metrics now, and the constant predictor's;
+    and the tokenizer the student reads (the teacher's, unless the student has another: prediction layer only)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     dev: dict[str, Any]
     constant: dict[str, Any]
     check: dict[str, Any]
+    student_tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def other_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The teacher's tokenizer when the student reads text with another one, else None."""
+        return None if self.student_tokenizer is self.tokenizer else self.tokenizer
 
 
 def check_teacher(p: TaskPlan) -> CheckedTeacher:
@@ -49,16 +57,17 @@ def check_teacher(p: TaskPlan) -> CheckedTeacher:
     predictor's (tinydistill/teacher_checks.py)."""
     t_dir = p.teacher.folder
     teacher = load_teacher_classifier(t_dir, p.task)
-    tokenizer = load_tokenizer(t_dir)
+    tokenizer = own = load_tokenizer(t_dir)
     if p.student_source is not None:
-        check_student_vocabulary(tokenizer, t_dir, p.student_source,
-                                 "the phase-1 student" if p.student_source == str(p.inter_dir) else "student.init")
+        own = student_tokenizer(tokenizer, t_dir, p.student_source,
+                                "the phase-1 student" if p.student_source == str(p.inter_dir) else "student.init",
+                                p.intermediate_request)
     warn_aug_vocabulary(p, tokenizer)
     constant = constant_predictor(p.task, p.ctx.data_dir)
     dev = evaluate_teacher(p.batches, p.ctx, teacher, tokenizer)
     check = check_teacher_strength(p.task, dev, constant, p.teacher.min_margin, p.teacher.allow_weak, t_dir)
     log.info("teacher dev metrics (measured now): %s", dev)
-    return CheckedTeacher(teacher, tokenizer, dev, constant, check)
+    return CheckedTeacher(teacher, tokenizer, dev, constant, check, own)
 
 
 def warn_aug_vocabulary(p: TaskPlan, tokenizer: PreTrainedTokenizerBase) -> str | None:
@@ -80,9 +89,10 @@ def warn_aug_vocabulary(p: TaskPlan, tokenizer: PreTrainedTokenizerBase) -> str 
 
 def load_student(p: TaskPlan, teacher: PreTrainedModel) -> tuple[PreTrainedModel, Projections | None]:
     """The student classifier from `p.student_source` (random, shaped by the student group, when None), and the
-    projections saved beside it (general distillation's), if any."""
+    projections saved beside it (general distillation's), or, for phase 1, a released checkpoint's (`fit_dense`)
+    when they fit, if any."""
     if p.student_source is not None:
-        student = load_as_classifier(p.student_source, p.task)
+        student = load_student_classifier(p.student_source, p.task, "student.init")
     else:
         config = student_config(p.student, teacher.config)
         config.num_labels = p.task.num_labels
@@ -91,9 +101,15 @@ def load_student(p: TaskPlan, teacher: PreTrainedModel) -> tuple[PreTrainedModel
         torch.manual_seed(p.ctx.seed)
         student = AutoModelForSequenceClassification.from_config(config)
     source = p.student_source
-    if source is None or not (Path(source) / PROJECTIONS_JSON).is_file():
+    if source is not None and (Path(source) / PROJECTIONS_JSON).is_file():
+        return student, Projections.load(source, mode=p.distill["projection"])
+    if source is None or p.intermediate_request is None:
         return student, None
-    return student, Projections.load(source, mode=p.distill["projection"])
+    projections, why = Projections.from_fit_denses(fit_dense_tensors(source), str(p.distill["projection"]),
+                                                   student.config.num_hidden_layers, teacher.config.hidden_size)
+    if why:
+        log.info("student.init=%s: %s", source, why)
+    return student, projections
 
 
 def training_file(p: TaskPlan) -> str | None:

@@ -40,8 +40,9 @@ def teacher_targets(p: TaskPlan, teacher: PreTrainedModel, data: TaskDataModule)
         return {"teacher": teacher}
     data.prepare_data()
     data.setup("fit")
+    rows, tokenizer = data.teacher_view()  # the teacher's own encoding (another tokenizer than the student's)
     targets: dict[str, Any] = {"teacher_logits": cached_teacher_logits(
-        teacher, p.teacher.folder, data.splits["train"], data.tokenizer, p.ctx.cache_dir, p.batches.eval_batch_size,
+        teacher, p.teacher.folder, rows, tokenizer, p.ctx.cache_dir, p.batches.eval_batch_size,
         mode=p.teacher.logits,
     )}
     if p.teacher.logits == "seen":
@@ -64,7 +65,7 @@ def run_prediction(p: TaskPlan, teacher: PreTrainedModel, student: PreTrainedMod
     trainer.fit(module, datamodule=data, ckpt_path=p.ctx.ckpt_path if p.resumed in ("pred", "gold") else None)
     if p.teacher.logits == "seen" and "teacher_logits" in kwargs and trainer.is_global_zero:
         # The rows this run computed, for later runs on the same data and teacher (other seeds).
-        save_logit_cache(logit_cache_path(p.ctx.cache_dir, p.teacher.folder, data.splits["train"]),
+        save_logit_cache(logit_cache_path(p.ctx.cache_dir, p.teacher.folder, data.teacher_view()[0]),
                          module.teacher_logits)
     made = evaluations.count  # before validate_best, whose checkpoint restores the count saved with it
     metrics = dev_metrics(p.task, validate_best(trainer, module, data, checkpoint))

@@ -16,6 +16,7 @@ from tinydistill.data.tasks import Task
 from tinydistill.distill.methods import METHODS
 from tinydistill.errors import ConfigError
 from tinydistill.modules.frozen_teacher import check_teacher_mode
+from tinydistill.models.released import resolve_checkpoint
 from tinydistill.modules.task import PHASES
 from tinydistill.optim import OptimizerSettings
 from tinydistill.preflight import check_task_files
@@ -109,6 +110,16 @@ class TaskPlan:
     def inter_dir(self) -> Path:
         return self.out_dir / INTERMEDIATE_DIR
 
+    @property
+    def intermediate_request(self) -> str | None:
+        """What asks for intermediate-layer distillation (a student with another tokenizer than the teacher's cannot
+        have it), or None: phase 1 runs and the ablation leaves an intermediate weight above 0."""
+        weights = {t: float(w or 0) for t, w in (self.distill.get("weights") or {}).items() if t != "pred"}
+        on = [t for t, w in weights.items() if w > 0]
+        if self.phase == "pred" or not on:
+            return None
+        return f"stage.phase={self.phase} with ablation={self.ablation} (distill.weights {', '.join(on)} > 0)"
+
 
 def phase1_caches_teacher(teacher_cache: bool, teacher_mode: str) -> bool:
     """Whether phase 1 may keep the teacher's targets: `stage.intermediate.teacher_cache` on and an eval-mode
@@ -168,10 +179,13 @@ def student_source(cfg: DictConfig, phase: str, inter_dir: Path) -> str | None:
     init = str(cfg.student.init)
     if init == "random":
         return None
-    path = Path(cfg.stage.general_dir) if init == "general" else Path(init)
+    path = Path(cfg.stage.general_dir) if init == "general" else Path(init).expanduser()
+    if init != "general" and not path.exists():  # a hub name (a released general student), fetched now
+        return resolve_checkpoint(init, "student.init")
     if not (path / "config.json").is_file():
         hint = "run `python train.py stage=general` first, or " if init == "general" else ""
-        raise ConfigError(f"student.init={init}: no model at {path}; {hint}set student.init=random or a model folder")
+        raise ConfigError(f"student.init={init}: no model at {path}; {hint}set student.init=random, a model folder "
+                          f"or a hub name")
     return str(path)
 
 

@@ -15,7 +15,7 @@ from tinydistill.models.loading import export_pretrained
 from tinydistill.models.measure import count_parameters
 from tinydistill.modules.task import TaskDistillModule
 from tinydistill.records import ClassifierRecord
-from tinydistill.stages.classifier import add_latency, add_yardsticks
+from tinydistill.stages.classifier import add_latency, add_yardsticks, task_datamodule
 from tinydistill.stages.task.inputs import CheckedTeacher
 from tinydistill.stages.task.plan import INTERMEDIATE_DIR, TaskPlan
 
@@ -36,6 +36,7 @@ def run_fields(p: TaskPlan, train_file: str | None, teacher: CheckedTeacher) -> 
         "student": p.student["name"],
         "student_init": p.student_init,
         "student_source": p.student_source,
+        "student_tokenizer": "teacher's" if teacher.other_tokenizer is None else "own (prediction layer only)",
         "seed": p.ctx.seed,
         "teacher_check": teacher.check,
     }
@@ -53,9 +54,12 @@ def record_and_export(p: TaskPlan, result: dict[str, Any], teacher: CheckedTeach
     if not trainer.is_global_zero:
         return result
     if p.latency.measure:
-        add_latency(p.latency, result, {"teacher": teacher.model, "student": module.classifier}, dm, own="student")
+        own_data = {} if teacher.other_tokenizer is None else {
+            "teacher": task_datamodule(p.batches, p.ctx, teacher.tokenizer)}  # the teacher reads its own encoding
+        add_latency(p.latency, result, {"teacher": teacher.model, "student": module.classifier}, dm, own="student",
+                    own_data=own_data)
     record = ClassifierRecord(result)
-    export_pretrained(p.out_dir, module.classifier, teacher.tokenizer,
+    export_pretrained(p.out_dir, module.classifier, teacher.student_tokenizer,
                       json_files={**record.model_files(), **p.task_files},
                       extra=lambda tmp: _keep_intermediate(p.inter_dir, tmp))
     record.write_log_copy(p.ctx.log_dir)
