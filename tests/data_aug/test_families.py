@@ -8,7 +8,7 @@ import torch
 
 from data_aug import AugConfig, Augmenter, MaskedLM, ensure_augmented, load_mlm, read_manifest
 from data_aug.tokens import pair_template, vocabulary, word_start_marker
-from data_aug.words import is_candidate_word, split_words
+from data_aug.words import is_candidate_word, load_stopwords, split_words
 from tests.conftest import STOP, small_cfg, tiny_mlm_model
 from tests.data_aug.families import (
     FRENCH,
@@ -195,6 +195,7 @@ def test_unicode_words_keep_case_and_accents_and_take_any_script():
     assert [w for w in words if is_candidate_word(w, stop, "unicode")] == ["élèves", "à", "Tōkyō", "東", "京", "हिंदी",
                                                                             "été"]
     assert [w for w in split_words(text) if is_candidate_word(w, stop)] == ["eleves", "a", "tokyo", "ete"]
+    assert load_stopwords(which="none") == frozenset()  # aug.stopwords=none: every word of letters is a candidate
 
 
 def test_fasttext_vec_file_and_its_one_line_errors(tmp_path, small_kv):
