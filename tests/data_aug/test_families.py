@@ -255,3 +255,20 @@ def test_unicode_words_find_word_vectors_as_written_else_lower_cased(mlm, small_
     (sc,) = aug.candidates(["Amrozi owned Yucaipa before distorting it."])
     assert sc.candidates[sc.words.index("Amrozi")] == ["samudra", "bashir", "hambali"]  # via "amrozi"
     assert sc.candidates[sc.words.index("Yucaipa")] == ["hambali", "amrozi", "samudra"]  # its own vector
+
+
+def test_a_stop_word_file_for_another_language(tmp_path, mlm):
+    from data_aug.settings import output_settings
+    from tinydistill.data.tasks import get_task
+    from tinydistill.errors import DataError
+
+    french = tmp_path / "french.txt"
+    french.write_text("les\nDe\n\nla\n", encoding="utf-8")
+    cfg = AugConfig.from_cfg({"stopwords": str(french), "words": "unicode"})
+    stop = load_stopwords(which=cfg.stopwords)
+    assert stop == {"les", "de", "la"}
+    (sc,) = Augmenter(mlm, None, stop, top_k=5, words="unicode").candidates([FRENCH[0]])
+    assert not {w.lower() for i, w in enumerate(sc.words) if i in sc.sources} & stop and len(sc.sources) >= 5
+    assert output_settings(cfg, get_task("mrpc"), "m", "g", "s", "src")["stopwords"] == "file"  # content: fingerprint
+    with pytest.raises(DataError, match=r"missing.txt: stop word file not found \(aug.stopwords\)"):
+        load_stopwords(which=str(tmp_path / "missing.txt"))
