@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from data_aug.words import STOPWORD_LISTS, WORD_RULES
+from data_aug.words import STOPWORD_LISTS, WORD_RULES, is_stopword_file
 from tinydistill.errors import ConfigError, TinyDistillError
 
 MODES = ("batched", "sequential")
@@ -144,8 +144,8 @@ class AugConfig:
             raise bad("allow_untrained_head", "expected true or false")
         if not isinstance(self.allow_gensim_download, bool):
             raise bad("allow_gensim_download", "expected true or false")
-        if self.stopwords not in STOPWORD_LISTS:
-            raise bad("stopwords", f"expected one of {list(STOPWORD_LISTS)}")
+        if self.stopwords not in STOPWORD_LISTS and not is_stopword_file(self.stopwords):
+            raise bad("stopwords", f"expected one of {list(STOPWORD_LISTS)} or a file of stop words (one a line)")
         if not isinstance(self.n_aug_per_task, Mapping) or any(
             not is_int(v) or v < 1 for v in self.n_aug_per_task.values()
         ):

@@ -26,9 +26,9 @@ Two modes, same inputs and same candidates:
 Exactly equal candidate lists in both modes: float32 matrix products give results that differ in
 the last bits with the shape of the product (a head applied to 1 row or to 50 rows), enough to swap
 two near-tied predictions. So the float32 logits only preselect the top k+16 tokens, which are
-then re-scored in float64 from the hidden state at the mask (BERT-style heads: `model.cls`) and
-ordered by that score (ties: lower token id first); heads of other layouts (ELECTRA, ModernBERT) use the float32
-order. The encoder's hidden states themselves do not depend on the batch (checked by the tests).
+then re-scored in float64 from the hidden state at the mask (BERT's `cls.predictions`, RoBERTa's and XLM-R's
+`lm_head`) and ordered by that score (ties: lower token id first); heads of other layouts (ELECTRA, ModernBERT) use
+the float32 order. The encoder's hidden states themselves do not depend on the batch (checked by the tests).
 
 `dtype="bfloat16"` (aug.dtype) runs the encoder and head under autocast: bfloat16 matrix products, float32
 weights and everything else. It is faster on CPUs with bfloat16 instructions but changes some lists, and its

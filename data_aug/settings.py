@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from data_aug.config import AugConfig
 from data_aug.mlm import MaskedLM
+from data_aug.words import STOPWORD_LISTS
 from tinydistill.data.tasks import Task
 
 # Bump when the algorithm or output layout changes: older outputs are then regenerated.
@@ -46,7 +47,8 @@ def output_settings(
     if cfg.stopwords != "nltk":
         # Named as well as fingerprinted (stop words passed in preloaded are only fingerprinted); only when not
         # the default, so outputs made before the option existed stay up to date.
-        settings["stopwords"] = cfg.stopwords
+        # a file by its content only (stopwords_fingerprint): moving it changes nothing
+        settings["stopwords"] = cfg.stopwords if cfg.stopwords in STOPWORD_LISTS else "file"
     if not task.is_glue:  # which columns are augmented; GLUE's are fixed (and its settings keep their old keys)
         settings["text_columns"] = [str(c) for c in task.text_columns]
     if not (cfg.dtype == "float32" and cfg.device == "cpu"):

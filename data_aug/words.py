@@ -9,7 +9,7 @@ rules (tests check both agree).
 A word is a replacement candidate when it is purely alphabetic ASCII (`[a-z]+`, the reference's
 `_is_valid`) and not a stop word: NLTK's English list (`aug.stopwords: nltk`, default) or the list hard-coded in
 the reference script (`aug.stopwords: reference`), which is NLTK's list without its eight wh-words plus two
-contraction pieces (see REFERENCE_LACKS); `aug.stopwords: none` has none.
+contraction pieces (see REFERENCE_LACKS); `aug.stopwords: none` has none; a file gives another language's list.
 
 That is `aug.words: reference`, English only: lower-casing and stripping accents would write `ete` for `été`, and
 `[a-z]+` never matches a word of another script. `aug.words: unicode` (any language) keeps case and accents (the
@@ -110,21 +110,36 @@ def nltk_data_dir(explicit: str | os.PathLike | None, data_dir: str | os.PathLik
     return None
 
 
+def is_stopword_file(value: str) -> bool:
+    """Whether an `aug.stopwords` value names a file: it has a folder or an extension."""
+    return isinstance(value, str) and ("/" in value or os.sep in value or Path(value).suffix != "")
+
+
 def reference_stopwords(nltk_english: frozenset[str] | set[str]) -> frozenset[str]:
     """The reference script's stop words, from NLTK's English list: without REFERENCE_LACKS, with REFERENCE_ADDS."""
     return (frozenset(nltk_english) - REFERENCE_LACKS) | REFERENCE_ADDS
 
 
 def load_stopwords(nltk_data: str | os.PathLike | None = None, which: str = "nltk") -> frozenset[str]:
-    """The stop words of `aug.stopwords`: NLTK's English list (179 words), the reference script's (173) or none.
+    """The stop words of `aug.stopwords`: NLTK's English list (179 words), the reference script's (173), none, or a
+    UTF-8 file of one word a line (another language's list), lower-cased.
 
-    With `nltk_data`, the list is read from that folder, which must hold corpora/stopwords/english;
+    With `nltk_data`, NLTK's list is read from that folder, which must hold corpora/stopwords/english;
     without, from NLTK's search path.
     """
-    if which not in STOPWORD_LISTS:
-        raise ConfigError(f"aug.stopwords={which!r}: expected one of {list(STOPWORD_LISTS)}")
+    if which not in STOPWORD_LISTS and not is_stopword_file(which):
+        raise ConfigError(f"aug.stopwords={which!r}: expected one of {list(STOPWORD_LISTS)} or a file of stop words "
+                          f"(one a line, e.g. stopwords/french.txt)")
     if which == "none":
         return frozenset()
+    if which not in STOPWORD_LISTS:
+        path = Path(which).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: stop word file not found (aug.stopwords)")
+        try:
+            return frozenset(w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines() if w.strip())
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 (aug.stopwords)") from None
     english = _nltk_english(nltk_data)
     if which == "nltk":
         return english

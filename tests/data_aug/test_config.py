@@ -71,5 +71,6 @@ def test_hydra_configs_compose_into_valid_aug_settings():
     with pytest.raises(ConfigError, match="aug.n_aug_per_task"):
         AugConfig(n_aug_per_task={"MRPC": 7}).validate()  # built directly: must already be canonical
     assert (on.top_k, on.n_aug, on.p_replace, on.skip_tasks) == (15, 20, 0.4, ("stsb",))
+    assert (on.mlm_only, on.words, on.word_vectors_vocab_size) == (False, "reference", 100_000)  # the paper's
     assert off.enabled is False and offline.word_vectors == "/d/glove/glove.6B.50d.top50k.txt"
     assert task == "rte"

@@ -8,7 +8,7 @@ import torch
 
 from data_aug import AugConfig, Augmenter, MaskedLM, ensure_augmented, load_mlm, read_manifest
 from data_aug.tokens import pair_template, vocabulary, word_start_marker
-from data_aug.words import is_candidate_word, split_words
+from data_aug.words import is_candidate_word, load_stopwords, split_words
 from tests.conftest import STOP, small_cfg, tiny_mlm_model
 from tests.data_aug.families import (
     FRENCH,
@@ -195,6 +195,7 @@ def test_unicode_words_keep_case_and_accents_and_take_any_script():
     assert [w for w in words if is_candidate_word(w, stop, "unicode")] == ["élèves", "à", "Tōkyō", "東", "京", "हिंदी",
                                                                             "été"]
     assert [w for w in split_words(text) if is_candidate_word(w, stop)] == ["eleves", "a", "tokyo", "ete"]
+    assert load_stopwords(which="none") == frozenset()  # aug.stopwords=none: every word of letters is a candidate
 
 
 def test_fasttext_vec_file_and_its_one_line_errors(tmp_path, small_kv):
@@ -254,3 +255,20 @@ def test_unicode_words_find_word_vectors_as_written_else_lower_cased(mlm, small_
     (sc,) = aug.candidates(["Amrozi owned Yucaipa before distorting it."])
     assert sc.candidates[sc.words.index("Amrozi")] == ["samudra", "bashir", "hambali"]  # via "amrozi"
     assert sc.candidates[sc.words.index("Yucaipa")] == ["hambali", "amrozi", "samudra"]  # its own vector
+
+
+def test_a_stop_word_file_for_another_language(tmp_path, mlm):
+    from data_aug.settings import output_settings
+    from tinydistill.data.tasks import get_task
+    from tinydistill.errors import DataError
+
+    french = tmp_path / "french.txt"
+    french.write_text("les\nDe\n\nla\n", encoding="utf-8")
+    cfg = AugConfig.from_cfg({"stopwords": str(french), "words": "unicode"})
+    stop = load_stopwords(which=cfg.stopwords)
+    assert stop == {"les", "de", "la"}
+    (sc,) = Augmenter(mlm, None, stop, top_k=5, words="unicode").candidates([FRENCH[0]])
+    assert not {w.lower() for i, w in enumerate(sc.words) if i in sc.sources} & stop and len(sc.sources) >= 5
+    assert output_settings(cfg, get_task("mrpc"), "m", "g", "s", "src")["stopwords"] == "file"  # content: fingerprint
+    with pytest.raises(DataError, match=r"missing.txt: stop word file not found \(aug.stopwords\)"):
+        load_stopwords(which=str(tmp_path / "missing.txt"))

@@ -198,7 +198,7 @@ def candidate_quality(p: MlmPlan, model: PreTrainedModel, tokenizer, datamodule:
         return {"skipped": "no held-out corpus instances (stage.val_size is 0)"}
     try:
         aug = AugConfig.from_cfg(p.aug)
-        stopwords = load_stopwords(nltk_data_dir(aug.nltk_data, p.ctx.data_dir))
+        stopwords = load_stopwords(nltk_data_dir(aug.nltk_data, p.ctx.data_dir), aug.stopwords)
         sentences = held_out_sentences(
             read_documents(datamodule.source), tokenizer, datamodule.max_seq_length, datamodule.val["input_ids"], n
         )
