@@ -14,6 +14,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from tests.conftest import TINY_STUDENT, assert_one_line, compose_config
 from tinydistill.distill.methods import distiller_from_config
 from tinydistill.models.capture import forward_with_capture
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.optim import OptimizerSettings
 from tinydistill.stages import run
 from tinydistill.stages.task import plan
 from tinydistill.stages.task.inputs import load_student
@@ -96,18 +98,24 @@ def test_loss_falls_on_a_repeated_batch_and_reaches_the_student(tmp_path, family
                            return_tensors="pt"))
     with torch.no_grad():
         target = forward_with_capture(teacher, batch, distiller.want_attention)
-    params = [q for q in [*student.parameters(), *distiller.parameters()] if q.requires_grad]
-    opt = torch.optim.Adam(params, lr=3e-3)
+    # The phase-1 module decides what trains: the encoder, less what the distiller's loss does not reach.
+    module = TaskDistillModule(student, p.task, "intermediate", OptimizerSettings(lr=3e-3), teacher=teacher,
+                               distiller=distiller)
+    trained = {n: q for n, q in [*student.named_parameters(), *distiller.named_parameters()] if q.requires_grad}
+    opt = torch.optim.Adam(trained.values(), lr=3e-3)
     losses = []
     for step in range(12):
-        loss = distiller(forward_with_capture(student, batch, distiller.want_attention), target)["loss"]
+        loss = distiller(forward_with_capture(module.classifier, batch, distiller.want_attention), target)["loss"]
         opt.zero_grad()
         loss.backward()
-        if step == 0:
+        if step == 0:  # every trainable parameter gets a gradient (as DDP demands), the embeddings included
+            assert [n for n, q in trained.items() if q.grad is None] == []
             assert student.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-            assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
         opt.step()
         losses.append(loss.item())
+    last = len(student.bert.encoder.layer) - 1
+    feed_forward = student.bert.encoder.layer[last].output.dense.weight
+    assert feed_forward.requires_grad == (method == "tinybert")  # the relation loss reads the last layer's q, k, v
     assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.8 * losses[0], (kind, method, losses)
 
 
