@@ -133,3 +133,13 @@ def test_minilm_composes_with_tinybert_task_settings(tmp_path):
     assert d["name"] == "minilm" and d["weights"]["rel"] == 1.0 and d["weights"]["pred"] == 1.0
     assert {d["weights"][t] for t in ("emb", "att", "hid")} == {0.0}
     assert cfg.stage.intermediate.lr == d["intermediate_lr"]  # TinyBERT's task settings, inherited
+
+
+@pytest.mark.parametrize("family_teacher", ["modernbert"], indirect=True)
+def test_a_modernbert_folder_is_no_student(tmp_path, train_py, family_teacher, data_dir):
+    """Teachers only: a student is BERT-shaped (phase 1 trains `.embeddings.` and `.encoder.`; ModernBERT's layers
+    sit under `.layers.`)."""
+    _, teacher = family_teacher
+    assert_one_line(train_py("stage=task", "task=rte", f"stage.teacher={teacher}", f"student.init={teacher}",
+                             f"paths.data_dir={data_dir}"),
+                    f"student.init={teacher} is a 'modernbert' model, not an encoder stage=task as student can use")
