@@ -143,3 +143,16 @@ def test_a_modernbert_folder_is_no_student(tmp_path, train_py, family_teacher, d
     assert_one_line(train_py("stage=task", "task=rte", f"stage.teacher={teacher}", f"student.init={teacher}",
                              f"paths.data_dir={data_dir}"),
                     f"student.init={teacher} is a 'modernbert' model, not an encoder stage=task as student can use")
+
+
+@pytest.mark.parametrize("family_teacher", ["deberta-v2", "modernbert"], indirect=True)
+def test_both_phases_with_the_families_tinybert_cannot_fully_read(tmp_path, family_teacher, data_dir):
+    """Phase 2 (the teacher's logits) and the latency comparison run on these teachers too."""
+    kind, teacher = family_teacher
+    cfg = compose_config(tmp_path, "stage=task", "task=rte", f"stage.teacher={teacher}", f"paths.data_dir={data_dir}",
+                         "logger=none", *[o for o in PHASE1 if o != "stage.phase=intermediate"], *MINILM,
+                         "stage.pred.max_steps=2", "distill.teacher_logits=seen", "stage.latency_repeats=1",
+                         "stage.latency_max_examples=16", "stage.latency_batch1=false")
+    metrics = json.loads((Path(run(cfg)["output_dir"]) / "metrics.json").read_text())
+    assert metrics["intermediate"]["method"] == "minilm" and metrics["pred"]["steps"] == 2
+    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["latency"]["teacher"]["examples"] == 16
