@@ -156,3 +156,17 @@ def test_both_phases_with_the_families_tinybert_cannot_fully_read(tmp_path, fami
     metrics = json.loads((Path(run(cfg)["output_dir"]) / "metrics.json").read_text())
     assert metrics["intermediate"]["method"] == "minilm" and metrics["pred"]["steps"] == 2
     assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["latency"]["teacher"]["examples"] == 16
+
+
+@pytest.mark.parametrize("family_teacher", ["deberta-v2", "modernbert"], indirect=True)
+def test_general_distillation_from_these_teachers(tmp_path, family_teacher, corpus):
+    """stage=general reads the encoder of the family's checkpoint: the relation loss (any family), TinyBERT's
+    embedding and hidden-state losses across widths (a projection 16 -> 32)."""
+    kind, teacher = family_teacher
+    common = ["stage=general", f"teacher.name_or_path={teacher}", f"stage.corpus.path={corpus}", "logger=none",
+              "student.name=tiny", *TINY_STUDENT, "stage.max_seq_length=24", "stage.batch_size=4", "stage.val_size=4",
+              "stage.max_steps=2"]
+    relation = run(compose_config(tmp_path / "minilm", *common, *MINILM))
+    assert set(relation["val"]) == {"rel_q", "rel_k", "rel_v", "loss"}
+    layers = run(compose_config(tmp_path / "tinybert", *common, "ablation=no_attn"))
+    assert set(layers["val"]) == {"emb", "hid", "loss"} and all(math.isfinite(v) for v in layers["val"].values())
