@@ -200,3 +200,18 @@ def test_relation_loss_decreases_on_a_repeated_batch_across_families():
             assert student.embeddings.word_embeddings.weight.grad.abs().sum() > 0
         opt.step()
     assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_kept_teacher_captures_hold_only_the_layer_the_loss_reads():
+    """The phase-1 teacher cache keeps `Captured.keep(*distiller.teacher_reads)`: for the relation loss, one
+    layer's queries, keys and values and no hidden states."""
+    teacher = bert(6, 24, 4).eval()
+    d = distiller_from_config(SETTINGS, bert().config, teacher.config)
+    with torch.no_grad():
+        full = forward_with_capture(teacher, BATCH, "qkv")
+    kept = full.keep(*d.teacher_reads)
+    assert [t.numel() > 0 for t in kept.qkv] == [i == 4 for i in range(6)]
+    assert all(t.numel() == 0 for t in kept.hidden_states) and kept.num_layers == 6
+    assert torch.equal(kept.qkv[4], full.qkv[4]) and kept.nbytes == full.qkv[4].numel() * 4 + BATCH["input_ids"].numel()
+    student = forward_with_capture(bert(), BATCH, "qkv")
+    assert torch.equal(d(student, kept.to("cpu").float())["loss"], d(student, full)["loss"])

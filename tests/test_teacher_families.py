@@ -14,6 +14,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from tests.conftest import TINY_STUDENT, assert_one_line, compose_config
 from tinydistill.distill.methods import distiller_from_config
 from tinydistill.models.capture import forward_with_capture
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.optim import OptimizerSettings
 from tinydistill.stages import run
 from tinydistill.stages.task import plan
 from tinydistill.stages.task.inputs import load_student
@@ -96,18 +98,24 @@ def test_loss_falls_on_a_repeated_batch_and_reaches_the_student(tmp_path, family
                            return_tensors="pt"))
     with torch.no_grad():
         target = forward_with_capture(teacher, batch, distiller.want_attention)
-    params = [q for q in [*student.parameters(), *distiller.parameters()] if q.requires_grad]
-    opt = torch.optim.Adam(params, lr=3e-3)
+    # The phase-1 module decides what trains: the encoder, less what the distiller's loss does not reach.
+    module = TaskDistillModule(student, p.task, "intermediate", OptimizerSettings(lr=3e-3), teacher=teacher,
+                               distiller=distiller)
+    trained = {n: q for n, q in [*student.named_parameters(), *distiller.named_parameters()] if q.requires_grad}
+    opt = torch.optim.Adam(trained.values(), lr=3e-3)
     losses = []
     for step in range(12):
-        loss = distiller(forward_with_capture(student, batch, distiller.want_attention), target)["loss"]
+        loss = distiller(forward_with_capture(module.classifier, batch, distiller.want_attention), target)["loss"]
         opt.zero_grad()
         loss.backward()
-        if step == 0:
+        if step == 0:  # every trainable parameter gets a gradient (as DDP demands), the embeddings included
+            assert [n for n, q in trained.items() if q.grad is None] == []
             assert student.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-            assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
         opt.step()
         losses.append(loss.item())
+    last = len(student.bert.encoder.layer) - 1
+    feed_forward = student.bert.encoder.layer[last].output.dense.weight
+    assert feed_forward.requires_grad == (method == "tinybert")  # the relation loss reads the last layer's q, k, v
     assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.8 * losses[0], (kind, method, losses)
 
 
@@ -126,3 +134,30 @@ def test_minilm_composes_with_tinybert_task_settings(tmp_path):
     assert {d["weights"][t] for t in ("emb", "att", "hid")} == {0.0}
     assert d["temperature"] == 1.0 and d["teacher_mode"] == "eval"  # TinyBERT's shared settings, inherited
     assert cfg.stage.intermediate.lr == compose_config(tmp_path, "stage=task").stage.intermediate.lr  # the stage's
+
+
+@pytest.mark.parametrize("family_teacher", ["deberta-v2", "modernbert"], indirect=True)
+def test_both_phases_with_the_families_tinybert_cannot_fully_read(tmp_path, family_teacher, data_dir):
+    """Phase 2 (the teacher's logits) and the latency comparison run on these teachers too."""
+    kind, teacher = family_teacher
+    cfg = compose_config(tmp_path, "stage=task", "task=rte", f"stage.teacher={teacher}", f"paths.data_dir={data_dir}",
+                         "logger=none", *[o for o in PHASE1 if o != "stage.phase=intermediate"], *MINILM,
+                         "stage.pred.max_steps=2", "stage.pred.teacher_logits=seen", "stage.latency_repeats=1",
+                         "stage.latency_max_examples=16", "stage.latency_batch1=false")
+    metrics = json.loads((Path(run(cfg)["output_dir"]) / "metrics.json").read_text())
+    assert metrics["intermediate"]["method"] == "minilm" and metrics["pred"]["steps"] == 2
+    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["latency"]["teacher"]["examples"] == 16
+
+
+@pytest.mark.parametrize("family_teacher", ["deberta-v2", "modernbert"], indirect=True)
+def test_general_distillation_from_these_teachers(tmp_path, family_teacher, corpus):
+    """stage=general reads the encoder of the family's checkpoint: the relation loss (any family), TinyBERT's
+    embedding and hidden-state losses across widths (a projection 16 -> 32)."""
+    kind, teacher = family_teacher
+    common = ["stage=general", f"teacher.name_or_path={teacher}", f"stage.corpus.path={corpus}", "logger=none",
+              "student.name=tiny", *TINY_STUDENT, "stage.max_seq_length=24", "stage.batch_size=4", "stage.val_size=4",
+              "stage.max_steps=2"]
+    relation = run(compose_config(tmp_path / "minilm", *common, *MINILM))
+    assert set(relation["val"]) == {"rel_q", "rel_k", "rel_v", "loss"}
+    layers = run(compose_config(tmp_path / "tinybert", *common, "ablation=no_attn"))
+    assert set(layers["val"]) == {"emb", "hid", "loss"} and all(math.isfinite(v) for v in layers["val"].values())

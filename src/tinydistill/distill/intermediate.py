@@ -292,6 +292,10 @@ class IntermediateDistiller(nn.Module):
     def active_terms(self) -> tuple[str, ...]:
         return tuple(t for t in TERMS if self.weights[t] > 0)
 
+    def student_trains(self, name: str) -> bool:
+        """Whether the loss reaches the student parameter `name`: every layer's output is compared, so all of them."""
+        return True
+
     @classmethod
     def from_config(
         cls,

@@ -3,7 +3,8 @@
 Both kinds answer the same calls (`modules/general.py`, `modules/task.py`, `stages/task/phase1.py`):
 ``distiller(student_capture, teacher_capture) -> {term: loss, ..., "loss": total}``, ``want_attention`` (what to
 capture from both models), ``teacher_reads`` (which teacher captures the phase-1 teacher cache keeps),
-``active_terms``, ``describe()`` and ``projections`` (saved beside the student, or None).
+``active_terms``, ``student_trains(name)`` (whether the loss reaches a student parameter: those it does not are
+frozen), ``describe()`` and ``projections`` (saved beside the student, or None).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ least one below: 21 of 24, 11 of 12, 5 of 6. ``last`` or a layer number (1..N) c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ RELATIONS = {"query": (0, "rel_q"), "key": (1, "rel_k"), "value": (2, "rel_v")}
 TEACHER_LAYERS = ("upper_middle", "last")
 #: TinyBERT's intermediate terms, which this method does not combine with.
 TINYBERT_TERMS = ("emb", "att", "hid")
+#: A (BERT-shaped) student's layer parameters: layer index (0-based) and the rest of the name.
+LAYER_PARAMETER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.(.+)$")
 
 
 def upper_middle(num_layers: int) -> int:
@@ -116,6 +119,16 @@ class RelationDistiller(nn.Module):
         heads = check_heads(distill.get("relation_heads"),
                             {"student": attention_width(student_config), "teacher": attention_width(teacher_config)})
         return cls(teacher_layer, student_layer, heads, relations, weight)
+
+    def student_trains(self, name: str) -> bool:
+        """Whether the loss reaches the student parameter `name`: not the chosen layer's attention output and
+        feed-forward (the loss reads its queries, keys and values), nor any layer above it. They are frozen in this
+        phase (DDP refuses trainable parameters without a gradient); they would not move anyway."""
+        match = LAYER_PARAMETER.search(name)
+        if match is None:
+            return True
+        layer = int(match.group(1)) + 1
+        return layer < self.student_layer or (layer == self.student_layer and match.group(2).startswith("attention.self."))
 
     def forward(self, student: Captured, teacher: Captured) -> dict[str, Tensor]:
         if student.qkv is None or teacher.qkv is None:

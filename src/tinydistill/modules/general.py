@@ -40,6 +40,9 @@ class GeneralDistillModule(FrozenTeacherMixin, L.LightningModule):
         pooler = getattr(student, "pooler", None)
         if pooler is not None:
             pooler.requires_grad_(False)
+        for name, p in student.named_parameters():
+            if not distiller.student_trains(name):  # distill=minilm: above the layer its loss reads
+                p.requires_grad_(False)
         self.distiller = distiller
 
     def distillation_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

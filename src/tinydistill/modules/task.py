@@ -89,10 +89,11 @@ class TaskDistillModule(FrozenTeacherMixin, GlueEvalModule):
         # forward, which would throw away the rows those processes fill (`teacher_targets`).
         self.teacher_logits = None if teacher_logits is None else teacher_logits.cpu()
         # Only the parameters that receive a loss signal in this phase train: in the intermediate
-        # phase the classifier head (and pooler, which only feeds it) get none.
+        # phase the classifier head (and pooler, which only feeds it) get none, nor what the distiller does not read.
         base = self.classifier.base_model_prefix + "."
         for name, p in self.classifier.named_parameters():
-            p.requires_grad_(phase != "intermediate" or self._is_encoder(name, base))
+            p.requires_grad_(phase != "intermediate"
+                             or (self._is_encoder(name, base) and self.distiller.student_trains(name)))
 
     @staticmethod
     def _is_encoder(name: str, base: str) -> bool:

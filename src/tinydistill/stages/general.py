@@ -4,10 +4,11 @@
     python train.py stage=general experiment=quick      # MiniLM -> demo student, < 30 min on 2 CPU cores
     python train.py stage=general ckpt_path=<run>/checkpoints/last.ckpt   # resume
     python train.py stage=general distill=distilbert    # DistilBERT's triple loss instead (stages/distilbert.py)
+    python train.py stage=general distill=minilm        # MiniLM-v2's relation loss instead (distill/relation.py)
 
 Result (``stage.output_dir``, default ``artifacts/general/<student.name>/``): the student as a Hugging Face
 ``BertModel`` (``config.json``, ``model.safetensors``) with the teacher's tokenizer, the projections
-(``projections.safetensors`` + ``projections.json``) and ``general_distill.json`` (settings and losses).
+(``projections.safetensors`` + ``projections.json``; none with ``distill=minilm``) and ``general_distill.json`` (settings and losses).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""stage=task, phase 1: the intermediate layers (embeddings, attention, hidden states) of the teacher, as in general
-distillation; the student's classifier does not train."""
+"""stage=task, phase 1: the intermediate layers (embeddings, attention, hidden states; with distill=minilm the
+self-attention relations) of the teacher, as in general distillation; the student's classifier does not train."""
 
 from __future__ import annotations
 
