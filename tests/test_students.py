@@ -10,14 +10,24 @@ import os
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+)
 
 from tests.conftest import assert_nothing_written, assert_one_line
-from tinydistill.distill.intermediate import Projections
+from tinydistill.data.tasks import get_task
+from tinydistill.distill.intermediate import IntermediateDistiller, Projections
 from tinydistill.errors import ConfigError
 from tinydistill.inference import load_classifier
 from tinydistill.models.released import checkpoint_config, fit_dense_tensors, resolve_checkpoint
 from tinydistill.models.student import FROM_TEACHER, build_student, student_config
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.optim import OptimizerSettings
 from tinydistill.predict import Inputs, predict
 from tinydistill.stages import run
 
@@ -65,6 +75,22 @@ def test_each_family_is_its_own_transformers_architecture_reading_the_teachers_i
              "token_type_ids": (torch.arange(length) >= length // 2).long().expand(2, -1)}
     batch["attention_mask"][1, 40:] = 0
     assert torch.isfinite(model(**batch).last_hidden_state).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_task_phase_1_trains_each_familys_encoder_and_not_its_head(tiny_bert, family):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    config = student_config({**SMALL, "family": family}, teacher.config)
+    config.num_labels = 2
+    student = AutoModelForSequenceClassification.from_config(config)
+    distiller = IntermediateDistiller.from_config({"weights": {"emb": 1, "att": 1, "hid": 1}}, config, teacher.config)
+    module = TaskDistillModule(student, get_task("rte"), "intermediate", OptimizerSettings(lr=1e-3), teacher=teacher,
+                               distiller=distiller)
+    base = student.base_model_prefix + "."
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trained == {n for n, _ in student.named_parameters() if n.startswith(base) and ".pooler." not in n}
+    assert any(".layer" in n for n in trained) and not any(n.startswith(("classifier", "head")) for n in trained)
+    assert module.classifier is student
 
 
 def test_an_unknown_family_stops_in_one_line_before_anything_is_written(train_py, tmp_path, tiny_bert):
@@ -172,7 +198,6 @@ def test_a_tinybert_release_through_stage_task_starts_phase_1_from_its_fit_dense
                       "stage.allow_weak_teacher=true")
     from tinydistill.stages.task import plan
     from tinydistill.stages.task.inputs import load_student
-    from transformers import AutoModelForSequenceClassification
 
     with caplog.at_level(logging.INFO):
         student, projections = load_student(plan(cfg), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))
