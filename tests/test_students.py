@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from tests.conftest import assert_nothing_written, assert_one_line
+from tinydistill import export
 from tinydistill.data.tasks import get_task
 from tinydistill.distill.intermediate import IntermediateDistiller, Projections
 from tinydistill.errors import ConfigError
@@ -100,8 +101,8 @@ def test_an_unknown_family_stops_in_one_line_before_anything_is_written(train_py
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg, tiny_bert, corpus, tiny_teacher,
-                                                                   data_dir, family):
+def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg, tmp_path, tiny_bert, corpus,
+                                                                   tiny_teacher, data_dir, family):
     """stage=general (all three intermediate losses), stage=task from it (both phases) and the exported classifier
     answering, for a student of each family taught by a BERT."""
     student = [f"student.family={family}", "student.name=tiny_student", "student.num_hidden_layers=1",
@@ -120,8 +121,15 @@ def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg,
     assert result["pred"]["steps"] == 2
     clf = load_classifier(result["output_dir"])
     assert clf.config.model_type == family
-    answers = predict(clf, Inputs(["The cat sat.", "It rained."], ["A cat sat.", "The sun shone."]))
+    texts = Inputs(["The cat sat.", "It rained."], ["A cat sat.", "The sun shone."])
+    answers = predict(clf, texts)
     assert len(answers) == 2 and all(label in clf.label_names and 0.5 <= p <= 1 for label, p in answers)
+    # ONNX export, checked against PyTorch on RTE's dev set (export's own check fails beyond --atol), answers the same.
+    onnx_dir = export.export_model(result["output_dir"], task="rte", data_dir=str(data_dir),
+                                   cache_dir=tmp_path / "export_cache", latency=False)
+    onnx = load_classifier(onnx_dir)
+    assert onnx.variant == "onnx fp32"
+    assert [label for label, _ in predict(onnx, texts)] == [label for label, _ in answers]
 
 
 # ------------------------------------------------------------------ released checkpoints
