@@ -10,14 +10,25 @@ import os
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+)
 
 from tests.conftest import assert_nothing_written, assert_one_line
-from tinydistill.distill.intermediate import Projections
+from tinydistill import export
+from tinydistill.data.tasks import get_task
+from tinydistill.distill.intermediate import IntermediateDistiller, Projections
 from tinydistill.errors import ConfigError
 from tinydistill.inference import load_classifier
 from tinydistill.models.released import checkpoint_config, fit_dense_tensors, resolve_checkpoint
 from tinydistill.models.student import FROM_TEACHER, build_student, student_config
+from tinydistill.modules.task import TaskDistillModule
+from tinydistill.optim import OptimizerSettings
 from tinydistill.predict import Inputs, predict
 from tinydistill.stages import run
 
@@ -67,6 +78,22 @@ def test_each_family_is_its_own_transformers_architecture_reading_the_teachers_i
     assert torch.isfinite(model(**batch).last_hidden_state).all()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_task_phase_1_trains_each_familys_encoder_and_not_its_head(tiny_bert, family):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    config = student_config({**SMALL, "family": family}, teacher.config)
+    config.num_labels = 2
+    student = AutoModelForSequenceClassification.from_config(config)
+    distiller = IntermediateDistiller.from_config({"weights": {"emb": 1, "att": 1, "hid": 1}}, config, teacher.config)
+    module = TaskDistillModule(student, get_task("rte"), "intermediate", OptimizerSettings(lr=1e-3), teacher=teacher,
+                               distiller=distiller)
+    base = student.base_model_prefix + "."
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trained == {n for n, _ in student.named_parameters() if n.startswith(base) and ".pooler." not in n}
+    assert any(".layer" in n for n in trained) and not any(n.startswith(("classifier", "head")) for n in trained)
+    assert module.classifier is student
+
+
 def test_an_unknown_family_stops_in_one_line_before_anything_is_written(train_py, tmp_path, tiny_bert):
     result = train_py("stage=init_student", f"teacher.name_or_path={tiny_bert}", "student.family=xlnet")
     assert_one_line(result, "student.family='xlnet'", "bert, electra, modernbert, roberta")
@@ -74,8 +101,8 @@ def test_an_unknown_family_stops_in_one_line_before_anything_is_written(train_py
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg, tiny_bert, corpus, tiny_teacher,
-                                                                   data_dir, family):
+def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg, tmp_path, tiny_bert, corpus,
+                                                                   tiny_teacher, data_dir, family):
     """stage=general (all three intermediate losses), stage=task from it (both phases) and the exported classifier
     answering, for a student of each family taught by a BERT."""
     student = [f"student.family={family}", "student.name=tiny_student", "student.num_hidden_layers=1",
@@ -94,8 +121,15 @@ def test_a_family_student_general_distils_task_distils_and_predicts(compose_cfg,
     assert result["pred"]["steps"] == 2
     clf = load_classifier(result["output_dir"])
     assert clf.config.model_type == family
-    answers = predict(clf, Inputs(["The cat sat.", "It rained."], ["A cat sat.", "The sun shone."]))
+    texts = Inputs(["The cat sat.", "It rained."], ["A cat sat.", "The sun shone."])
+    answers = predict(clf, texts)
     assert len(answers) == 2 and all(label in clf.label_names and 0.5 <= p <= 1 for label, p in answers)
+    # ONNX export, checked against PyTorch on RTE's dev set (export's own check fails beyond --atol), answers the same.
+    onnx_dir = export.export_model(result["output_dir"], task="rte", data_dir=str(data_dir),
+                                   cache_dir=tmp_path / "export_cache", latency=False)
+    onnx = load_classifier(onnx_dir)
+    assert onnx.variant == "onnx fp32"
+    assert [label for label, _ in predict(onnx, texts)] == [label for label, _ in answers]
 
 
 # ------------------------------------------------------------------ released checkpoints
@@ -172,7 +206,6 @@ def test_a_tinybert_release_through_stage_task_starts_phase_1_from_its_fit_dense
                       "stage.allow_weak_teacher=true")
     from tinydistill.stages.task import plan
     from tinydistill.stages.task.inputs import load_student
-    from transformers import AutoModelForSequenceClassification
 
     with caplog.at_level(logging.INFO):
         student, projections = load_student(plan(cfg), AutoModelForSequenceClassification.from_pretrained(tiny_teacher))

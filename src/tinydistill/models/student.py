@@ -44,9 +44,10 @@ REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermed
 FAMILIES = ("bert", "electra", "modernbert", "roberta")
 #: RoBERTa-style embeddings number positions from pad_token_id + 1.
 OFFSET_POSITIONS = frozenset({"camembert", "roberta", "xlm-roberta"})
+#: Special-token ids ModernBERT's config holds (its defaults are ids of ModernBERT's own vocabulary).
+SPECIAL_IDS = ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
 #: ModernBERT names BERT's settings differently; its dropouts and activation stay its own (its design, not BERT's).
-MODERNBERT_FROM_TEACHER = ("vocab_size", "max_position_embeddings", "pad_token_id", "initializer_range",
-                           "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+MODERNBERT_FROM_TEACHER = ("vocab_size", "max_position_embeddings", "pad_token_id", "initializer_range", *SPECIAL_IDS)
 
 
 def student_family(student: Mapping[str, Any]) -> str:
@@ -67,7 +68,7 @@ def teacher_settings(family: str, teacher_config: PretrainedConfig) -> dict[str,
     if family in OFFSET_POSITIONS and getattr(teacher_config, "model_type", None) not in OFFSET_POSITIONS:
         kwargs["max_position_embeddings"] += (kwargs.get("pad_token_id") or 0) + 1
     if family == "modernbert":  # ids the teacher's config lacks are not ModernBERT's defaults (other vocabulary)
-        kwargs.update({k: None for k in MODERNBERT_FROM_TEACHER[4:] if k not in kwargs})
+        kwargs.update({k: None for k in SPECIAL_IDS if k not in kwargs})
     return kwargs
 
 
