@@ -147,7 +147,14 @@ def test_export_json_records_the_choice_and_keeps_the_export_fields(result, pair
 
 def test_predict_serves_the_recorded_choice_unless_told_otherwise(result, pair, monkeypatch, capsys):
     onnx = pair["student"] / "onnx"
-    info = json.loads((onnx / EXPORT_JSON).read_text())
+    kept = (onnx / EXPORT_JSON).read_text()
+    try:
+        _predict_checks(pair, onnx, json.loads(kept), monkeypatch, capsys)
+    finally:
+        (onnx / EXPORT_JSON).write_text(kept)
+
+
+def _predict_checks(pair, onnx, info, monkeypatch, capsys):
     info["serve"]["choice"] = {"name": "onnx int8 dynamic", "runtime": "onnx", "precision": "int8",
                                "file": "model_int8_dynamic.onnx", "source": str(pair["student"])}
     (onnx / EXPORT_JSON).write_text(json.dumps(info))
@@ -194,3 +201,21 @@ def test_threads_option():
     assert serve.thread_counts("2,1,2") == [1, 2]
     with pytest.raises(ConfigError, match="--threads 0,x: expected comma-separated positive counts"):
         serve.thread_counts("0,x")
+
+
+def test_report_and_frontier_show_both_yardsticks(result, pair, tmp_path):
+    from tinydistill.report import write_report
+
+    write_report([pair["student"]], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text.split("## Serving backends")[1]
+    assert "speed-up over the PyTorch fp32 teacher" in section and "speed-up over that teacher" in section
+    assert f"| {result['choice']['name']} |" in section and "encoder FLOP ratio" in section
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [(r["threads"], r["batch"]) for r in saved["serve"]] == [(1, 32), (1, 1)]
+    served = [p for p in saved["frontier"] if p["variant"].startswith("served: ")]
+    assert len(served) == 1 and served[0]["variant"] == f"served: {result['choice']['name']}"
+    y = result["yardsticks"]["1"]
+    assert served[0]["speedup"] == pytest.approx(y["32"]["vs_teacher_fp32"])
+    assert served[0]["vs_teacher_best_batch1"] == pytest.approx(y["1"]["vs_teacher_best"])
+    assert (tmp_path / "report" / "frontier.png").stat().st_size > 10_000

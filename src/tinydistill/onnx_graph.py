@@ -156,7 +156,10 @@ def quantize_int8_static(src: Path, dst: Path, calibration: list[dict[str, np.nd
     that ORT fuses at load) or qoperator (QLinearMatMul written out)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    import onnxruntime
+
     reader = type("Reader", (_Rows, CalibrationDataReader), {})(calibration)
+    onnxruntime.set_default_logger_severity(3)  # the calibration session warns of every initializer it drops
     with _quiet():
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ if fmt == "qdq" else
                         QuantFormat.QOperator, op_types_to_quantize=["MatMul"], per_channel=per_channel,
