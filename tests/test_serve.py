@@ -28,7 +28,7 @@ from tinydistill.inference import (  # noqa: E402
 )
 from tests.test_export import LABELS, WORDS, make_model  # noqa: E402
 
-FAST = ("pytorch fp32", "onnx fp32", "onnx int8 dynamic", "onnx int8 static")
+FAST = ("pytorch fp32", "onnx fp32", "onnx fp32 no-spin", "onnx int8 dynamic", "onnx int8 static")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,8 @@ def test_table_has_every_candidate_of_both_models_with_dev_rows_and_latency(resu
     assert ref["agreement"] == 1.0 and ref["max_logit_diff"] == 0.0 and ref["accepted"]
     fp32 = next(r for r in result["rows"] if r["model"] == "student" and r["name"] == "onnx fp32")
     assert fp32["max_logit_diff"] < 1e-4  # the same function, so the same answers
+    no_spin = next(r for r in result["rows"] if r["model"] == "student" and r["name"] == "onnx fp32 no-spin")
+    assert no_spin["file"] == fp32["file"] and no_spin["spinning"] is False and fp32["spinning"] is True
     assert result["examples_timed"] == 8 and result["examples_dev"] == 24
 
 
@@ -182,8 +184,8 @@ def test_missing_runtimes_and_bf16_are_skipped_with_one_line_each(pair, tmp_path
     assert len(lines) == 4
     assert "serve: pytorch bf16 skipped: this CPU has no bfloat16 instructions (avx512_bf16 or AMX)" in lines
     assert "serve: openvino bf16 skipped: this CPU has no bfloat16 instructions (avx512_bf16 or AMX)" in lines
-    assert any(line.startswith("serve: onnx fp32, onnx fp32 fused,") and "onnxruntime is not installed" in line
-               for line in lines)
+    onnx = [n for n in CANDIDATES if n.startswith("onnx")]
+    assert f"serve: {', '.join(onnx)} skipped: onnxruntime is not installed (pip install -e '.[export]')" in lines
     assert "serve: openvino fp32 skipped: openvino is not installed (pip install -e '.[serve]')" in lines
 
 

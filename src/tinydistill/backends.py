@@ -10,6 +10,7 @@ know) is skipped the same way, naming the error.
 |---|---|
 | pytorch fp32, pytorch bf16 | the model folder; bf16: autocast, matrix products in bfloat16 |
 | onnx fp32 | `model.onnx` as `export` writes it (SDPA attention, unfused) |
+| onnx fp32 no-spin, onnx int8 dynamic no-spin | the same files, ONNX Runtime's idle threads sleeping instead of spinning |
 | onnx fp32 fused | the model exported with eager attention, then ORT's BERT optimiser (`onnx_graph.fuse_bert`) |
 | onnx int8 dynamic [per-channel] | the fused graph, `quantize_dynamic` (QAttention, MatMulInteger) |
 | onnx int8 static [per-channel] | the fused graph, `quantize_static` (QDQ), calibrated on training rows |
@@ -42,9 +43,9 @@ from tinydistill.onnx_graph import export_onnx, fuse_bert, quantize_int8, quanti
 log = logging.getLogger("tinydistill.serve")
 
 #: The candidates in the order they are built and listed; the first is the reference every other must agree with.
-CANDIDATES = ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx fp32 fused", "onnx int8 dynamic",
-              "onnx int8 dynamic per-channel", "onnx int8 static", "onnx int8 static per-channel",
-              "openvino fp32", "openvino bf16")
+CANDIDATES = ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx fp32 no-spin", "onnx fp32 fused", "onnx int8 dynamic",
+              "onnx int8 dynamic no-spin", "onnx int8 dynamic per-channel", "onnx int8 static",
+              "onnx int8 static per-channel", "openvino fp32", "openvino bf16")
 REFERENCE = CANDIDATES[0]
 PLAIN, EAGER, FUSED = "model.onnx", "model_eager.onnx", "model_fused.onnx"
 
@@ -52,25 +53,27 @@ PLAIN, EAGER, FUSED = "model.onnx", "model_eager.onnx", "model_fused.onnx"
 @dataclass(frozen=True)
 class Candidate:
     """One way to run the model: `runtime` (pytorch, onnx, openvino) at `precision` (fp32, bf16, int8), from
-    `file` in the candidates' folder (None: the PyTorch model folder); `recipe`: how the file was made."""
+    `file` in the candidates' folder (None: the PyTorch model folder); `recipe`: how the file was made; `spinning`:
+    off, ONNX Runtime's idle workers sleep, which wins when other jobs want the cores."""
 
     name: str
     runtime: str
     precision: str
     file: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    spinning: bool = True  # ONNX Runtime's worker threads spin between operators (its default)
 
     def load(self, model: TorchClassifier, folder: Path, threads: int) -> Classifier:
         """The classifier, its sessions set to `threads` (PyTorch reads torch's thread count at run time)."""
         if self.runtime == "pytorch":
             return TorchClassifier(model.model, model.path, model.tokenizer, self.precision)
         if self.runtime == "onnx":
-            return load_onnx_classifier(folder / self.file, threads)
+            return load_onnx_classifier(folder / self.file, threads, self.spinning)
         return OpenVinoClassifier(folder / self.file, model.tokenizer, model.config, threads, self.precision)
 
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "runtime": self.runtime, "precision": self.precision, "file": self.file,
-                "recipe": self.recipe}
+                "spinning": self.spinning, "recipe": self.recipe}
 
 
 def _have(module: str) -> bool:
@@ -143,8 +146,9 @@ def _steps(clf: TorchClassifier, folder: Path, calibration: list[dict[str, np.nd
         recipe = fused()
         name = "onnx int8 dynamic" + (" per-channel" if per_channel else "")
         file = f"model_int8_dynamic{'_pc' if per_channel else ''}.onnx"
-        quant = quantize_int8(folder / FUSED, folder / file, per_channel, fused=True)
-        return Candidate(name, "onnx", "int8", file, {**recipe, "quantization": quant})
+        quant = once(file, lambda f: quantize_int8(folder / FUSED, f, per_channel, fused=True))
+        made[name] = Candidate(name, "onnx", "int8", file, {**recipe, "quantization": quant})
+        return made[name]
 
     def static(per_channel: bool) -> Candidate:
         recipe = fused()
@@ -153,14 +157,20 @@ def _steps(clf: TorchClassifier, folder: Path, calibration: list[dict[str, np.nd
         quant = quantize_int8_static(folder / FUSED, folder / file, calibration, per_channel)
         return Candidate(name, "onnx", "int8", file, {**recipe, "quantization": quant})
 
-    def plain() -> Candidate:
-        return Candidate("onnx fp32", "onnx", "fp32", PLAIN, once(PLAIN, lambda f: export_onnx(clf, f)))
+    def plain(spinning: bool = True) -> Candidate:
+        name = "onnx fp32" + ("" if spinning else " no-spin")
+        return Candidate(name, "onnx", "fp32", PLAIN, once(PLAIN, lambda f: export_onnx(clf, f)), spinning)
+
+    def dynamic_no_spin() -> Candidate:
+        c = made.get("onnx int8 dynamic") or dynamic(False)
+        return Candidate("onnx int8 dynamic no-spin", "onnx", "int8", c.file, c.recipe, False)
 
     def vino(precision: str) -> Candidate:
         return Candidate(f"openvino {precision}", "openvino", precision, EAGER, {"exporter": eager()})
 
     return {
-        "onnx fp32": plain,
+        "onnx fp32": plain, "onnx fp32 no-spin": lambda: plain(False),
+        "onnx int8 dynamic no-spin": dynamic_no_spin,
         "onnx fp32 fused": lambda: Candidate("onnx fp32 fused", "onnx", "fp32", FUSED, fused()),
         "onnx int8 dynamic": lambda: dynamic(False), "onnx int8 dynamic per-channel": lambda: dynamic(True),
         "onnx int8 static": lambda: static(False), "onnx int8 static per-channel": lambda: static(True),

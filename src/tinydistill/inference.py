@@ -281,13 +281,13 @@ def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
     return TorchClassifier(model, folder, _tokenizer(folder))
 
 
-def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None) -> OnnxClassifier:
+def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None, spinning: bool = True) -> OnnxClassifier:
     """The ONNX model `file` with the config (label names) and tokenizer beside it."""
     file = Path(file)
     if not file.is_file():
         raise ConfigError(f"ONNX model {file} does not exist")
     config = _config(file.parent)
-    return OnnxClassifier(file, _tokenizer(file.parent), config, threads)
+    return OnnxClassifier(file, _tokenizer(file.parent), config, threads, spinning)
 
 
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
@@ -327,8 +327,8 @@ def recorded_choice(path: str | os.PathLike, name: str | None = None) -> dict[st
         return None
     if found is None:
         raise ConfigError(f"--backend {name}: not in the table recorded in {records[0]} ({', '.join(rows)})")
-    keys = ("name", "runtime", "precision", "file")
-    return {**{k: found[k] for k in keys}, "source": serve.get("source"), "folder": str(records[0].parent)}
+    keys = ("name", "runtime", "precision", "file", "spinning")
+    return {**{k: found.get(k) for k in keys}, "source": serve.get("source"), "folder": str(records[0].parent)}
 
 
 def load_choice(choice: Mapping[str, Any], threads: int | None = None) -> Classifier:
@@ -344,7 +344,7 @@ def load_choice(choice: Mapping[str, Any], threads: int | None = None) -> Classi
         raise ConfigError(f"{file} does not exist: `serve bench` keeps only the chosen candidate's file; run it "
                           f"again, or give --backend recorded")
     if runtime == "onnx":
-        return load_onnx_classifier(file, threads)
+        return load_onnx_classifier(file, threads, choice.get("spinning") is not False)  # older records: on
     if runtime == "openvino":
         return OpenVinoClassifier(file, _tokenizer(folder), _config(folder), threads, precision)
     raise ConfigError(f"{folder / EXPORT_JSON}: serve.choice names runtime {runtime!r}; expected pytorch, onnx or "

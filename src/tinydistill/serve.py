@@ -226,7 +226,8 @@ def bench(model_dir: str | os.PathLike, task_name: str, teacher: str | os.PathLi
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "native_bf16": native_cpu_bf16(), "versions": versions() | _openvino_version(),
         "source": str(model_dir), "teacher": str(t_dir) if t_clf is not None else None, "rows": rows,
-        "choice": {**{k: chosen[k] for k in ("name", "runtime", "precision", "file")}, "source": str(model_dir)},
+        "choice": {**{k: chosen[k] for k in ("name", "runtime", "precision", "file", "spinning")},
+                   "source": str(model_dir)},
         "teacher_choice": None, "flop_ratio": None, "yardsticks": None,
     }
     if t_clf is not None:
