@@ -22,7 +22,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install data data-ready demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-train-step bench-train clean help
+.PHONY: install data data-ready demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-serve bench-train-step bench-train clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on SST-2 and write a report"
@@ -174,7 +174,7 @@ mrpc: install data-ready
 mrpc-budget: install data-ready
 	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,minilm_l6_encoder150,mrpc-all-encoder150,budget,report_mrpc_budget)
 
-bench: bench-aug bench-latency bench-train-step bench-train
+bench: bench-aug bench-latency bench-serve bench-train-step bench-train
 
 # Inference latency of the demo's teacher and student on SST-2 dev (needs `make demo` first), with the student's
 # ONNX fp32 and int8 variants when `make demo` has exported them.
@@ -182,6 +182,14 @@ bench-latency: install data-ready
 	mkdir -p bench
 	$(PY) -m tinydistill.bench --task sst2 --model artifacts/teacher/sst2-demo --model artifacts/task/sst2/demo/seed42 \
 	  --batch-size 32 --out bench/latency.json
+
+# Every serving backend of this CPU for the demo's student and teacher (needs `make demo` first), 1 thread and every
+# core, batch 32 and 1; the chosen backend is recorded in the student's onnx/export.json (issue 51). Targets: the
+# chosen backend >= 10x the PyTorch fp32 teacher at batch 32 and 1, >= 60% of the FLOP ratio over the teacher's own
+# choice, dev metric within 1 point (docs/results/benchmarks.md).
+bench-serve: install data-ready
+	mkdir -p bench
+	$(PY) -m tinydistill.serve bench artifacts/task/sst2/demo/seed42 --task sst2 --json bench/serve.json
 
 # Where a distillation step's time goes on CPU: teacher forward float32 vs bfloat16, student step with default
 # vs fused AdamW (SST-2 batches; needs the data folder).

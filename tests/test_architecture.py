@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("checks", ("tinydistill.teacher_checks", "tinydistill.preflight")),
     ("stages", ("tinydistill.stages",)),
     ("tools", ("tinydistill.inference", "tinydistill.bench", "tinydistill.export", "tinydistill.predict",
-               "tinydistill.frontier", "tinydistill.report", "tinydistill.results", "tinydistill.onnx_graph")),
+               "tinydistill.frontier", "tinydistill.report", "tinydistill.results", "tinydistill.onnx_graph",
+               "tinydistill.backends", "tinydistill.serve")),
 ]
 
 MAX_MODULE_LINES = 400

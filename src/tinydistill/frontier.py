@@ -18,6 +18,8 @@ from tinydistill.atomic import atomic_file
 from tinydistill.data.tasks import get_task
 
 MARKERS = {"pytorch fp32": "o", "onnx fp32": "s", "onnx int8": "^"}
+#: The backend `serve bench` chose (filled: over the PyTorch fp32 teacher; hollow: over the teacher's own backend).
+SERVED_MARKER = "*"
 #: Speed-up keys of a row, and the panel titles.
 PANELS = (("speedup", "batch 32"), ("speedup_batch1", "batch 1"))
 
@@ -32,9 +34,11 @@ def _mean(s: Any) -> float | None:
     return s["mean"] if isinstance(s, dict) and isinstance(s.get("mean"), (int, float)) else None
 
 
-def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The frontier's points, from the report's rows and its exported-variant rows: per point `task`, `label`
-    (the model), `variant`, `metric`, `value` (mean dev metric) and `speedup` / `speedup_batch1` (mean, or None)."""
+def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any]],
+                    serve_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The frontier's points, from the report's rows, its exported-variant rows and its serving rows: per point
+    `task`, `label` (the model), `variant`, `metric`, `value` (mean dev metric) and `speedup` / `speedup_batch1`
+    (mean, or None); a served point also has `vs_teacher_best` / `vs_teacher_best_batch1` and `flop_ratio`."""
     points: list[dict[str, Any]] = []
     exported = {(v["task"], v["model_key"]) for v in variant_rows}
     for r in rows:
@@ -61,6 +65,7 @@ def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any
         points.append({"task": v["task"], "label": "teacher" if v.get("is_teacher") else v["run"],
                        "variant": v["variant"], "metric": metric, "value": value,
                        **{k: _mean(v.get(k)) for k, _ in PANELS}})
+    points += served_points(serve_rows)
     seen: set[tuple[str, str, str]] = set()
     unique = []
     for p in points:  # a teacher both exported itself and timed by its students' exports: one point
@@ -69,6 +74,26 @@ def frontier_points(rows: list[dict[str, Any]], variant_rows: list[dict[str, Any
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def served_points(serve_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per model `serve bench` timed: its chosen backend on every core (the most threads timed), at
+    the speed-ups over the PyTorch fp32 teacher, with those over the teacher's own backend beside them."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in serve_rows:
+        value = r["dev"].get(r["metric"])
+        key = (r["task"], r["run"], r["seed"])
+        if value is None or (key in out and out[key]["threads"] > r["threads"]):
+            continue
+        point = out.get(key) if key in out and out[key]["threads"] == r["threads"] else None
+        point = point or {"task": r["task"], "label": r["run"], "variant": f"served: {r['choice']}",
+                          "metric": r["metric"], "value": value, "threads": r["threads"],
+                          "flop_ratio": r["flop_ratio"], "teacher_choice": r["teacher_choice"]}
+        suffix = "" if r["batch"] != 1 else "_batch1"
+        point["speedup" + suffix] = r["vs_teacher_fp32"]
+        point["vs_teacher_best" + suffix] = r["vs_teacher_best"]
+        out[key] = point
+    return list(out.values())
 
 
 def pareto(points: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -80,6 +105,21 @@ def pareto(points: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
             out.append(p)
             best = p["value"]
     return out
+
+
+def _served_yardsticks(ax: Any, served: list[dict[str, Any]], key: str, colours: dict[str, str]) -> None:
+    """For each served point: a hollow star at its speed-up over the teacher's own backend, joined to it, and a
+    dotted vertical line at the encoder FLOP ratio (where that speed-up would be if time followed FLOPs)."""
+    best_key = "vs_teacher_best" + key.removeprefix("speedup")
+    for p in served:
+        if not p.get(best_key):
+            continue
+        ax.scatter(p[best_key], p["value"], marker=SERVED_MARKER, s=80, facecolors="white",
+                   edgecolors=colours[p["label"]], zorder=3)
+        ax.plot([p[best_key], p[key]], [p["value"]] * 2, color=colours[p["label"]], linewidth=0.6, zorder=2)
+        ax.axvline(p["flop_ratio"], color=colours[p["label"]], linestyle=":", linewidth=0.8)
+        ax.annotate(f"FLOP ratio {p['flop_ratio']:.1f}", (p["flop_ratio"], p["value"]), textcoords="offset points",
+                    xytext=(3, -20), fontsize=7, color=colours[p["label"]])
 
 
 def plot_frontier(points: list[dict[str, Any]], constants: dict[str, float], path: Path) -> Path | None:
@@ -102,12 +142,14 @@ def plot_frontier(points: list[dict[str, Any]], constants: dict[str, float], pat
         for ax, (key, title) in zip(row, PANELS):
             shown = [p for p in mine if p.get(key)]
             for i, p in enumerate(sorted(shown, key=lambda p: (p[key], p["value"]))):
-                ax.scatter(p[key], p["value"], marker=MARKERS.get(p["variant"], "o"), s=60,
+                ax.scatter(p[key], p["value"], marker=MARKERS.get(p["variant"], SERVED_MARKER), s=60,
                            color=colours[p["label"]], edgecolors="black", linewidths=0.5, zorder=3)
                 short = "" if p["variant"] == "pytorch fp32" else " " + p["variant"].replace("onnx ", "onnx-")
+                short = short.replace(" served: ", " served ")
                 # alternate above and below, so neighbours' labels do not print over each other
                 ax.annotate(p["label"] + short, (p[key], p["value"]), textcoords="offset points",
                             xytext=(5, 5 if i % 2 == 0 else -11), fontsize=7)
+            _served_yardsticks(ax, [p for p in shown if "flop_ratio" in p], key, colours)
             front = pareto(shown, key)
             if len(front) > 1:
                 ax.plot([p[key] for p in front], [p["value"] for p in front], "k--", linewidth=0.8, zorder=2,
@@ -124,6 +166,10 @@ def plot_frontier(points: list[dict[str, Any]], constants: dict[str, float], pat
             ax.set_ylabel(f"dev {metric}")
             for variant, marker in MARKERS.items():
                 ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=variant)
+            if any("flop_ratio" in p for p in shown):
+                ax.scatter([], [], marker=SERVED_MARKER, color="grey", label="served (serve bench)")
+                ax.scatter([], [], marker=SERVED_MARKER, color="white", edgecolors="grey",
+                           label="served, over the teacher's own backend")
             ax.legend(loc="best", fontsize=7)
             ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

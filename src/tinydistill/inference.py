@@ -40,9 +40,13 @@ INT8_FILE = "model_int8.onnx"
 EXPORT_DIR = "onnx"
 EXPORT_JSON = "export.json"
 EXPORT_EXTRA = "pip install -e '.[export]'"
+SERVE_EXTRA = "pip install -e '.[serve]'"
 #: Operators only a quantised graph holds (quantize_dynamic's MatMulInteger and DynamicQuantizeLinear, ...).
 QUANTISED_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat",
                            "DynamicQuantizeMatMul", "QuantizeLinear", "QGemm"})
+#: PyTorch's precisions: float32, or bfloat16 matrix products under autocast (fast only on CPUs with avx512_bf16 or
+#: AMX: `hardware.native_cpu_bf16`).
+TORCH_PRECISIONS = ("fp32", "bf16")
 #: Weight files of a PyTorch model folder (`save_pretrained` writes safetensors).
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
@@ -119,8 +123,11 @@ class Classifier(ABC):
 class TorchClassifier(Classifier):
     backend = "pytorch"
 
-    def __init__(self, model: PreTrainedModel, path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-        super().__init__(path, path, tokenizer, model.config)
+    def __init__(self, model: PreTrainedModel, path: Path, tokenizer: PreTrainedTokenizerBase,
+                 precision: str = "fp32") -> None:
+        if precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"PyTorch precision {precision!r}: expected one of {', '.join(TORCH_PRECISIONS)}")
+        super().__init__(path, path, tokenizer, model.config, precision)
         self.model = model.eval()
 
     def size_mb(self) -> float:
@@ -132,6 +139,9 @@ class TorchClassifier(Classifier):
     @torch.inference_mode()
     def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
         inputs = {k: torch.as_tensor(v) for k, v in batch.items() if k in self.input_names}
+        if self.precision == "bf16":  # matrix products in bfloat16, weights kept in float32 (autocast)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.model(**inputs).logits.float().numpy()
         return self.model(**inputs).logits.float().numpy()
 
 
@@ -139,12 +149,14 @@ class OnnxClassifier(Classifier):
     backend = "onnx"
 
     def __init__(self, path: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spinning: bool = True) -> None:
         ort = require_onnxruntime()
         options = ort.SessionOptions()
         # The same thread count as PyTorch's, so latencies compare like with like.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # Spinning workers answer the next operator sooner but burn a core between calls (ORT's default: on).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: ORT warns about every initializer it folds
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -174,6 +186,38 @@ class OnnxClassifier(Classifier):
                 value = np.zeros_like(_numpy(batch["input_ids"]))
             feeds[name] = _numpy(value).astype(np.int64, copy=False)
         return self.session.run([self.output], feeds)[0].astype(np.float32, copy=False)
+
+
+class OpenVinoClassifier(Classifier):
+    """An ONNX file compiled by OpenVINO for this CPU (the optional `serve` extra), in fp32 or bf16 inference
+    precision."""
+
+    backend = "openvino"
+
+    def __init__(self, path: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig,
+                 threads: int | None = None, precision: str = "fp32") -> None:
+        try:
+            import openvino
+        except ImportError:
+            raise ConfigError(f"{path}: served by OpenVINO, which is not installed: {SERVE_EXTRA}") from None
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        settings = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": hint,
+                    "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = openvino.Core().compile_model(str(path), "CPU", settings)
+        self.graph_inputs = [i.get_any_name() for i in self.compiled.inputs]
+        super().__init__(path, path.parent, tokenizer, config, precision)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.graph_inputs
+
+    def size_mb(self) -> float:
+        return megabytes(self.path)
+
+    def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
+        feeds = {n: _numpy(batch[n] if n in batch else np.zeros_like(_numpy(batch["input_ids"]))).astype(np.int64)
+                 for n in self.graph_inputs}
+        return np.asarray(self.compiled(feeds)[0], dtype=np.float32)
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -237,13 +281,13 @@ def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
     return TorchClassifier(model, folder, _tokenizer(folder))
 
 
-def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None) -> OnnxClassifier:
+def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None, spinning: bool = True) -> OnnxClassifier:
     """The ONNX model `file` with the config (label names) and tokenizer beside it."""
     file = Path(file)
     if not file.is_file():
         raise ConfigError(f"ONNX model {file} does not exist")
     config = _config(file.parent)
-    return OnnxClassifier(file, _tokenizer(file.parent), config, threads)
+    return OnnxClassifier(file, _tokenizer(file.parent), config, threads, spinning)
 
 
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
@@ -265,3 +309,43 @@ def onnx_variants(model_dir: str | os.PathLike, threads: int | None = None) -> l
     folder = Path(model_dir) / EXPORT_DIR
     return [load_onnx_classifier(folder / name, threads) for name in (ONNX_FILE, INT8_FILE)
             if (folder / name).is_file()]
+
+
+def recorded_choice(path: str | os.PathLike, name: str | None = None) -> dict[str, Any] | None:
+    """The backend `python -m tinydistill.serve bench` chose for the model folder (or its export folder) `path`,
+    from export.json's `serve.choice`, or with `name` that candidate's row of the recorded table; None when nothing
+    is recorded (or `path` is a file: it is served as given)."""
+    path = Path(path)
+    records = [r for r in (path / EXPORT_JSON, path / EXPORT_DIR / EXPORT_JSON) if r.is_file()]
+    if path.is_file() or not records:
+        return None
+    try:
+        serve = json.loads(records[0].read_text())["serve"]
+        rows = {r["name"]: r for r in serve["rows"] if r["model"] == "student"}
+        found = serve["choice"] if name is None else rows.get(name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if found is None:
+        raise ConfigError(f"--backend {name}: not in the table recorded in {records[0]} ({', '.join(rows)})")
+    keys = ("name", "runtime", "precision", "file", "spinning")
+    return {**{k: found.get(k) for k in keys}, "source": serve.get("source"), "folder": str(records[0].parent)}
+
+
+def load_choice(choice: Mapping[str, Any], threads: int | None = None) -> Classifier:
+    """The classifier a recorded choice names: runtime (pytorch, onnx, openvino), precision and file."""
+    folder = Path(choice["folder"])
+    runtime, precision = choice["runtime"], choice["precision"]
+    if runtime == "pytorch":
+        source = Path(choice.get("source") or "")
+        clf = load_torch_classifier(source if source.is_dir() else folder.parent)  # the folder above onnx/
+        return TorchClassifier(clf.model, clf.path, clf.tokenizer, precision)
+    file = folder / choice["file"]
+    if not file.is_file():
+        raise ConfigError(f"{file} does not exist: `serve bench` keeps only the chosen candidate's file; run it "
+                          f"again, or give --backend recorded")
+    if runtime == "onnx":
+        return load_onnx_classifier(file, threads, choice.get("spinning") is not False)  # older records: on
+    if runtime == "openvino":
+        return OpenVinoClassifier(file, _tokenizer(folder), _config(folder), threads, precision)
+    raise ConfigError(f"{folder / EXPORT_JSON}: serve.choice names runtime {runtime!r}; expected pytorch, onnx or "
+                      f"openvino")

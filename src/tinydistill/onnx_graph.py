@@ -114,13 +114,67 @@ def export_onnx(clf: TorchClassifier, file: Path, exporter: str = "torchscript")
     return {"method": "torch.onnx.export(dynamo=True)", "opset": opset, "inputs": names, "outputs": ["logits"]}
 
 
-def quantize_int8(src: Path, dst: Path, per_channel: bool = False) -> dict[str, Any]:
-    """Dynamic quantisation (ONNX Runtime): int8 weights, activations quantised per batch at run time."""
+def quantize_int8(src: Path, dst: Path, per_channel: bool = False, fused: bool = False) -> dict[str, Any]:
+    """Dynamic quantisation (ONNX Runtime): int8 weights, activations quantised per batch at run time. `fused`: the
+    graph holds `fuse_bert`'s operators (its Attention becomes QAttention)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    extra = {"DefaultTensorType": onnx_float()} if fused else None
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         extra_options=extra)
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": per_channel}
+
+
+def fuse_bert(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """ONNX Runtime's transformer optimiser (`onnxruntime.transformers.optimizer`, model_type bert): attention,
+    embedding + LayerNorm, bias + GELU and residual + LayerNorm become one operator each. The Attention fusion
+    matches the eager attention's pattern, not the one transformers' SDPA attention traces to, so export the model
+    with attn_implementation="eager" first. Returns the fused operators found."""
+    from onnxruntime.transformers import optimizer
+
+    with _quiet():
+        model = optimizer.optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+        model.save_model_to_file(str(dst))
+    return {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+
+
+class _Rows:
+    """onnxruntime.quantization's CalibrationDataReader over tokenised batches (int64 numpy feeds)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.rows = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.rows, None)
+
+
+def quantize_int8_static(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]], per_channel: bool = False,
+                         fmt: str = "qdq") -> dict[str, Any]:
+    """Static quantisation (ONNX Runtime): int8 weights and activations, the activations' ranges calibrated
+    (min-max) on `calibration` feeds, the matrix products only. `fmt`: qdq (QuantizeLinear/DequantizeLinear pairs
+    that ORT fuses at load) or qoperator (QLinearMatMul written out)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    import onnxruntime
+
+    reader = type("Reader", (_Rows, CalibrationDataReader), {})(calibration)
+    onnxruntime.set_default_logger_severity(3)  # the calibration session warns of every initializer it drops
+    with _quiet():
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ if fmt == "qdq" else
+                        QuantFormat.QOperator, op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options={"DefaultTensorType": onnx_float()})
+    return {"method": "onnxruntime.quantization.quantize_static", "format": fmt, "per_channel": per_channel,
+            "activations": "QUInt8", "weights": "QInt8", "calibration_batches": len(calibration)}
+
+
+def onnx_float() -> int:
+    """onnx.TensorProto.FLOAT: the type the quantiser assumes where shape inference cannot see through a fused
+    (com.microsoft) operator."""
+    import onnx
+
+    return onnx.TensorProto.FLOAT
 
 
 def smoke_check(clf: TorchClassifier, exported: list[OnnxClassifier], atol: float) -> dict[str, Any]:

@@ -5,7 +5,9 @@
     python -m tinydistill.predict artifacts/task/mrpc/none/seed42/onnx/model_int8.onnx --file pairs.jsonl
 
 The model is a classifier folder (PyTorch), a folder written by `python -m tinydistill.export` (ONNX Runtime, its
-model.onnx) or an .onnx file in such a folder (e.g. model_int8.onnx).
+model.onnx) or an .onnx file in such a folder (e.g. model_int8.onnx). When `python -m tinydistill.serve bench` has
+recorded a choice for the folder (its export.json), that backend serves it (`--backend as-given`: the path as
+given; `--backend <name>`: another candidate of its table).
 
 Input (`--file`, default `-`: stdin), one input per line:
 - TSV (any file but .jsonl/.json): a text, or two tab-separated texts for a sentence pair;
@@ -32,10 +34,12 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from tinydistill.errors import DataError, TinyDistillError
-from tinydistill.inference import Classifier, load_classifier
+from tinydistill.errors import ConfigError, DataError, TinyDistillError
+from tinydistill.inference import Classifier, load_choice, load_classifier, recorded_choice
 
 STDIN = "-"
+#: --backend: the backend `serve bench` recorded (else the path as given), or the path as given.
+RECORDED, AS_GIVEN = "recorded", "as-given"
 JSONL_SUFFIXES = (".jsonl", ".json")
 JSONL_KEYS = ("text", "text_pair")
 
@@ -168,6 +172,18 @@ def predict(
     return out
 
 
+def load_model(path: str, threads: int | None = None, backend: str = RECORDED) -> Classifier:
+    """The classifier to serve: `recorded`, the backend `python -m tinydistill.serve bench` chose for the folder
+    (the path as given when none is recorded); `as-given`, the path as given; else a candidate of the recorded
+    table by name (`pytorch bf16`, ...)."""
+    if backend == AS_GIVEN:
+        return load_classifier(path, threads)
+    choice = recorded_choice(path, None if backend == RECORDED else backend)
+    if choice is None and backend != RECORDED:
+        raise ConfigError(f"--backend {backend}: {path} has no table of `python -m tinydistill.serve bench`")
+    return load_choice(choice, threads) if choice is not None else load_classifier(path, threads)
+
+
 def write_predictions(results: Sequence[tuple[str, float]], fmt: str, regression: bool, stream: TextIO) -> None:
     for label, score in results:
         if fmt == "jsonl":
@@ -185,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=128, help="longer inputs are truncated")
     p.add_argument("--threads", type=int, default=None, help="threads for PyTorch or ONNX Runtime")
+    p.add_argument("--backend", default=RECORDED, help=f"{RECORDED} (default): the backend `python -m "
+                   f"tinydistill.serve bench` chose for this model, if any; {AS_GIVEN}: the path as given; or a "
+                   f"candidate's name from that table (e.g. 'pytorch fp32')")
     a = p.parse_args(argv)
     hf_logging.disable_progress_bar()  # stderr keeps to warnings and errors
     if a.batch_size < 1 or a.max_seq_length < 2:
@@ -192,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        clf = load_classifier(a.model, a.threads)  # the model first: a wrong path never waits for stdin
+        clf = load_model(a.model, a.threads, a.backend)  # the model first: a wrong path never waits for stdin
         inputs = read_inputs(a.file, a.input_format)
         results = predict(clf, inputs, a.batch_size, a.max_seq_length)
     except TinyDistillError as e:

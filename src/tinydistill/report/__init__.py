@@ -17,6 +17,10 @@ Rows, per task:
   **gap closed** ((student - constant) / (teacher - constant)), parameters, and speed-up over the teacher at
   batch 32 and at batch 1 (each run times itself and its teacher on the same batches).
 
+Serving backends: every export.json with a `serve` table (`python -m tinydistill.serve bench`) adds rows for the
+chosen backend per thread count and batch size, with speed-ups over the PyTorch fp32 teacher and over the teacher
+in its own chosen backend, beside the encoder FLOP ratio.
+
 Exported variants: every `export.json` below the folders with a dev check (`python -m tinydistill.export --task`)
 adds rows for its model as PyTorch fp32, ONNX fp32 and ONNX int8 (dev metrics, agreement with PyTorch, size in MB,
 latency and speed-up over the teacher timed in the same export), aggregated over seeds like the runs.
@@ -44,12 +48,14 @@ from tinydistill.frontier import frontier_points, main_metric, plot_frontier
 from tinydistill.report.extras import (
     load_exports,
     load_timings,
+    serve_rows,
     variant_records,
     variant_rows,
 )
 from tinydistill.report.render import (
     bar_chart,
     markdown_table,
+    serve_table,
     timings_table,
     variants_table,
 )
@@ -91,7 +97,10 @@ def write_report(
     variants = variant_rows(variant_records(exports, teacher_dirs(results)))
     if variants:
         md += ["## Exported variants", "", variants_table(variants), *VARIANT_NOTES]
-    points = frontier_points(rows, variants)
+    served = serve_rows(exports)
+    if served:
+        md += ["## Serving backends", "", serve_table(served), *SERVE_NOTES]
+    points = frontier_points(rows, variants, served)
     constants = {r["task"]: r["dev"][main_metric(r)]["mean"] for r in rows
                  if r["kind"] == "constant" and main_metric(r) in r.get("dev", {})}
     if plot_frontier(points, constants, out / "frontier.png") is not None:
@@ -104,7 +113,7 @@ def write_report(
     atomic_write_text(out / "report.json", json.dumps(
         {"folders": [str(f) for f in folders], "rows": rows, "runs": results,
          "missing": [{"job": j, "overrides": o} for j, o in missing], "variants": variants,
-         "exports": [e["_file"] for e in exports], "frontier": points, "timings": timings}, indent=2, default=str) + "\n")
+         "exports": [e["_file"] for e in exports], "serve": served, "frontier": points, "timings": timings}, indent=2, default=str) + "\n")
     bar_chart(rows, out / "report.png")
     return report
 
@@ -126,6 +135,15 @@ VARIANT_NOTES = [
     "that timed it).",
     "- `agreement with PyTorch`: share of dev predictions equal to the same model's in PyTorch fp32. "
     "`size`: the weights file (model.safetensors, model.onnx, model_int8.onnx).", ""]
+SERVE_NOTES = [
+    "- `python -m tinydistill.serve bench` timed every backend of the model and of its teacher on this machine "
+    "(PyTorch fp32/bf16, ONNX Runtime fp32 and int8, OpenVINO where installed), alternated in one process on the "
+    "same dev rows, and served each in the fastest one that agrees with its PyTorch fp32 on at least 99% of dev "
+    "predictions within 1 point of its metric. Two yardsticks: the PyTorch fp32 teacher, and the teacher served "
+    "as fast as the same rule allows; the FLOP ratio (teacher / student encoder FLOPs) is what the second could "
+    "reach if time followed FLOPs.",
+    "- `load average`: the machine's 1-minute load when the setting was timed: on a shared machine ratios hold, "
+    "absolute times do not.", ""]
 FRONTIER_NOTE = ("Dev main metric against speed-up over the PyTorch fp32 teacher, one point per model and variant "
                  "(exported variants with their export's timings); the dotted line is the constant predictor, the "
                  "dashed line the points nothing beats on both axes.")

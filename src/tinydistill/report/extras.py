@@ -40,16 +40,20 @@ VARIANTS = ("pytorch fp32", "onnx fp32", "onnx int8")
 
 
 def load_exports(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """The export.json files below `folders` that hold a dev check (`export --task`), each once."""
+    """The export.json files below `folders` that hold a dev check (`export --task`) or a serving table
+    (`serve bench`), each once."""
     found: dict[str, dict[str, Any]] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob(EXPORT_JSON)):
             data = read_result(path)
-            check = data.get("check") if data else None
-            if not isinstance(check, dict) or not check.get("rows") or not check.get("task"):
-                continue
-            found.setdefault(resolved(path), {**data, "_file": str(path)})
+            if data and (_checked(data) or isinstance(data.get("serve"), dict)):
+                found.setdefault(resolved(path), {**data, "_file": str(path)})
     return list(found.values())
+
+
+def _checked(data: dict[str, Any]) -> bool:
+    check = data.get("check")
+    return isinstance(check, dict) and bool(check.get("rows")) and bool(check.get("task"))
 
 
 def variant_records(exports: list[dict[str, Any]], teachers: set[str]) -> list[dict[str, Any]]:
@@ -57,7 +61,7 @@ def variant_records(exports: list[dict[str, Any]], teachers: set[str]) -> list[d
     names), and the teacher it was timed against. Speed-ups are kept only when they are over the teacher: the
     export timed a teacher, or the exported model is a teacher the report's runs name."""
     out = []
-    for e in exports:
+    for e in (e for e in exports if _checked(e)):
         check, record, source = e["check"], e.get("record") or {}, str(e.get("source"))
         main_bs = str(check.get("batch_sizes", [32])[0])
         source_is_teacher = resolved(source) in teachers
@@ -108,3 +112,25 @@ def variant_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = summary(values) if values else None
         rows.append(row)
     return rows
+
+
+def serve_rows(exports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per export timed by `python -m tinydistill.serve bench` and per thread count and batch size: the
+    chosen backend, the teacher's, and the two yardsticks beside the FLOP ratio."""
+    out = []
+    for e in exports:
+        serve = e.get("serve")
+        if not isinstance(serve, dict) or not serve.get("yardsticks"):
+            continue
+        record = e.get("record") or {}
+        chosen = next((r for r in serve.get("rows", []) if r.get("model") == "student"
+                       and r.get("name") == serve["choice"]["name"]), {})
+        for threads, sizes in serve["yardsticks"].items():
+            for batch, y in sizes.items():
+                out.append({"task": serve["task"], "metric": serve.get("metric"),
+                            "run": record.get("run") or Path(str(e.get("source"))).name, "seed": record.get("seed"),
+                            "threads": int(threads), "batch": int(batch), "choice": serve["choice"]["name"],
+                            "teacher_choice": serve.get("teacher_choice"), "cpu": serve.get("cpu"),
+                            "dev": chosen.get("dev") or {}, "agreement": chosen.get("agreement"), **y,
+                            "_file": e["_file"]})
+    return sorted(out, key=lambda r: (r["task"], r["run"], str(r["seed"]), r["threads"], -r["batch"]))

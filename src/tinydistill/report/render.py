@@ -59,6 +59,22 @@ def variants_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def serve_table(rows: list[dict[str, Any]]) -> str:
+    """The chosen serving backend per thread count and batch size, with its two yardsticks and the FLOP ratio."""
+    head = ["task", "model", "seed", "threads", "batch", "served as", "dev", "speed-up over the PyTorch fp32 teacher",
+            "teacher served as", "speed-up over that teacher", "encoder FLOP ratio", "share of the FLOP ratio",
+            "load average", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        dev = r["dev"].get(r["metric"])
+        cells = [r["task"], r["run"], fmt(r["seed"]), r["threads"], r["batch"], r["choice"],
+                 f"{r['metric']} {dev:.4f}" if dev is not None else "", f"{r['vs_teacher_fp32']:.1f}x",
+                 r["teacher_choice"], f"{r['vs_teacher_best']:.1f}x", f"{r['flop_ratio']:.1f}",
+                 f"{100 * r['share_of_flop_ratio']:.0f}%", f"{r['load_average']:.1f}", r.get("cpu") or ""]
+        lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def bar_chart(rows: list[dict[str, Any]], path: Path) -> None:
     """Each run's dev metrics (error bars: sd over seeds); the task's teacher dashed, the constant dotted."""
     import matplotlib
