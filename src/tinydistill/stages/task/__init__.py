@@ -66,7 +66,7 @@ def run(p: TaskPlan) -> dict[str, Any]:
     teacher = check_teacher(p)  # the checks before any compute: nothing is written before they pass
     student, projections = load_student(p, teacher.model)
     train_file = training_file(p)
-    dm = task_datamodule(p.batches, p.ctx, teacher.tokenizer, train_file, with_index=True)
+    dm = task_datamodule(p.batches, p.ctx, teacher.tokenizer, train_file, with_index=True, unlabeled=p.unlabeled)
     result = run_fields(p, train_file, teacher)
     if p.phase in ("intermediate", "both"):
         result["intermediate"] = intermediate_phase(p, teacher.model, student, projections, dm)
