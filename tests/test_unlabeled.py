@@ -249,3 +249,28 @@ def test_tokenised_unlabelled_split_is_keyed_by_the_file_content(tmp_path, tiny_
     assert len(first) == 4 and len(tokenized_split(rte_with(path), UNLABELLED_SPLIT, tok, 32, None,
                                                    tmp_path / "cache")) == 2
     assert json.dumps(first[0]["labels"]) == str(IGNORE_LABEL)
+
+
+def test_the_sst2_recipe_differs_only_by_the_unlabelled_text(compose_cfg):
+    """conf/experiment/unlabeled/: one teacher for all, the two students differ only in task.unlabeled (and their
+    names, and logits computed as drawn), and the baseline is the labelled-only run's, same labels and steps."""
+    from omegaconf import OmegaConf
+
+    from tinydistill.stages.task import result_dir
+
+    teacher = compose_cfg("stage=finetune", "experiment=unlabeled/finetune")
+    labelled = compose_cfg("stage=task", "experiment=unlabeled/task", "seed=7")
+    text = compose_cfg("stage=task", "experiment=unlabeled/text", "seed=7")
+    baseline = compose_cfg("stage=finetune", "experiment=unlabeled/nodistill", "seed=7")
+    for c in (teacher, labelled, text, baseline):
+        OmegaConf.resolve(c)
+    assert (labelled.task.unlabeled, text.task.unlabeled) == (None, "rest")
+    assert labelled.stage.teacher == text.stage.teacher == teacher.stage.output_dir == baseline.stage.compare_to
+    for c in (teacher, text, baseline):
+        assert (c.task.train_rows, c.task.tune_split) == (1000, 0.05)
+    a, b = OmegaConf.to_container(labelled.stage), OmegaConf.to_container(text.stage)
+    for d in (a, b):
+        d.pop("run_name"), d.pop("output_root"), d["pred"].pop("teacher_logits")
+    assert a == b and OmegaConf.to_container(labelled.distill) == OmegaConf.to_container(text.distill)
+    assert baseline.stage.match_steps_of == str(result_dir(labelled)) != str(result_dir(text))
+    assert baseline.stage.model == labelled.stage.general_dir and baseline.stage.lr == labelled.stage.pred.lr
