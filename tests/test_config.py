@@ -242,6 +242,7 @@ BASELINES = [
     (["experiment=mrpc/budget/nodistill"], ["experiment=mrpc/budget/task"]),
     (["experiment=mrpc/demo/nodistill"], ["experiment=mrpc/demo/task"]),
     (["experiment=demo/nodistill"], ["experiment=demo/task"]),
+    (["experiment=unlabeled/nodistill"], ["experiment=unlabeled/task"]),
 ]
 
 

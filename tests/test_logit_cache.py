@@ -1,6 +1,7 @@
 """Task phase 2's teacher-logit cache: `stage.pred.teacher_logits=full|seen` (tiny random BERTs, real RTE rows)."""
 
 import pytest
+import numpy as np
 import torch
 from transformers import DataCollatorWithPadding
 
@@ -60,7 +61,7 @@ def test_partial_caches_merge_on_disk_and_full_mode_completes_them(tmp_path, tin
     merged = save_logit_cache(path, second)  # another run's rows on disk are kept, this run's win where both know
     assert (~unknown_rows(merged)).nonzero().flatten().tolist() == [0, 1, 2]
     assert merged[0].tolist() == [7.0, 7.0] and merged[1].tolist() == [8.0, 8.0]
-    assert torch.equal(torch.load(path, weights_only=True).nan_to_num(-1), merged.nan_to_num(-1))
+    assert torch.equal(torch.from_numpy(np.load(path, allow_pickle=False)).nan_to_num(-1), merged.nan_to_num(-1))
 
     seen = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", mode="seen")
     assert torch.equal(seen.nan_to_num(-1), merged.nan_to_num(-1))
@@ -68,7 +69,7 @@ def test_partial_caches_merge_on_disk_and_full_mode_completes_them(tmp_path, tin
     assert not unknown_rows(full).any()
     assert full[0].tolist() == [7.0, 7.0] and full[2].tolist() == [8.0, 8.0]  # kept, not computed again
     assert torch.allclose(full[3:], compute_teacher_logits(teacher, ds, tok)[3:], atol=1e-5)
-    assert torch.equal(torch.load(path, weights_only=True), full)
+    assert torch.equal(torch.from_numpy(np.load(path, allow_pickle=False)), full)
 
 
 def test_seen_rows_travel_in_checkpoints(tmp_path, compose_cfg, tiny_teacher, data_dir):
@@ -100,12 +101,12 @@ def test_stage_task_in_seen_mode_leaves_a_partial_cache_that_a_full_run_complete
     cfg = compose_cfg(*overrides, "stage.pred.teacher_logits=seen", "stage.run_name=seen")
     result = run(cfg)
     assert result["pred"]["steps"] == 3
-    (path,) = (tmp_path.glob("**/teacher_logits/*.pt"))
-    cache = torch.load(path, weights_only=True)
+    (path,) = (tmp_path.glob("**/teacher_logits/*.npy"))
+    cache = torch.from_numpy(np.load(path, allow_pickle=False))
     known = int((~unknown_rows(cache)).sum())
     assert 0 < known <= 3 * 8 < cache.shape[0]  # the rows of 3 batches of 8, of RTE's 2,490
     run(compose_cfg(*overrides, "stage.run_name=full"))
-    assert not unknown_rows(torch.load(path, weights_only=True)).any()
+    assert not unknown_rows(torch.from_numpy(np.load(path, allow_pickle=False))).any()
 
 
 def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teacher, data_dir):
@@ -119,8 +120,8 @@ def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teach
         env={"TINYDISTILL_DATA_DIR": str(data_dir)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    (path,) = (tmp_path / "cache").glob("teacher_logits/*.pt")
-    assert int((~unknown_rows(torch.load(path, weights_only=True))).sum()) == 2 * 3 * 8
+    (path,) = (tmp_path / "cache").glob("teacher_logits/*.npy")
+    assert int((~unknown_rows(torch.from_numpy(np.load(path, allow_pickle=False)))).sum()) == 2 * 3 * 8
     (last,) = tmp_path.glob("**/checkpoints/last.ckpt")
     saved = torch.load(last, map_location="cpu", weights_only=True)[SEEN_LOGITS_KEY]
     assert int((~unknown_rows(saved)).sum()) == 2 * 3 * 8

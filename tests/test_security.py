@@ -1,14 +1,16 @@
 """Nothing from outside is unpickled: remote checkpoints are refused, the teacher-logit cache is loaded with
-weights_only=True (a tampered cache runs no code and is recomputed)."""
+allow_pickle=False (a tampered cache runs no code and is recomputed)."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 from datasets import Dataset
 
@@ -86,19 +88,21 @@ def test_teacher_logit_cache_is_loaded_weights_only_and_a_tampered_one_is_recomp
     ds = Dataset.from_dict({"input_ids": [[101, 2023, 102], [101, 2008, 2003, 102]],
                             "attention_mask": [[1, 1, 1], [1, 1, 1, 1]]})
     cache = tmp_path / "cache"
-    fresh = prediction.cached_teacher_logits(model, teacher_dir, ds, tok, cache)
+    fresh = prediction.cached_teacher_logits(model, teacher_dir, ds, tok, cache).clone()  # not the file's map
     (path,) = (cache / "teacher_logits").iterdir()
 
     loads = []
-    real_load = torch.load
-    monkeypatch.setattr(prediction.torch, "load", lambda *a, **k: loads.append(k) or real_load(*a, **k))
+    real_load = np.load
+    monkeypatch.setattr(prediction.np, "load", lambda *a, **k: loads.append(k) or real_load(*a, **k))
     assert torch.equal(prediction.cached_teacher_logits(model, teacher_dir, ds, tok, cache), fresh)
-    assert loads and all(k.get("weights_only") is True for k in loads)
+    assert loads and all(k.get("allow_pickle") is False for k in loads)
 
     marker = tmp_path / "code_ran"
-    torch.save(_Trap(marker), path)
-    with caplog.at_level("WARNING", logger="tinydistill.distill.prediction"):
-        again = prediction.cached_teacher_logits(model, teacher_dir, ds, tok, cache)
-    assert not marker.exists() and torch.equal(again, fresh)
-    assert f"teacher-logit cache {path} is unreadable" in caplog.text
-    assert torch.equal(real_load(path, weights_only=True), fresh)  # rewritten with the real logits
+    for tamper in (lambda: torch.save(_Trap(marker), path), lambda: path.write_bytes(pickle.dumps(_Trap(marker)))):
+        tamper()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tinydistill.distill.prediction"):
+            again = prediction.cached_teacher_logits(model, teacher_dir, ds, tok, cache)
+        assert not marker.exists() and torch.equal(again, fresh)
+        assert f"teacher-logit cache {path} is unreadable" in caplog.text
+    assert torch.equal(torch.from_numpy(real_load(path, allow_pickle=False)), fresh)  # rewritten with the real logits

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -111,11 +112,11 @@ def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir
             ex = ds[i]
             fresh = teacher(input_ids=torch.tensor([ex["input_ids"]]), token_type_ids=torch.tensor([ex["token_type_ids"]])).logits[0]
             assert torch.allclose(logits[ex["idx"]], fresh, atol=1e-5)
-    files = list((tmp_path / "cache" / "teacher_logits").glob("*.pt"))
+    files = list((tmp_path / "cache" / "teacher_logits").glob("*.npy"))
     assert len(files) == 1
     # A second call reads the file instead of running the teacher.
     os.utime(files[0])
-    torch.save(torch.full_like(logits, 7.0), files[0])
+    np.save(files[0], torch.full_like(logits, 7.0).numpy())
     again = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
     assert torch.equal(again, torch.full_like(logits, 7.0))
     assert torch.allclose(compute_teacher_logits(teacher, ds, tok, batch_size=7), logits, atol=1e-5)
@@ -140,7 +141,7 @@ def test_teacher_logit_cache_removes_stale_temporaries_of_its_key(tmp_path, tiny
             f"{key}.tmp-{live.pid}": True,
             f"{key}.tmp-{host}-{live.pid}-0a1b2c3d": True,
             f"{key}.tmp-otherhost-{gone}-0a1b2c3d": True,  # another machine's writer may be alive
-            f"0123456789abcdef.pt.tmp-{gone}": True,  # another key: not this write's business
+            f"0123456789abcdef.npy.tmp-{gone}": True,  # another key: not this write's business
         }
         for name in names:
             (folder / name).write_bytes(b"partial")

@@ -38,6 +38,7 @@ from tinydistill.data.tasks import (
     Task,
     check_train_rows,
     check_tune_split,
+    check_unlabeled,
     custom_task,
     get_task,
 )
@@ -46,7 +47,7 @@ from tinydistill.errors import ConfigError, DataError
 
 #: The keys of a user's task (conf/task/custom.yaml).
 CUSTOM_KEYS = ("name", "train", "dev", "dataset", "dataset_config", "text", "label", "labels", "metric",
-               "max_seq_length", "tune_split", "tune_seed", "train_rows")
+               "max_seq_length", "tune_split", "tune_seed", "train_rows", "unlabeled")
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -64,11 +65,13 @@ def is_custom(node: Any) -> bool:
 
 def task_from_config(node: Any) -> Task:
     """The task the Hydra `task` node describes: a GLUE preset by name, or a user's task from its keys (its
-    training labels are read here to find the classes), with its `tune_split`, `tune_seed` and `train_rows`."""
+    training labels are read here to find the classes), with its tune_split, tune_seed, train_rows, unlabeled."""
     values = _plain(node)
     tune_split, tune_seed = check_tune_split(values.get("tune_split"), values.get("tune_seed", 0))
     train_rows = check_train_rows(values.get("train_rows"))
-    return replace(_task_from_values(values), tune_split=tune_split, tune_seed=tune_seed, train_rows=train_rows)
+    unlabeled = check_unlabeled(values.get("unlabeled"), train_rows)
+    return replace(_task_from_values(values), tune_split=tune_split, tune_seed=tune_seed, train_rows=train_rows,
+                   unlabeled=unlabeled)
 
 
 def _task_from_values(values: dict[str, Any]) -> Task:

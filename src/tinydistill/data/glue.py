@@ -20,8 +20,9 @@ from tinydistill.atomic import atomic_directory
 from tinydistill.data import files
 from tinydistill.data.glue_tsv import glue_file, read_glue_tsv, table_to_examples
 from tinydistill.data.loader import make_loader
-from tinydistill.data.tasks import TUNE_SPLIT, Task, get_task
+from tinydistill.data.tasks import TUNE_SPLIT, UNLABELED_REST, UNLABELLED_SPLIT, Task, get_task
 from tinydistill.data.two_tokenizers import TwoEncodingCollator, with_teacher_encoding
+from tinydistill.data.unlabeled import UnlabeledMix, sentinel_label, unlabeled_examples
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.hashing import sha256_file
 
@@ -50,12 +51,34 @@ def load_examples(
     else (data_dir is None) the Hugging Face hub. A user's task reads its own files (or `datasets` name).
     With `task.tune_split` set, `train` (from the task's own training data) is its rows minus the held-out ones and
     `tune` those rows; with `task.train_rows`, `train` is only that many of the rows left (`Task.split_rows`). An
-    augmented `file` is made from the training rows only.
+    augmented `file` is made from the training rows only. `unlabelled`: `task.unlabeled`'s rows, every label
+    `sentinel_label` (`rest`: the training rows train_rows leaves out).
     """
+    if split == UNLABELLED_SPLIT:
+        return _unlabeled(task, data_dir)
     if _splits_training_rows(task, split, data_dir, file):
         rows = _load_examples(task, "train", data_dir, None)
         return rows.select(task.split_rows(split, len(rows)))
     return _load_examples(task, split, data_dir, file)
+
+
+def _unlabeled(task: Task, data_dir: str | os.PathLike | None) -> Dataset:
+    if task.unlabeled is None:
+        raise ConfigError(f"task {task.name}: no unlabelled rows (task.unlabeled is null)")
+    if task.unlabeled != UNLABELED_REST:
+        return unlabeled_examples(task)
+    rows = _load_examples(task, "train", data_dir, None)
+    rows = rows.select(task.split_rows(UNLABELLED_SPLIT, len(rows)))
+    if len(rows) == 0:
+        raise DataError(f"task.unlabeled=rest: task.train_rows={task.train_rows} leaves no training row of "
+                        f"{task.name} unlabelled")
+    label = sentinel_label(task)
+    return rows.map(lambda _: {"label": label}, features=_label_feature(rows, label))
+
+
+def _label_feature(rows: Dataset, label: int | float) -> datasets.Features:
+    kind = "float64" if isinstance(label, float) else "int64"
+    return datasets.Features({**rows.features, "label": datasets.Value(kind)})
 
 
 def _splits_training_rows(task: Task, split: str, data_dir, file) -> bool:
@@ -151,6 +174,8 @@ def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_s
                data_dir: str | os.PathLike | None, file: str | os.PathLike | None) -> str:
     """What a tokenised split depends on: its source's content, the tokenizer and length; a user's task also how its
     file is read; a split of the training rows (task.tune_split, task.train_rows) which rows it holds."""
+    if split == UNLABELLED_SPLIT:
+        return _unlabeled_key(task, tokenizer, max_seq_length, data_dir)
     tune = _splits_training_rows(task, split, data_dir, file)
     parts = [
         str(CACHE_VERSION),
@@ -165,6 +190,21 @@ def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_s
         parts.append(f"tune_split={task.tune_split},tune_seed={task.tune_seed},split={split}")
         if task.train_rows is not None and split == "train":
             parts.append(f"train_rows={task.train_rows}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _unlabeled_key(task: Task, tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
+                   data_dir: str | os.PathLike | None) -> str:
+    """The unlabelled split's key: the training rows it is (`rest`) or its file's content (a `datasets` name: the
+    name), how its texts are read, the tokenizer and length."""
+    source = task.unlabeled
+    if source == UNLABELED_REST:
+        source = (f"rest:{_source_fingerprint(task, 'train', data_dir, None)},tune_split={task.tune_split},"
+                  f"tune_seed={task.tune_seed},train_rows={task.train_rows}")
+    elif Path(source).expanduser().is_file():
+        source = f"file:{sha256_file(Path(source).expanduser())}"
+    parts = [str(CACHE_VERSION), task.name, UNLABELLED_SPLIT, source, tokenizer_fingerprint(tokenizer),
+             str(max_seq_length), task.fingerprint()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -248,6 +288,8 @@ class TaskDataModule(L.LightningDataModule):
     `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
     `teacher_tokenizer` (a teacher that reads text with another tokenizer than `tokenizer`, the student's): training
     rows also carry the teacher's encoding of their text (`data.two_tokenizers`); `teacher_view` gives it alone.
+    `unlabeled` (stage=task with `task.unlabeled`): the training split is the labelled (or augmented) rows followed
+    by the unlabelled rows it chooses, whose labels are `sentinel_label`; `idx` numbers them all.
     """
 
     def __init__(
@@ -266,8 +308,11 @@ class TaskDataModule(L.LightningDataModule):
         pad_to_max_length: bool = False,
         seed: int = 0,
         teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+        unlabeled: UnlabeledMix | None = None,
     ) -> None:
         super().__init__()
+        self.unlabeled = unlabeled
+        self.labelled_rows: int | None = None  # the training split's labelled rows, the first ones (with unlabeled)
         self.task = get_task(task) if isinstance(task, str) else task
         self.seed = seed
         self.tokenizer = tokenizer
@@ -295,6 +340,22 @@ class TaskDataModule(L.LightningDataModule):
     def dev_splits(self) -> tuple[str, ...]:
         return self.task.dev_splits
 
+    def _with_unlabeled(self, train: Dataset, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
+        """The labelled training rows followed by the unlabelled rows `self.unlabeled` chooses (encoded by
+        `tokenizer`, default the student's: the same rows for either encoding)."""
+        pool = self._split(UNLABELLED_SPLIT, tokenizer)
+        rows = self.unlabeled.rows(len(train), len(pool))
+        if tokenizer is None:
+            self.labelled_rows = len(train)
+            log.info("training set of %s: %d labelled rows and %d of %d unlabelled rows", self.task.name,
+                     len(train), len(rows), len(pool))
+        return datasets.concatenate_datasets([train, pool.select(rows)]) if rows else train
+
+    def _train_split(self, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
+        """The training split as `tokenizer` (default: the student's) encodes it, unlabelled rows included."""
+        train = self._split("train", tokenizer)
+        return train if self.unlabeled is None else self._with_unlabeled(train, tokenizer)
+
     def _split(self, split: str, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
         file = self.train_file if split == "train" else None
         return tokenized_split(
@@ -306,7 +367,7 @@ class TaskDataModule(L.LightningDataModule):
         encoding): the teacher's own encoding when its tokenizer differs, else the training split itself."""
         if self.teacher_tokenizer is None:
             return self.splits["train"], self.tokenizer
-        return self._split("train", self.teacher_tokenizer), self.teacher_tokenizer
+        return self._train_split(self.teacher_tokenizer), self.teacher_tokenizer
 
     def prepare_data(self) -> None:
         # Runs on one process only: builds the on-disk caches that setup() then reads.
@@ -314,11 +375,15 @@ class TaskDataModule(L.LightningDataModule):
             self._split(split)
         if self.teacher_tokenizer is not None:
             self._split("train", self.teacher_tokenizer)
+        if self.unlabeled is not None:
+            self._split(UNLABELLED_SPLIT)
+            if self.teacher_tokenizer is not None:
+                self._split(UNLABELLED_SPLIT, self.teacher_tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", *self.task.val_splits):
             if split not in self.splits:
-                ds = self._split(split)
+                ds = self._train_split() if split == "train" else self._split(split)
                 if split == "train" and self.with_index:
                     ds = ds.add_column("idx", list(range(len(ds))))
                 if split == "train" and self.teacher_tokenizer is not None:

@@ -32,8 +32,11 @@ BINARY_METRICS = ("f1",)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 #: The split of training rows `task.tune_split` holds out for checkpoint and setting selection.
 TUNE_SPLIT = "tune"
-#: The training rows `task.train_rows` leaves without their labels (`Task.split_rows`); no stage reads them yet.
+#: The unlabelled rows (`task.unlabeled`): e.g. the training rows `task.train_rows` leaves without their labels
+#: (`Task.split_rows`); only stage=task reads them, distilling on the teacher's outputs alone.
 UNLABELLED_SPLIT = "unlabelled"
+#: `task.unlabeled=rest`: the unlabelled rows are the training rows `task.train_rows` leaves out.
+UNLABELED_REST = "rest"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class Task:
     # setting), drawn with tune_seed and nested (the first k of one seeded order, so 1,000 rows are among 2,000's);
     # the others form UNLABELLED_SPLIT. None: every row left is a training row.
     train_rows: int | None = None
+    # task.unlabeled: unlabelled in-domain text for stage=task (tinydistill.data.unlabeled): a file, a `datasets`
+    # name, or UNLABELED_REST; None: none.
+    unlabeled: str | None = None
 
     @property
     def splits_training_rows(self) -> bool:
@@ -160,6 +166,8 @@ class Task:
             out["tune_split"], out["tune_seed"] = self.tune_split, self.tune_seed
         if self.train_rows is not None:
             out["train_rows"], out["tune_seed"] = self.train_rows, self.tune_seed
+        if self.unlabeled is not None:
+            out["unlabeled"] = self.unlabeled
         return out
 
     def fingerprint(self) -> str:
@@ -263,6 +271,20 @@ def check_train_rows(value: Any) -> int | None:
         return value
     raise ConfigError(f"task.train_rows={value!r}: expected null (every training row) or a whole number of "
                       f"training rows that keep their labels (at least 1)")
+
+
+def check_unlabeled(value: Any, train_rows: int | None) -> str | None:
+    """`task.unlabeled` as the Task holds it: null, `rest` (needs task.train_rows), a file or a `datasets` name
+    (ConfigError naming the key otherwise; the file itself is read by stage=task, tinydistill.data.unlabeled)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"task.unlabeled={value!r}: expected null, rest, a .csv/.tsv/.jsonl/.parquet file or a "
+                          f"datasets name")
+    if value == UNLABELED_REST and train_rows is None:
+        raise ConfigError("task.unlabeled=rest: the unlabelled rows are those task.train_rows leaves out; set "
+                          "task.train_rows (e.g. 1000) or name a file")
+    return value
 
 
 def file_format(path: str, key: str) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
@@ -28,6 +30,7 @@ from transformers import (
 from tinydistill.atomic import atomic_file
 from tinydistill.data.tasks import Task
 from tinydistill.errors import ConfigError
+from tinydistill.hashing import sha256_file
 from tinydistill.losses import soft_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -56,17 +59,49 @@ def prediction_loss(
 
 
 def _fingerprint(teacher_dir: str, dataset: Dataset) -> str:
-    """Identifies (teacher weights, tokenised examples): the cache is valid while both are unchanged."""
+    """Identifies (teacher weights, tokenised examples): the weights' content (every weights file's sha256, so a
+    teacher retrained in place, same path and size, is never served its predecessor's logits) and the examples'
+    `datasets` fingerprint. The cache is valid while both are unchanged."""
     h = hashlib.sha256()
-    weights = Path(teacher_dir) / "model.safetensors"
-    h.update(str(weights.stat().st_mtime_ns if weights.exists() else teacher_dir).encode())
-    h.update(str(weights.stat().st_size if weights.exists() else "").encode())
-    h.update(str(Path(teacher_dir).resolve()).encode())
+    folder = Path(teacher_dir)
+    weights = sorted([*folder.glob("model*.safetensors"), *folder.glob("pytorch_model*.bin")])
+    for path in weights:
+        h.update(f"{path.name}:{sha256_file(path)}".encode())
+    if not weights:  # not a folder of weights (e.g. a hub name): its name
+        h.update(str(teacher_dir).encode())
     h.update(dataset._fingerprint.encode())
     return h.hexdigest()[:16]
 
 
+#: A full pass persists its logits every this many batches (chunks of the length-sorted order: whole batches, so a
+#: resumed pass runs exactly the batches an uninterrupted one runs and ends with the same bytes).
+CHUNK_BATCHES = 64
+
+
+def _length_order(dataset: Dataset) -> list[int]:
+    """Row indices sorted by length (stable: equal lengths keep their order), so each batch needs little padding."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return sorted(range(len(dataset)), key=lengths.__getitem__)
+
+
 @torch.inference_mode()
+def _logit_batches(teacher: PreTrainedModel, dataset: Dataset, tokenizer: PreTrainedTokenizerBase,
+                   batch_size: int, progress: tqdm | None = None) -> Iterator[tuple[list[int], Tensor]]:
+    """(rows, logits) of `teacher` (eval mode) for `dataset`, batch by batch in the length-sorted order."""
+    teacher.eval()
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    order = _length_order(dataset)
+    ordered = dataset.select_columns(columns).select(order)
+    loader = DataLoader(ordered, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
+    pos = 0
+    for batch in loader:
+        logits = teacher(**batch).logits.float()
+        yield order[pos : pos + logits.shape[0]], logits
+        pos += logits.shape[0]
+        if progress is not None:
+            progress.update(1)
+
+
 def compute_teacher_logits(
     teacher: PreTrainedModel,
     dataset: Dataset,
@@ -74,20 +109,10 @@ def compute_teacher_logits(
     batch_size: int = 128,
 ) -> Tensor:
     """Logits of `teacher` (eval mode) for every example of `dataset`, in dataset order: (N, C)."""
-    teacher.eval()
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
-    # Sort by length so each batch needs little padding; scatter back to dataset order.
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    order = sorted(range(len(dataset)), key=lengths.__getitem__)
-    ordered = dataset.select_columns(columns).select(order)
-    loader = DataLoader(ordered, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
     out = torch.empty(len(dataset), teacher.config.num_labels)
-    pos = 0
-    for batch in tqdm(loader, desc="Teacher logits", unit="batch"):
-        logits = teacher(**batch).logits.float()
-        idx = torch.tensor(order[pos : pos + logits.shape[0]])
-        out[idx] = logits
-        pos += logits.shape[0]
+    with tqdm(total=-(-len(dataset) // batch_size), desc="Teacher logits", unit="batch") as bar:
+        for rows, logits in _logit_batches(teacher, dataset, tokenizer, batch_size, bar):
+            out[torch.tensor(rows)] = logits
     return out
 
 
@@ -95,8 +120,9 @@ LOGIT_CACHE_MODES = ("full", "seen")
 
 
 def logit_cache_path(cache_dir: str | os.PathLike, teacher_dir: str, dataset: Dataset) -> Path:
-    """Where the teacher's logits for (`teacher_dir`, `dataset`) are cached."""
-    return Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.pt"
+    """Where the teacher's logits for (`teacher_dir`, `dataset`) are cached: a float32 (N, C) `.npy` file, NaN in
+    the rows not computed yet, read memory-mapped and never unpickled."""
+    return Path(cache_dir) / "teacher_logits" / f"{_fingerprint(teacher_dir, dataset)}.npy"
 
 
 def unknown_rows(logits: Tensor) -> Tensor:
@@ -104,20 +130,34 @@ def unknown_rows(logits: Tensor) -> Tensor:
     return torch.isnan(logits).any(dim=1)
 
 
-def _read_cache(path: Path, n: int) -> Tensor | None:
-    """The cached (n, C) tensor at `path`, or None when missing, unreadable or of another shape."""
+def _open_cache(path: Path, n: int, mmap_mode: str, warn: bool = True) -> np.ndarray | None:
+    """The cached (n, C) float32 array at `path`, memory-mapped, or None when missing, unreadable or of another
+    shape. allow_pickle=False: a tampered cache can hold no code to run."""
     if not path.is_file():
         return None
     try:
-        # weights_only=True: a tensor needs no unpickling of code, so a tampered cache cannot run any
-        logits = torch.load(path, map_location="cpu", weights_only=True)
+        logits = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        if not isinstance(logits, np.ndarray):  # a zip (.npz, or torch.save's format) holds no array of ours
+            raise ValueError(f"not a .npy array ({type(logits).__name__})")
     except Exception as e:  # truncated or foreign file: computed again
-        log.warning("teacher-logit cache %s is unreadable (%s: %s): computing the logits again",
-                    path, type(e).__name__, e)
+        if warn:
+            log.warning("teacher-logit cache %s is unreadable (%s: %s): computing the logits again",
+                        path, type(e).__name__, e)
         return None
-    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == n:
-        return logits.float()
-    return None
+    ok = logits.ndim == 2 and logits.shape[0] == n and logits.dtype == np.float32
+    return logits if ok else None
+
+
+def _read_cache(path: Path, n: int) -> Tensor | None:
+    """The cached (n, C) logits at `path`, memory-mapped copy-on-write (rows are read from disk as they are
+    indexed; writing to the tensor never changes the file), or None (see `_open_cache`)."""
+    logits = _open_cache(path, n, "c")
+    return None if logits is None else torch.from_numpy(logits)
+
+
+def _write_cache(path: Path, logits: Tensor) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, logits.numpy(), allow_pickle=False)
 
 
 def save_logit_cache(path: str | os.PathLike, logits: Tensor) -> Tensor:
@@ -125,14 +165,44 @@ def save_logit_cache(path: str | os.PathLike, logits: Tensor) -> Tensor:
     atomic (`atomic_file`, which also removes what killed writers of this key left, never a live writer's).
     Returns what was written."""
     path = Path(path)
+    logits = logits.float().clone()
     on_disk = _read_cache(path, logits.shape[0])
     if on_disk is not None and on_disk.shape == logits.shape:
         missing = unknown_rows(logits)
-        logits = logits.clone()
         logits[missing] = on_disk[missing]
-    with atomic_file(path) as tmp:
-        torch.save(logits, tmp)
+    _write_cache(path, logits)
     return logits
+
+
+def _store_rows(path: Path, shape: tuple[int, int], rows: list[int], values: Tensor) -> None:
+    """Write `values` into `rows` of the cache file in place (created NaN-filled if absent), flushed: what a full
+    pass has computed survives its interruption."""
+    cache = _open_cache(path, shape[0], "r+", warn=False)
+    if cache is None or cache.shape != shape:
+        _write_cache(path, torch.full(shape, float("nan")))
+        cache = _open_cache(path, shape[0], "r+")
+    cache[rows] = values.numpy()
+    cache.flush()
+    del cache
+
+
+def _complete(teacher: PreTrainedModel, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, path: Path,
+              missing: list[int], batch_size: int) -> None:
+    """The full pass over the `missing` rows: their length-sorted order cut into chunks of CHUNK_BATCHES batches,
+    each chunk's logits stored as soon as it is done. The rows an interrupted pass left are a suffix of that order,
+    so resuming runs the same batches and ends with the same bytes."""
+    shape = (len(dataset), teacher.config.num_labels)
+    todo = dataset.select(missing)
+    chunk: list[tuple[list[int], Tensor]] = []
+    total = -(-len(dataset) // batch_size)
+    with tqdm(total=total, initial=total - -(-len(missing) // batch_size), desc="Teacher logits", unit="batch") as bar:
+        for rows, logits in _logit_batches(teacher, todo, tokenizer, batch_size, bar):
+            chunk.append(([missing[r] for r in rows], logits))
+            if len(chunk) == CHUNK_BATCHES:
+                _store_rows(path, shape, sum((r for r, _ in chunk), []), torch.cat([v for _, v in chunk]))
+                chunk = []
+        if chunk:
+            _store_rows(path, shape, sum((r for r, _ in chunk), []), torch.cat([v for _, v in chunk]))
 
 
 def cached_teacher_logits(
@@ -144,13 +214,14 @@ def cached_teacher_logits(
     batch_size: int = 128,
     mode: str = "full",
 ) -> Tensor:
-    """The teacher's logits for `dataset`, stored on disk so every run on the same data and teacher reuses them.
+    """The teacher's logits for `dataset`, stored on disk so every run on the same data and teacher reuses them,
+    returned memory-mapped (a large set is never read into memory at once).
 
-    `mode` (`stage.pred.teacher_logits`): ``full`` returns every row, computing (in one length-sorted pass,
-    `compute_teacher_logits`) the rows the cache lacks and writing the file; ``seen`` computes nothing and returns
-    what the cache holds, NaN for the rows it lacks, for the prediction phase to fill as its batches draw them
-    (`TaskDistillModule`) and to save with `save_logit_cache`. A cache written by ``seen`` runs is partial; a
-    ``full`` run completes it."""
+    `mode` (`stage.pred.teacher_logits`): ``full`` returns every row, computing the rows the cache lacks in one
+    length-sorted pass that stores each chunk as it goes (`_complete`: an interrupted pass resumes where it
+    stopped); ``seen`` computes nothing and returns what the cache holds, NaN for the rows it lacks, for the
+    prediction phase to fill as its batches draw them (`TaskDistillModule`) and to save with `save_logit_cache`. A
+    cache written by ``seen`` runs is partial; a ``full`` run completes it."""
     if mode not in LOGIT_CACHE_MODES:
         raise ConfigError(f"stage.pred.teacher_logits={mode!r} must be one of {', '.join(LOGIT_CACHE_MODES)}")
     path = logit_cache_path(cache_dir, teacher_dir, dataset)
@@ -163,6 +234,8 @@ def cached_teacher_logits(
     if mode == "seen" or not missing.any():
         log.info("teacher logits from %s (%d of %d rows)", path, int((~missing).sum()), len(dataset))
         return logits
-    rows = missing.nonzero().flatten()
-    logits[rows] = compute_teacher_logits(teacher, dataset.select(rows.tolist()), tokenizer, batch_size)
-    return save_logit_cache(path, logits)
+    if (~missing).any():
+        log.info("teacher logits: %d of %d rows cached in %s; computing the rest", int((~missing).sum()),
+                 len(dataset), path)
+    _complete(teacher, dataset, tokenizer, path, missing.nonzero().flatten().tolist(), batch_size)
+    return _read_cache(path, len(dataset))

@@ -22,6 +22,7 @@ from tinydistill.contract import RunContext
 from tinydistill.data.glue import TaskDataModule, tokenized_split
 from tinydistill.data.loader import make_loader
 from tinydistill.data.tasks import Task
+from tinydistill.data.unlabeled import UnlabeledMix
 from tinydistill.models.measure import time_model
 from tinydistill.modules.glue_eval import GlueEvalModule, metric_prefix
 from tinydistill.records import METRICS_JSON, ClassifierRecord
@@ -61,10 +62,12 @@ class Latency:
 
 def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedTokenizerBase,
                     train_file: str | None = None, with_index: bool = False,
-                    teacher_tokenizer: PreTrainedTokenizerBase | None = None) -> TaskDataModule:
+                    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+                    unlabeled: UnlabeledMix | None = None) -> TaskDataModule:
     """The task's tokenised batches as `tb` and `ctx.loading` say; `train_file` replaces the training file (an
     augmented set), `with_index` numbers the training rows (cached teacher logits are looked up by it),
-    `teacher_tokenizer` (a teacher reading text with another tokenizer) adds its encoding of the training rows."""
+    `teacher_tokenizer` (a teacher reading text with another tokenizer) adds its encoding of the training rows,
+    `unlabeled` adds unlabelled rows to the training split (stage=task with task.unlabeled)."""
     return TaskDataModule(
         tb.task,
         tokenizer,
@@ -80,6 +83,7 @@ def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedToken
         with_index=with_index,
         seed=ctx.seed,
         teacher_tokenizer=teacher_tokenizer,
+        unlabeled=unlabeled,
     )
 
 

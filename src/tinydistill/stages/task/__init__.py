@@ -69,7 +69,7 @@ def run(p: TaskPlan) -> dict[str, Any]:
     student, projections = load_student(p, teacher.model)
     train_file = training_file(p)
     dm = task_datamodule(p.batches, p.ctx, teacher.student_tokenizer, train_file, with_index=True,
-                         teacher_tokenizer=teacher.other_tokenizer)
+                         teacher_tokenizer=teacher.other_tokenizer, unlabeled=p.unlabeled)
     result = run_fields(p, train_file, teacher)
     if p.phase in ("intermediate", "both"):
         result["intermediate"] = intermediate_phase(p, teacher.model, student, projections, dm)

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from tinydistill.ckpt_path import LIGHTNING_CKPT_NAMES
 from tinydistill.contract import RunContext
 from tinydistill.data.files import task_from_config, task_json
-from tinydistill.data.tasks import Task
+from tinydistill.data.tasks import UNLABELED_REST, Task
+from tinydistill.data.unlabeled import UnlabeledMix, is_file, unlabeled_examples
 from tinydistill.distill.methods import METHODS
 from tinydistill.errors import ConfigError
 from tinydistill.modules.frozen_teacher import check_teacher_mode
@@ -101,6 +102,7 @@ class TaskPlan:
     accelerator: str
     latency: Latency
     task_files: dict[str, Any]
+    unlabeled: UnlabeledMix | None = None  # task.unlabeled's rows join the training set (stage.unlabeled.*)
 
     @property
     def task(self) -> Task:
@@ -134,6 +136,8 @@ def run_name(cfg: DictConfig) -> str:
     name = cfg.ablation.name
     if not cfg.aug.enabled:
         name += "-noaug"
+    if cfg.task.get("unlabeled") is not None:
+        name += "-unlabeled"
     if cfg.student.init != "general":
         name += "-init_" + ("random" if cfg.student.init == "random" else "path")
     return name
@@ -201,6 +205,24 @@ def check_switches(cfg: DictConfig, resumed: str | None) -> None:
         raise ConfigError(f"ablation.pred={cfg.ablation.pred!r} must be distill or gold")
 
 
+def unlabeled_mix(task: Task, options: dict[str, Any], ablation: str, gold: bool,
+                  regression_target: str) -> UnlabeledMix | None:
+    """`stage.unlabeled`'s choice (`options`) of unlabelled rows when `task.unlabeled` is set (None otherwise).
+    Refuses, in one line, the settings that need a gold label on every training row, and reads an unlabelled file
+    now, so its errors come before any compute."""
+    if task.unlabeled is None:
+        return None
+    if gold:
+        raise ConfigError(f"ablation={ablation} trains on gold labels, which task.unlabeled={task.unlabeled}'s rows "
+                          f"do not have: drop task.unlabeled or the ablation")
+    if task.is_regression and regression_target == "gold":
+        raise ConfigError(f"distill.regression_target=gold needs a gold score on every row; task.unlabeled="
+                          f"{task.unlabeled}'s rows have none: use regression_target=teacher")
+    if task.unlabeled != UNLABELED_REST and is_file(task.unlabeled):
+        unlabeled_examples(task)
+    return UnlabeledMix.from_config(options, task.tune_seed)
+
+
 def check_resume(cfg: DictConfig, resumed: str | None) -> None:
     phase = cfg.stage.phase
     if resumed == "intermediate" and phase == "pred":
@@ -251,4 +273,6 @@ def plan(cfg: DictConfig) -> TaskPlan:
         accelerator=str(cfg.trainer.accelerator),
         latency=Latency.from_stage(st),
         task_files=task_json(cfg.task, task),
+        unlabeled=unlabeled_mix(task, OmegaConf.to_container(st.unlabeled, resolve=True), str(cfg.ablation.name),
+                                cfg.ablation.pred == "gold", str(d.regression_target)),
     )

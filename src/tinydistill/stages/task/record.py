@@ -32,6 +32,8 @@ def run_fields(p: TaskPlan, train_file: str | None, teacher: CheckedTeacher) -> 
         "ablation": p.ablation,
         "aug": p.aug is not None,
         "train_file": train_file,
+        "unlabeled": None if p.unlabeled is None else {"source": p.task.unlabeled, "max_rows": p.unlabeled.max_rows,
+                                                         "ratio": p.unlabeled.ratio},
         "teacher_dir": p.teacher.folder,
         "student": p.student["name"],
         "student_init": p.student_init,
