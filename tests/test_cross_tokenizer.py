@@ -7,13 +7,13 @@ Both read real MRPC rows."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from tests.conftest import assert_nothing_written, assert_one_line, compose_config
+from tests.conftest import ROOT, assert_nothing_written, assert_one_line, compose_config
 from tinydistill import export
 from tinydistill.data.glue import TaskDataModule, load_examples, tokenized_split
 from tinydistill.data.tasks import get_task
@@ -33,20 +33,16 @@ from tinydistill.predict import Inputs, predict
 from tinydistill.stages import run
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "[PAD]"]  # [PAD] is id 4 here, 0 for the teacher
+OWN_VOCAB_SCRIPT = ROOT / "docs" / "results" / "cross_tokenizer" / "own_vocab_student.py"
 
 
 def own_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """A cased WordPiece tokenizer of about 600 tokens trained on `texts` (the teacher's is uncased, 30522)."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=600, special_tokens=SPECIALS))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]")
+    """A cased WordPiece tokenizer of about 600 tokens trained on `texts` (the teacher's is uncased, 30522), built
+    by the cross-tokenizer measurement's own script."""
+    spec = importlib.util.spec_from_file_location("own_vocab_student", OWN_VOCAB_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.own_tokenizer(texts, vocab_size=600, specials=SPECIALS)
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,13 @@ MODERNBERT = ModernBertConfig(vocab_size=100, hidden_size=24, num_hidden_layers=
                               global_attn_every_n_layers=2)
 
 
+def assert_projections(captured, projections) -> None:
+    """Each layer's captured queries, keys and values are its own projections of the hidden states it read."""
+    for i, layer_projections in enumerate(projections):
+        for j, proj in enumerate(layer_projections):
+            assert torch.allclose(captured.qkv[i][j], proj(captured.hidden_states[i]), atol=1e-6)
+
+
 def test_bert_queries_keys_values_are_its_projections():
     model = bert().eval()
     before = model.config._attn_implementation
@@ -141,37 +148,32 @@ def test_bert_queries_keys_values_are_its_projections():
     captured = forward_with_capture(model, BATCH, "qkv")
     assert torch.allclose(captured.hidden_states[-1], plain, atol=1e-5)  # the outputs do not change
     assert model.config._attn_implementation == before  # and the implementation is restored
-    for i, layer in enumerate(model.encoder.layer):
-        h, own = captured.hidden_states[i], layer.attention.self
-        for j, proj in enumerate((own.query, own.key, own.value)):
-            assert torch.allclose(captured.qkv[i][j], proj(h), atol=1e-6)
+    assert_projections(captured, [(s.query, s.key, s.value) for s in (x.attention.self for x in model.encoder.layer)])
+
+
+def captured_qkv(config, route: str, layers: int, atol: float):
+    """A model of `config` captured through `route`: its outputs unchanged, one (q, k, v) per layer."""
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config).eval()
+    assert capture_route(model) == route
+    plain = model(**BATCH).last_hidden_state
+    captured = forward_with_capture(model, BATCH, "qkv")
+    assert torch.allclose(captured.outputs.last_hidden_state, plain, atol=atol)
+    assert len(captured.qkv) == layers and captured.qkv[-1].shape == (3, 2, 6, 24)
+    return model, captured
 
 
 def test_deberta_queries_keys_values_come_from_hooks_on_its_projections():
-    torch.manual_seed(0)
-    model = AutoModel.from_config(DEBERTA).eval()
-    assert capture_route(model) == "projections"
-    plain = model(**BATCH).last_hidden_state
-    captured = forward_with_capture(model, BATCH, "qkv")
-    assert torch.allclose(captured.hidden_states[-1], plain, atol=1e-6)
-    assert len(captured.qkv) == 2 and captured.qkv[0].shape == (3, 2, 6, 24)
-    for i, layer in enumerate(model.encoder.layer):
-        own = layer.attention.self
-        for j, proj in enumerate((own.query_proj, own.key_proj, own.value_proj)):  # the tokens', not the positions'
-            assert torch.allclose(captured.qkv[i][j], proj(captured.hidden_states[i]), atol=1e-6)
+    model, captured = captured_qkv(DEBERTA, "projections", 2, 1e-6)
+    assert_projections(captured, [(s.query_proj, s.key_proj, s.value_proj)  # the tokens', not the positions'
+                                  for s in (x.attention.self for x in model.encoder.layer)])
     with record_qkv(model) as layers:
         pass
     assert layers == [] and not any(m._forward_hooks for m in model.modules())  # hooks removed on exit
 
 
 def test_modernbert_goes_through_the_attention_interface():
-    torch.manual_seed(0)
-    model = AutoModel.from_config(MODERNBERT).eval()
-    assert capture_route(model) == "interface"
-    plain = model(**BATCH).last_hidden_state
-    captured = forward_with_capture(model, BATCH, "qkv")
-    assert torch.allclose(captured.outputs.last_hidden_state, plain, atol=1e-5)
-    assert len(captured.qkv) == 3 and captured.qkv[2].shape == (3, 2, 6, 24)
+    captured_qkv(MODERNBERT, "interface", 3, 1e-5)
 
 
 def test_tinybert_attention_loss_refuses_deberta_and_suggests_minilm():

@@ -20,11 +20,14 @@ VOCAB_SIZE = 8000
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def own_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+def own_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE,
+                  specials: list[str] = SPECIALS) -> PreTrainedTokenizerFast:
+    """A cased WordPiece tokenizer of `vocab_size` tokens trained on `texts` (the teacher's is uncased); the tests
+    build theirs with it too (tests/test_cross_tokenizer.py)."""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False)  # cased: the teacher's is uncased
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIALS))
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
