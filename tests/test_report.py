@@ -106,6 +106,17 @@ def test_seeds_whose_settings_differ_beyond_the_seed_are_flagged(tmp_path, caplo
         assert "recipe aggregates seeds whose settings differ" in caplog.text
 
 
+def test_a_setting_only_some_seeds_saved_is_no_difference():
+    """Seeds made before a setting was added (student.family) or moved (distill.intermediate_lr ->
+    stage.intermediate.lr, the same value) are the same recipe: only settings every run saved are compared."""
+    from tinydistill.run_config import config_differences
+
+    old = {"seed": 1, "distill.intermediate_lr": 3e-4, "stage.intermediate.lr": 3e-4, "task.name": "sst2"}
+    new = {"seed": 2, "stage.intermediate.lr": 3e-4, "student.family": "bert", "task.name": "sst2"}
+    assert config_differences([old, new]) == {}
+    assert config_differences([old, {**new, "stage.intermediate.lr": 6e-4}]) == {"stage.intermediate.lr": [3e-4, 6e-4]}
+
+
 def test_older_records_without_gap_closed_get_it_from_their_fields(tmp_path):
     record = task_record(42, 0.83, 0.735)
     del record["gap_closed"], record["speedup_batch1"], record["latency_batch1"]

@@ -71,7 +71,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(configs: list[dict[str, Any] | None]) -> dict[str, list[Any]]:
     """Each setting, other than the seed and where runs write, that differs between `configs` (one per run; None
-    for a run with no saved settings, left out), with its values in run order."""
+    for a run with no saved settings, left out), with its values in run order. A setting only some runs saved
+    (added to tinydistill, or moved, since the others ran) is not a difference, as for `skip_done`."""
     known = [c for c in configs if c is not None]
     if len(known) < 2:
         return {}
@@ -79,7 +80,7 @@ def config_differences(configs: list[dict[str, Any] | None]) -> dict[str, list[A
     def comparable(value: Any) -> Any:  # artifacts/.../seed42 and .../seed1 are the same setting
         return _SEED_IN_PATH.sub("seed<N>", value) if isinstance(value, str) else value
 
-    keys = sorted({k for c in known for k in c if not k.startswith(PER_RUN)})
+    keys = sorted(k for k in set.intersection(*(set(c) for c in known)) if not k.startswith(PER_RUN))
     return {k: [c.get(k) for c in known] for k in keys if len({repr(comparable(c.get(k))) for c in known}) > 1}
 
 
