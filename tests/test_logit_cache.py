@@ -125,3 +125,22 @@ def test_under_ddp_the_saved_cache_holds_every_process_rows(tmp_path, tiny_teach
     (last,) = tmp_path.glob("**/checkpoints/last.ckpt")
     saved = torch.load(last, map_location="cpu", weights_only=True)[SEEN_LOGITS_KEY]
     assert int((~unknown_rows(saved)).sum()) == 2 * 3 * 8
+
+
+@pytest.mark.parametrize("chunk_batches", [1, 64])
+def test_a_full_pass_leaves_the_random_state_the_single_pass_version_left(tmp_path, tiny_teacher, data_dir,
+                                                                          monkeypatch, chunk_batches):
+    """Phase 2's dropout draws from the global random state after the logit pass: however many chunks the pass is
+    cut into, it leaves the state the single-pass version left (two DataLoader seed draws), so a run that computes its
+    logits trains bit for bit as before the chunked cache."""
+    from tinydistill.distill import prediction
+
+    tok, teacher, ds = rte_rows(tiny_teacher, data_dir, tmp_path, 12)
+    monkeypatch.setattr(prediction, "CHUNK_BATCHES", chunk_batches)
+    torch.manual_seed(3)
+    for _ in range(2):  # what iterating one DataLoader twice over draws
+        torch.empty((), dtype=torch.int64).random_()
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / f"cache{chunk_batches}", batch_size=5)
+    assert torch.equal(torch.rand(4), expected)

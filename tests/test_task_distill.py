@@ -115,8 +115,9 @@ def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir
     files = list((tmp_path / "cache" / "teacher_logits").glob("*.npy"))
     assert len(files) == 1
     # A second call reads the file instead of running the teacher.
-    os.utime(files[0])
-    np.save(files[0], torch.full_like(logits, 7.0).numpy())
+    # (replaced as tinydistill writes files, a new file renamed over the old: `logits` maps the old one)
+    np.save(files[0].with_suffix(".tmp.npy"), torch.full_like(logits, 7.0).numpy())
+    os.replace(files[0].with_suffix(".tmp.npy"), files[0])
     again = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
     assert torch.equal(again, torch.full_like(logits, 7.0))
     assert torch.allclose(compute_teacher_logits(teacher, ds, tok, batch_size=7), logits, atol=1e-5)

@@ -286,11 +286,9 @@ class TaskDataModule(L.LightningDataModule):
     epoch's batches in a new order.
     Validation uses every dev split of the task (MNLI: matched, then mismatched), after the tune split when
     `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
-    `teacher_tokenizer` (a teacher that reads text with another tokenizer than `tokenizer`, the student's): training
-    rows also carry the teacher's encoding of their text (`data.two_tokenizers`); `teacher_view` gives it alone.
-    `unlabeled` (stage=task with `task.unlabeled`): the training split is the labelled (or augmented) rows followed
-    by the unlabelled rows it chooses, whose labels are `sentinel_label`; `idx` numbers them all.
-    """
+    `teacher_tokenizer` (a teacher with another tokenizer than the student's): training rows also carry its encoding
+    (`data.two_tokenizers`); `teacher_view` gives it alone. `unlabeled` (`task.unlabeled`): the training split is
+    the labelled (or augmented) rows, then the unlabelled rows it chooses (label `sentinel_label`)."""
 
     def __init__(
         self,
@@ -340,21 +338,19 @@ class TaskDataModule(L.LightningDataModule):
     def dev_splits(self) -> tuple[str, ...]:
         return self.task.dev_splits
 
-    def _with_unlabeled(self, train: Dataset, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
-        """The labelled training rows followed by the unlabelled rows `self.unlabeled` chooses (encoded by
-        `tokenizer`, default the student's: the same rows for either encoding)."""
+    def _train_split(self, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
+        """The training split as `tokenizer` (default: the student's) encodes it: the labelled rows, then the
+        unlabelled rows `self.unlabeled` chooses (the same rows for either encoding)."""
+        train = self._split("train", tokenizer)
+        if self.unlabeled is None:
+            return train
         pool = self._split(UNLABELLED_SPLIT, tokenizer)
         rows = self.unlabeled.rows(len(train), len(pool))
         if tokenizer is None:
             self.labelled_rows = len(train)
-            log.info("training set of %s: %d labelled rows and %d of %d unlabelled rows", self.task.name,
-                     len(train), len(rows), len(pool))
+            log.info("training set of %s: %d labelled rows, %d of %d unlabelled", self.task.name, len(train),
+                     len(rows), len(pool))
         return datasets.concatenate_datasets([train, pool.select(rows)]) if rows else train
-
-    def _train_split(self, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
-        """The training split as `tokenizer` (default: the student's) encodes it, unlabelled rows included."""
-        train = self._split("train", tokenizer)
-        return train if self.unlabeled is None else self._with_unlabeled(train, tokenizer)
 
     def _split(self, split: str, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
         file = self.train_file if split == "train" else None

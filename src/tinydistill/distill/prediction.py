@@ -117,6 +117,8 @@ def compute_teacher_logits(
 
 
 LOGIT_CACHE_MODES = ("full", "seen")
+#: Global torch random draws a full logit pass makes (what the single-pass version's DataLoader iteration drew).
+PASS_SEED_DRAWS = 2
 
 
 def logit_cache_path(cache_dir: str | os.PathLike, teacher_dir: str, dataset: Dataset) -> Path:
@@ -195,7 +197,8 @@ def _complete(teacher: PreTrainedModel, dataset: Dataset, tokenizer: PreTrainedT
     todo = dataset.select(missing)
     chunk: list[tuple[list[int], Tensor]] = []
     total = -(-len(dataset) // batch_size)
-    with tqdm(total=total, initial=total - -(-len(missing) // batch_size), desc="Teacher logits", unit="batch") as bar:
+    with torch.random.fork_rng(devices=[]), tqdm(total=total, initial=total - -(-len(missing) // batch_size),
+                                                 desc="Teacher logits", unit="batch") as bar:
         for rows, logits in _logit_batches(teacher, todo, tokenizer, batch_size, bar):
             chunk.append(([missing[r] for r in rows], logits))
             if len(chunk) == CHUNK_BATCHES:
@@ -203,6 +206,10 @@ def _complete(teacher: PreTrainedModel, dataset: Dataset, tokenizer: PreTrainedT
                 chunk = []
         if chunk:
             _store_rows(path, shape, sum((r for r, _ in chunk), []), torch.cat([v for _, v in chunk]))
+    # The global random state after the pass is the one the single-pass version left (two DataLoader seed draws),
+    # however many chunks ran, so a run that computes its logits trains exactly as runs before the chunked cache did.
+    for _ in range(PASS_SEED_DRAWS):
+        torch.empty((), dtype=torch.int64).random_()
 
 
 def cached_teacher_logits(
