@@ -221,3 +221,15 @@ def test_report_and_frontier_show_both_yardsticks(result, pair, tmp_path):
     assert served[0]["speedup"] == pytest.approx(y["32"]["vs_teacher_fp32"])
     assert served[0]["vs_teacher_best_batch1"] == pytest.approx(y["1"]["vs_teacher_best"])
     assert (tmp_path / "report" / "frontier.png").stat().st_size > 10_000
+
+
+def test_candidates_take_turns_batch_by_batch():
+    calls = []
+    runs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("a", "b", "c")}
+    best = serve.time_alternated(runs, [0, 1, 2, 3], repeats=2)
+    assert set(best) == {"a", "b", "c"} and all(s >= 0 for s in best.values())
+    warmup, timed = calls[:6], calls[6:]
+    assert warmup == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)]
+    assert len(timed) == 2 * 4 * 3  # every run on every batch in every round
+    assert [n for n, b in timed[:12]] == list("abc" "bca" "cab" "abc")  # who goes first rotates with the batch
+    assert [b for _, b in timed[:12]] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]

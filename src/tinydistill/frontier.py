@@ -162,7 +162,8 @@ def plot_frontier(points: list[dict[str, Any]], constants: dict[str, float], pat
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{task}: {title}")
-            ax.set_xlabel("speed-up over the PyTorch fp32 teacher (log scale)")
+            second = "; hollow stars: over the teacher's own backend" if any("flop_ratio" in p for p in shown) else ""
+            ax.set_xlabel(f"speed-up over the PyTorch fp32 teacher (log scale{second})")
             ax.set_ylabel(f"dev {metric}")
             for variant, marker in MARKERS.items():
                 ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=variant)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
@@ -300,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--cache-dir", default=os.environ.get("TINYDISTILL_CACHE", "artifacts/cache"))
     a = p.parse_args(argv)
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # tokenising the training split for calibration: a bar per thousand rows
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("onnxruntime", "root", "tinydistill.export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
