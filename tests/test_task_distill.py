@@ -106,7 +106,8 @@ def rte_rows(tiny_teacher, data_dir, tmp_path, n: int):
 
 def test_cached_teacher_logits_equal_fresh_ones(tmp_path, tiny_teacher, data_dir):
     tok, teacher, ds = rte_rows(tiny_teacher, data_dir, tmp_path, 40)
-    logits = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16)
+    # A copy: the returned tensor maps the file, which this test then overwrites in place (the toolkit never does).
+    logits = cached_teacher_logits(teacher, tiny_teacher, ds, tok, tmp_path / "cache", batch_size=16).clone()
     with torch.no_grad():
         for i in [0, 7, 39]:
             ex = ds[i]
