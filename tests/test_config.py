@@ -63,6 +63,8 @@ def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
     if stage in ("finetune", "task"):
         # SST-2, every stage with the same tune split (its rows never trained on; checkpoints selected on them)
         assert cfg.task.name == "sst2" and (cfg.task.tune_split, cfg.task.tune_seed) == (0.05, 0)
+        # the few-labels setting: the same 2,000 labelled rows for the teacher, the student and (below) the baseline
+        assert cfg.task.train_rows == 2000
         # its own teacher folder: the demo never replaces the SST-2 showcase's teacher (artifacts/teacher/sst2)
         teacher = compose_cfg("stage=finetune", "experiment=demo/finetune")
         OmegaConf.resolve(teacher)
@@ -78,6 +80,7 @@ def test_demo_experiment_composes_for_each_demo_stage(compose_cfg, stage):
 
         assert baseline.stage.match_steps_of == str(result_dir(cfg)) and baseline.stage.compare_to == cfg.stage.teacher
         assert baseline.task.tune_split == cfg.task.tune_split and baseline.stage.evals == "matched"
+        assert baseline.task.train_rows == cfg.task.train_rows and cfg.aug.max_examples is None  # all of them augmented
         assert baseline.stage.lr == cfg.stage.pred.lr
 
 
