@@ -38,7 +38,7 @@ from tinydistill.inference import (
     TorchClassifier,
     load_onnx_classifier,
 )
-from tinydistill.onnx_graph import export_onnx, fuse_bert, quantize_int8, quantize_int8_static
+from tinydistill.onnx_graph import export_onnx, fuse_bert, installed, quantize_int8, quantize_int8_static
 
 log = logging.getLogger("tinydistill.serve")
 
@@ -76,14 +76,6 @@ class Candidate:
                 "spinning": self.spinning, "recipe": self.recipe}
 
 
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def _skip(names: str, why: str) -> None:
     log.info("serve: %s skipped: %s", names, why)
 
@@ -103,13 +95,13 @@ def build_candidates(clf: TorchClassifier, folder: Path, calibration: list[dict[
     vino_wanted = [n for n in wanted if n.startswith("openvino") and (bf16 or not n.endswith("bf16"))]
     if "openvino bf16" in wanted and not bf16:
         _skip("openvino bf16", "this CPU has no bfloat16 instructions (avx512_bf16 or AMX)")
-    if not _have("onnx"):
+    if not installed("onnx"):
         _skip(", ".join(onnx_wanted + vino_wanted) or "the ONNX candidates", f"onnx is not installed ({EXPORT_EXTRA})")
         return out
-    if onnx_wanted and not _have("onnxruntime"):
+    if onnx_wanted and not installed("onnxruntime"):
         _skip(", ".join(onnx_wanted), f"onnxruntime is not installed ({EXPORT_EXTRA})")
         onnx_wanted = []
-    if vino_wanted and not _have("openvino"):
+    if vino_wanted and not installed("openvino"):
         _skip(", ".join(vino_wanted), f"openvino is not installed ({SERVE_EXTRA})")
         vino_wanted = []
     clf.tokenizer.save_pretrained(folder)  # the ONNX files are read with the config and tokenizer beside them

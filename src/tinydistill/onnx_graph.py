@@ -33,17 +33,18 @@ class ExportCheckError(RuntimeError):
 
 def require_export_tools() -> None:
     """One line naming the extra when the export's optional dependencies are missing."""
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if _missing(m)]
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not installed(m)]
     if missing:
         raise ConfigError(f"the export needs {', '.join(missing)}, not installed: {EXPORT_EXTRA}")
 
 
-def _missing(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether an optional dependency can be imported (the export extra, openvino for serve)."""
     try:
         __import__(module)
     except ImportError:
-        return True
-    return False
+        return False
+    return True
 
 
 class _Logits(torch.nn.Module):
