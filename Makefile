@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.13.0
 # fetches from public sources. Exported when it exists, or for the targets that fetch it first (data-ready).
 FETCHED_DATA := $(abspath data)
 DATA_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data),$(FETCHED_DATA))
-DATA_TARGETS := demo sst2 mrpc mrpc-budget bench bench-train-step bench-train bench-aug
+DATA_TARGETS := demo sst2 mrpc mrpc-budget bench bench-train-step bench-train bench-aug bench-corpus
 ifneq ($(wildcard $(DATA_DIR)/glue)$(filter $(DATA_TARGETS),$(MAKECMDGOALS)),)
 export TINYDISTILL_DATA_DIR ?= $(DATA_DIR)
 export NLTK_DATA ?= $(DATA_DIR)/nltk_data
@@ -22,7 +22,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install data data-ready demo sst2 mrpc mrpc-budget test bench bench-aug bench-latency bench-serve bench-train-step bench-train clean help
+.PHONY: install data data-ready demo sst2 mrpc mrpc-budget test bench bench-corpus bench-aug bench-latency bench-serve bench-train-step bench-train clean help
 
 help:
 	@echo "make demo   - install, then run the demo pipeline on SST-2 and write a report"
@@ -174,7 +174,13 @@ mrpc: install data-ready
 mrpc-budget: install data-ready
 	$(call mrpc_stages,mrpc/budget,mrpc/budget/mlm,minilm_l6_encoder150,mrpc-all-encoder150,budget,report_mrpc_budget)
 
-bench: bench-aug bench-latency bench-serve bench-train-step bench-train
+bench: bench-aug bench-latency bench-serve bench-train-step bench-train bench-corpus
+
+# Corpus preparation (read, tokenise, pack, cache) at 1x, 10x and 100x the shared corpus (1.5 GB at 100x, built by
+# repetition under artifacts/bench-corpus/), 1 process and every core: MB/s, instances/s, peak memory (issue 52).
+bench-corpus: install data-ready
+	mkdir -p bench
+	$(PY) bench/bench_corpus.py --out bench/corpus.json
 
 # Inference latency of the demo's teacher and student on SST-2 dev (needs `make demo` first), with the student's
 # ONNX fp32 and int8 variants when `make demo` has exported them.

@@ -9,14 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-import tinydistill.data.corpus as corpus_mod
-from tinydistill.data.corpus import (
-    CorpusDataModule,
-    CorpusSource,
-    documents_from_lines,
-    packed_corpus,
-    read_documents,
-)
+import tinydistill.data.corpus_build as build_mod
+from tinydistill.data.corpus import CorpusDataModule
+from tinydistill.data.corpus_build import packed_corpus
+from tinydistill.data.corpus_source import CorpusSource, documents_from_lines, iter_documents
 from tinydistill.data.packing import pack_corpus, pack_document, special_tokens
 from tinydistill.errors import ConfigError, DataError
 
@@ -99,15 +95,18 @@ def test_packed_instances_stay_in_one_document_and_keep_every_token(tok, max_len
         assert len(ds) == 3  # every document fits in one instance
 
 
-def test_read_documents_errors(tmp_path):
+def test_read_documents_errors(tmp_path, tok):
     with pytest.raises(DataError, match="corpus file not found"):
-        read_documents(CorpusSource(path=str(tmp_path / "nope.txt")))
+        list(iter_documents(CorpusSource(path=str(tmp_path / "nope.txt"))))
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty"):
-        read_documents(CorpusSource(path=str(tmp_path / "empty.txt")))
+        list(iter_documents(CorpusSource(path=str(tmp_path / "empty.txt"))))
     (tmp_path / "blank.txt").write_text("\n \n\n")
     with pytest.raises(DataError, match="no text"):
-        read_documents(CorpusSource(path=str(tmp_path / "blank.txt")))
+        packed_corpus(CorpusSource(path=str(tmp_path / "blank.txt")), tok, 16, tmp_path / "cache")
+    (tmp_path / "latin1.txt").write_bytes("one line .\n\ncaf\xe9 .\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.txt"):  # raised while the documents are written: still one line
+        packed_corpus(CorpusSource(path=str(tmp_path / "latin1.txt")), tok, 16, tmp_path / "cache")
 
 
 def test_source_needs_exactly_one_of_path_and_dataset():
@@ -125,12 +124,12 @@ def test_cache_is_reused_and_keyed_by_content_and_length(tmp_path, tok, monkeypa
     f = write_corpus(tmp_path / "c.txt")
     cache = tmp_path / "cache"
     first = packed_corpus(CorpusSource(path=str(f)), tok, 16, cache)
-    assert len(list((cache / "corpus").iterdir())) == 1
+    assert len([p for p in (cache / "corpus").iterdir() if p.is_dir()]) == 1
 
     def fail(*a, **k):
         raise AssertionError("the corpus was read again instead of loaded from the cache")
 
-    monkeypatch.setattr(corpus_mod, "read_documents", fail)
+    monkeypatch.setattr(build_mod, "document_dataset", fail)
     again = packed_corpus(CorpusSource(path=str(f)), tok, 16, cache)
     assert again["input_ids"][:] == first["input_ids"][:]
     monkeypatch.undo()
@@ -138,7 +137,7 @@ def test_cache_is_reused_and_keyed_by_content_and_length(tmp_path, tok, monkeypa
     packed_corpus(CorpusSource(path=str(f)), tok, 20, cache)  # another length: another entry
     write_corpus(f, DOCS[:2])  # changed content: another entry, with the new content
     changed = packed_corpus(CorpusSource(path=str(f)), tok, 16, cache)
-    assert len(list((cache / "corpus").iterdir())) == 3
+    assert len([p for p in (cache / "corpus").iterdir() if p.is_dir()]) == 3
     assert len(changed) < len(first)
 
 
@@ -147,16 +146,16 @@ def test_datasets_corpus_by_name_with_data_files(tmp_path, tok):
     f = tmp_path / "docs.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     src = CorpusSource(dataset="json", data_files=str(f), text_column="text", layout="documents")
-    assert read_documents(src) == DOCS
+    assert list(iter_documents(src)) == DOCS
     ds = packed_corpus(src, tok, 128, tmp_path / "cache")
     assert len(ds) == 3
     with pytest.raises(DataError, match="no column 'body'"):
-        read_documents(CorpusSource(dataset="json", data_files=str(f), text_column="body"))
+        list(iter_documents(CorpusSource(dataset="json", data_files=str(f), text_column="body")))
     # rows as lines of a text file, blank rows between documents (wikitext style)
     lines = [{"text": s} for d in DOCS for s in [*d, ""]]
     g = tmp_path / "lines.jsonl"
     g.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    assert read_documents(CorpusSource(dataset="json", data_files=str(g))) == DOCS
+    assert list(iter_documents(CorpusSource(dataset="json", data_files=str(g)))) == DOCS
 
 
 def test_datamodule_batches_and_validation_split(tmp_path, tok):

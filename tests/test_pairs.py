@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-import tinydistill.data.corpus as corpus_mod
-from tinydistill.data.corpus import CorpusDataModule, CorpusSource, packed_corpus
+import tinydistill.data.corpus_build as build_mod
+from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+from tinydistill.data.corpus_build import packed_corpus
 from tinydistill.data.pairs import (
     PairOptions,
     PairTemplate,
     TokenizedDocuments,
     document_pairs,
+    other_document,
     pair_instances,
     pair_template,
     truncate_pair,
@@ -89,16 +91,16 @@ def test_other_document_is_never_the_own_and_weighted_by_sentences():
     # documents of 1, 2 and 7 sentences
     docs = TokenizedDocuments.from_ids([[[1]], [[2], [3]], [[k] for k in range(10, 17)]])
     rng = random.Random(0)
-    counts = np.bincount([docs.other_document(0, rng) for _ in range(9000)], minlength=3)
+    counts = np.bincount([other_document(docs.doc_bounds, 0, rng) for _ in range(9000)], minlength=3)
     assert counts[0] == 0
     assert abs(counts[2] / counts.sum() - 7 / 9) < 0.03  # 7 of the 9 other sentences are in document 2
-    assert {docs.other_document(2, rng) for _ in range(200)} == {0, 1}
+    assert {other_document(docs.doc_bounds, 2, rng) for _ in range(200)} == {0, 1}
 
 
 def test_empty_sentences_and_documents_are_dropped():
     docs = TokenizedDocuments.from_ids([[[1, 2], [], [3]], [[]], [[4]]])
-    assert docs.n_documents == 2 and docs.n_sentences == 3
-    assert docs.span(0, 2) == [1, 2, 3] and docs.span(2, 3) == [4]
+    assert docs.n_documents == 2 and docs.doc_bounds.tolist() == [0, 2, 3]
+    assert docs.sentences(0) == [[1, 2], [3]] and docs.sentences(1) == [[4]]
 
 
 def test_pairs_follow_the_reference_structure():
@@ -223,7 +225,7 @@ def test_pair_cache_is_keyed_by_instances_options_and_seed(tmp_path, minilm_path
     src = CorpusSource(path=str(f))
 
     def entries() -> int:
-        return len(list((cache / "corpus").iterdir()))
+        return len([p for p in (cache / "corpus").iterdir() if p.is_dir()])
 
     single = packed_corpus(src, tok, 48, cache)
     pairs = packed_corpus(src, tok, 48, cache, "pairs", PairOptions(), seed=1)
@@ -232,7 +234,7 @@ def test_pair_cache_is_keyed_by_instances_options_and_seed(tmp_path, minilm_path
     def fail(*a, **k):
         raise AssertionError("the corpus was read again instead of loaded from the cache")
 
-    monkeypatch.setattr(corpus_mod, "read_documents", fail)
+    monkeypatch.setattr(build_mod, "document_dataset", fail)
     assert packed_corpus(src, tok, 48, cache, "pairs", PairOptions(), seed=1)["input_ids"] == pairs["input_ids"]
     assert packed_corpus(src, tok, 48, cache, "single", PairOptions(), seed=7)["input_ids"] == single["input_ids"]
     monkeypatch.undo()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from datasets import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -29,15 +30,24 @@ def make_loader(
     group_by_length: bool = False,
     seed: int = 0,
     fixed_batches: bool = False,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> StatefulDataLoader:
     """`shuffle` (training): a new order every epoch, drawn from `seed` and the epoch; `group_by_length`:
     shuffled mega-batches sorted by length, as transformers' `group_by_length`: little padding, still random
-    batches; `fixed_batches`: the first epoch's batches in every epoch, in a new order (see `SeededSampler`)."""
+    batches; `fixed_batches`: the first epoch's batches in every epoch, in a new order (see `SeededSampler`);
+    `num_replicas`, `rank`: this DDP process's share of the order (the stages that pass them turn Lightning's
+    sampler replacement off)."""
     sampler = None
     if shuffle:
-        lengths = [len(ids) for ids in ds["input_ids"]] if group_by_length else [0] * len(ds)
+        if not group_by_length:
+            lengths = np.zeros(len(ds), dtype=np.int64)
+        elif "length" in ds.column_names:  # a packed corpus: read one integer column, not every instance
+            lengths = ds.with_format("numpy")["length"]
+        else:
+            lengths = [len(ids) for ids in ds["input_ids"]]
         sampler = SeededSampler(lengths, batch_size, seed, group_by_length=group_by_length,
-                                fixed_batches=fixed_batches)
+                                fixed_batches=fixed_batches, num_replicas=num_replicas, rank=rank)
     with warnings.catch_warnings():
         # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13: a warning about torchdata, not about the run
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated")

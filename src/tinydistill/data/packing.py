@@ -1,15 +1,15 @@
-"""Packing a corpus's tokenised sentences into training instances: ``single`` segments (consecutive sentences of one
-document, :func:`pack_document`) or the reference's sentence ``pairs`` (:mod:`tinydistill.data.pairs`)."""
+"""Packing a corpus's tokenised sentences into ``single`` training instances: consecutive sentences of one document
+(:func:`pack_document`). The reference's sentence ``pairs`` are drawn in :mod:`tinydistill.data.pairs`."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
 from tinydistill.errors import ConfigError
 
 log = logging.getLogger("tinydistill.data.corpus")
@@ -62,52 +62,39 @@ def pack_document(
     return [[*prefix, *(t for s, a, e in inst for t in sentences[s][a:e]), *suffix] for inst in spans]
 
 
+def _pack_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, budget: int, prefix: list[int],
+                suffix: list[int]) -> dict:
+    flat = [s for doc in batch["sentences"] for s in doc]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    instances: list[list[int]] = []
+    i = 0
+    for doc in batch["sentences"]:
+        instances.extend(pack_document(ids[i : i + len(doc)], budget, prefix, suffix))
+        i += len(doc)
+    return {"input_ids": instances, "length": [len(x) for x in instances]}
+
+
 def pack_corpus(
-    documents: list[list[str]], tokenizer: PreTrainedTokenizerBase, max_seq_length: int, desc: str = "corpus"
+    documents: Dataset | list[list[str]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    desc: str = "corpus",
+    num_proc: int = 1,
+    cache_file: str | os.PathLike | None = None,
+    fingerprint: str | None = None,
 ) -> Dataset:
-    """Tokenise documents once and pack them: a Dataset with columns ``input_ids``, ``length``."""
+    """Tokenise documents (a Dataset with column ``sentences``, or lists of sentences) once and pack them: a
+    Dataset with columns ``input_ids``, ``length``. ``num_proc`` processes pack contiguous shards of the documents,
+    so the instances are the same for any count; ``cache_file`` (and its ``fingerprint``) writes them to disk
+    instead of memory, and reuses the shards a stopped run finished."""
     prefix, suffix = special_tokens(tokenizer)
     budget = max_seq_length - len(prefix) - len(suffix)
     if budget < 1:
         raise ConfigError(f"max_seq_length={max_seq_length} leaves no room for text after the special tokens")
-
-    def pack(batch: dict) -> dict:
-        flat = [s for doc in batch["sentences"] for s in doc]
-        ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-        instances: list[list[int]] = []
-        i = 0
-        for doc in batch["sentences"]:
-            instances.extend(pack_document(ids[i : i + len(doc)], budget, prefix, suffix))
-            i += len(doc)
-        return {"input_ids": instances, "length": [len(x) for x in instances]}
-
-    docs = Dataset.from_dict({"sentences": documents})
+    docs = documents if isinstance(documents, Dataset) else Dataset.from_dict({"sentences": documents})
     return docs.map(
-        pack, batched=True, batch_size=64, remove_columns=["sentences"], desc=f"Tokenising and packing {desc}"
-    )
-
-
-def pair_corpus(
-    documents: list[list[str]],
-    tokenizer: PreTrainedTokenizerBase,
-    max_seq_length: int,
-    options: PairOptions,
-    seed: int,
-    desc: str = "corpus",
-    tokenize_batch: int = 4096,
-) -> Dataset:
-    """Tokenise documents once and draw sentence pairs from them: a Dataset with columns ``input_ids``,
-    ``token_type_ids``, ``length``, ``is_random_next`` (:func:`tinydistill.data.pairs.pair_instances`)."""
-    template = pair_template(tokenizer)
-    flat = [s for doc in documents for s in doc]
-    ids: list[list[int]] = []
-    for i in range(0, len(flat), tokenize_batch):
-        ids.extend(tokenizer(flat[i : i + tokenize_batch], add_special_tokens=False)["input_ids"])
-    log.info("corpus %s: %d sentences tokenised for pair instances", desc, len(ids))
-    by_doc, i = [], 0
-    for doc in documents:
-        by_doc.append(ids[i : i + len(doc)])
-        i += len(doc)
-    return Dataset.from_dict(
-        pair_instances(TokenizedDocuments.from_ids(by_doc), template, max_seq_length, options, seed)
+        _pack_batch, batched=True, batch_size=64, remove_columns=["sentences"], desc=f"Tokenising and packing {desc}",
+        fn_kwargs={"tokenizer": tokenizer, "budget": budget, "prefix": prefix, "suffix": suffix},
+        num_proc=num_proc if num_proc > 1 else None, cache_file_name=None if cache_file is None else str(cache_file),
+        new_fingerprint=fingerprint,
     )

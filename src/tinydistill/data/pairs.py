@@ -18,13 +18,20 @@ So more than ``random_next_prob`` of the instances have a random B (every one-se
 ``short_seq_prob`` is a share of documents, not of instances. Unlike the reference, instances are built once
 per seed (the reference regenerates them for each of its 3 epochs) and its MLM masking is not applied (see
 docs/guide.md, "Faithfulness to the reference code"). Sentences that tokenise to nothing are dropped.
+
+Each document's draws come from a random generator of its own, seeded from ``(seed, document index)``
+(:func:`document_rng`), where the reference runs one generator through the whole corpus. So a document's pairs do
+not depend on which process drew the documents before it: the instances are the same for any number of
+preparation processes, and a corpus is paired without holding it in memory (:class:`Documents`: each document is
+fetched when it is paired or drawn as another document's B, from a memory-mapped Arrow file).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -90,10 +97,25 @@ def pair_template(tokenizer: PreTrainedTokenizerBase) -> PairTemplate:
     raise ConfigError(f"cannot locate the special tokens of {type(tokenizer).__name__} around a segment pair")
 
 
+class Documents(Protocol):
+    """What drawing pairs needs of a tokenised corpus: document ``d`` holds sentences ``doc_bounds[d]:doc_bounds[d+1]``
+    (counted over the corpus, for drawing other documents by sentence count) and :meth:`sentences` fetches them, none
+    of them empty, no document without sentences."""
+
+    doc_bounds: np.ndarray
+
+    def sentences(self, d: int) -> list[list[int]]: ...
+
+
+def n_documents(docs: Documents) -> int:
+    return len(docs.doc_bounds) - 1
+
+
 @dataclass
 class TokenizedDocuments:
-    """A tokenised corpus in flat arrays: sentence ``s`` is ``tokens[sent_bounds[s]:sent_bounds[s+1]]``, document
-    ``d`` holds sentences ``doc_bounds[d]:doc_bounds[d+1]``. Empty sentences and documents are left out."""
+    """A tokenised corpus in flat in-memory arrays (small corpora and tests): sentence ``s`` is
+    ``tokens[sent_bounds[s]:sent_bounds[s+1]]``, document ``d`` holds sentences ``doc_bounds[d]:doc_bounds[d+1]``.
+    Empty sentences and documents are left out."""
 
     tokens: np.ndarray
     sent_bounds: np.ndarray
@@ -114,25 +136,26 @@ class TokenizedDocuments:
 
     @property
     def n_documents(self) -> int:
-        return len(self.doc_bounds) - 1
+        return n_documents(self)
 
-    @property
-    def n_sentences(self) -> int:
-        return len(self.sent_bounds) - 1
+    def sentences(self, d: int) -> list[list[int]]:
+        b = self.sent_bounds
+        return [self.tokens[b[s] : b[s + 1]].tolist() for s in range(int(self.doc_bounds[d]), int(self.doc_bounds[d + 1]))]
 
-    def sentence_length(self, s: int) -> int:
-        return int(self.sent_bounds[s + 1] - self.sent_bounds[s])
 
-    def span(self, first: int, end: int) -> list[int]:
-        """The tokens of sentences ``first..end-1``, concatenated."""
-        return self.tokens[self.sent_bounds[first] : self.sent_bounds[end]].tolist()
+def other_document(doc_bounds: np.ndarray, d: int, rng: random.Random) -> int:
+    """A document other than ``d``, each drawn with probability proportional to its sentence count."""
+    n_sentences = int(doc_bounds[-1])
+    own = int(doc_bounds[d + 1] - doc_bounds[d])
+    # Sentence indices from the end of d onwards, wrapping around, skip exactly d's sentences.
+    s = rng.randrange(int(doc_bounds[d + 1]), int(doc_bounds[d + 1]) + n_sentences - own)
+    return int(np.searchsorted(doc_bounds[1:], s % n_sentences, side="right"))
 
-    def other_document(self, d: int, rng: random.Random) -> int:
-        """A document other than ``d``, each drawn with probability proportional to its sentence count."""
-        own = int(self.doc_bounds[d + 1] - self.doc_bounds[d])
-        # Sentence indices from the end of d onwards, wrapping around, skip exactly d's sentences.
-        s = rng.randrange(int(self.doc_bounds[d + 1]), int(self.doc_bounds[d + 1]) + self.n_sentences - own)
-        return int(np.searchsorted(self.doc_bounds[1:], s % self.n_sentences, side="right"))
+
+def document_rng(seed: int, d: int) -> random.Random:
+    """Document ``d``'s own generator: a function of ``(seed, d)`` alone (SeedSequence mixes both numbers)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(d)]).generate_state(2, np.uint32)
+    return random.Random(int(state[0]) << 32 | int(state[1]))
 
 
 def truncate_pair(a: list[int], b: list[int], budget: int, rng: random.Random) -> None:
@@ -146,38 +169,37 @@ def truncate_pair(a: list[int], b: list[int], budget: int, rng: random.Random) -
 
 
 def document_pairs(
-    docs: TokenizedDocuments, d: int, budget: int, options: PairOptions, rng: random.Random
+    docs: Documents, d: int, budget: int, options: PairOptions, rng: random.Random
 ) -> list[tuple[list[int], list[int], bool]]:
     """The ``(a, b, is_random_next)`` content pairs of document ``d``, each at most ``budget`` tokens in all."""
-    if docs.n_documents < 2:
+    if n_documents(docs) < 2:
         raise DataError("stage.instances=pairs needs at least two documents (blank lines between them) to draw "
                         "random second segments from")
-    first, end = int(docs.doc_bounds[d]), int(docs.doc_bounds[d + 1])
+    own = docs.sentences(d)
     target = budget
     if rng.random() < options.short_seq_prob:
         target = rng.randint(2, budget)
     out: list[tuple[list[int], list[int], bool]] = []
     chunk: list[int] = []
     length = 0
-    s = first
-    while s < end:
+    s = 0
+    while s < len(own):
         chunk.append(s)
-        length += docs.sentence_length(s)
-        if s == end - 1 or length >= target:
+        length += len(own[s])
+        if s == len(own) - 1 or length >= target:
             a_end = rng.randrange(1, len(chunk)) if len(chunk) >= 2 else 1
-            a = docs.span(chunk[0], chunk[a_end - 1] + 1)
+            a = [t for i in chunk[:a_end] for t in own[i]]
             is_random = len(chunk) == 1 or rng.random() < options.random_next_prob
             if is_random:
-                other = docs.other_document(d, rng)
-                o_first, o_end = int(docs.doc_bounds[other]), int(docs.doc_bounds[other + 1])
+                other = docs.sentences(other_document(docs.doc_bounds, d, rng))
                 b: list[int] = []
-                for t in range(rng.randrange(o_first, o_end), o_end):
-                    b.extend(docs.span(t, t + 1))
+                for t in range(rng.randrange(0, len(other)), len(other)):
+                    b.extend(other[t])
                     if len(b) >= target - len(a):
                         break
                 s -= len(chunk) - a_end  # the chunk's unused sentences start the next chunk
             else:
-                b = docs.span(chunk[a_end], chunk[-1] + 1)
+                b = [t for i in chunk[a_end:] for t in own[i]]
             truncate_pair(a, b, budget, rng)
             out.append((a, b, is_random))
             chunk, length = [], 0
@@ -186,18 +208,19 @@ def document_pairs(
 
 
 def pair_instances(
-    docs: TokenizedDocuments, template: PairTemplate, max_seq_length: int, options: PairOptions, seed: int
+    docs: Documents, template: PairTemplate, max_seq_length: int, options: PairOptions, seed: int,
+    documents: Iterable[int] | None = None,
 ) -> dict[str, list]:
-    """Columns ``input_ids``, ``token_type_ids``, ``length``, ``is_random_next`` of every document's pairs, in
-    document order; the same ``seed`` gives the same instances."""
+    """Columns ``input_ids``, ``token_type_ids``, ``length``, ``is_random_next`` of the pairs of ``documents``
+    (default: all), in that order; each document's from :func:`document_rng`, so the same ``seed`` gives the same
+    instances however the documents are split between calls."""
     budget = max_seq_length - template.n_special
     if budget < 2:
         raise ConfigError(f"max_seq_length={max_seq_length} leaves no room for two segments after the "
                           f"{template.n_special} special tokens")
-    rng = random.Random(seed)
     cols: dict[str, list] = {"input_ids": [], "token_type_ids": [], "length": [], "is_random_next": []}
-    for d in range(docs.n_documents):
-        for a, b, is_random in document_pairs(docs, d, budget, options, rng):
+    for d in range(n_documents(docs)) if documents is None else documents:
+        for a, b, is_random in document_pairs(docs, d, budget, options, document_rng(seed, d)):
             ids, types = template.build(a, b)
             cols["input_ids"].append(ids)
             cols["token_type_ids"].append(types)

@@ -19,6 +19,9 @@ from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
+CHUNK = 65536  # indices converted to Python ints at a time
+
+
 class SeededSampler(Sampler[int]):
     """Indices `0..len(lengths)-1` in an order drawn from `(seed, epoch)`.
 
@@ -30,33 +33,49 @@ class SeededSampler(Sampler[int]):
     order within each batch), in an order of its own drawn from `(seed, epoch)`; a last, smaller batch stays last,
     so a DataLoader with the same `batch_size` cuts the same batches. For the teacher cache of phase 1
     (`tinydistill.distill.teacher_cache`). The first epoch is the same as without it.
+
+    `num_replicas`, `rank`: under DDP, this process's share of every epoch's order, as torch's `DistributedSampler`
+    cuts it (the order padded with its own first indices to a multiple of `num_replicas`, then every
+    `num_replicas`-th index from `rank`), without Lightning's wrapper, which lists the whole order in Python per
+    epoch. The state is the same on every rank (the shares are equally long), so rank 0's checkpoint resumes all.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = False,
-                 fixed_batches: bool = False) -> None:
-        self.lengths = list(lengths)
+                 fixed_batches: bool = False, num_replicas: int = 1, rank: int = 0) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)  # 8 bytes an instance, not a Python list
         self.batch_size = batch_size
         self.seed = int(seed)
         self.group_by_length = group_by_length
         self.fixed_batches = fixed_batches
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
         self.epoch = 0
         self.yielded = 0  # indices of the current epoch handed out so far
         self._resume: tuple[int, int] | None = None  # (epoch, position) loaded from a checkpoint
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return -(-len(self.lengths) // self.num_replicas)
+
+    def share(self, order: np.ndarray) -> np.ndarray:
+        """This rank's indices of an epoch's `order` (all of them without DDP)."""
+        if self.num_replicas == 1:
+            return order
+        total = len(self) * self.num_replicas
+        if total > len(order):
+            order = np.concatenate([order, order[: total - len(order)]])
+        return order[self.rank : total : self.num_replicas]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def order(self, epoch: int) -> list[int]:
+    def order(self, epoch: int) -> np.ndarray:
         """Epoch `epoch`'s order: the same for the same seed, whatever ran before."""
         if self.fixed_batches and epoch > 0:
-            first = self._draw(0)
+            first = self._draw(0).tolist()
             full = len(first) // self.batch_size * self.batch_size
             batches = [first[i:i + self.batch_size] for i in range(0, full, self.batch_size)]
             shuffle = torch.randperm(len(batches), generator=self._generator(epoch)).tolist()
-            return [i for b in shuffle for i in batches[b]] + first[full:]
+            return np.asarray([i for b in shuffle for i in batches[b]] + first[full:], dtype=np.int64)
         return self._draw(epoch)
 
     def _generator(self, epoch: int) -> torch.Generator:
@@ -64,11 +83,12 @@ class SeededSampler(Sampler[int]):
         state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0]
         return torch.Generator().manual_seed(int(state))
 
-    def _draw(self, epoch: int) -> list[int]:
+    def _draw(self, epoch: int) -> np.ndarray:
         generator = self._generator(epoch)
         if self.group_by_length:
-            return [int(i) for i in get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)]
-        return torch.randperm(len(self.lengths), generator=generator).tolist()
+            return np.asarray(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator),
+                              dtype=np.int64)
+        return torch.randperm(len(self.lengths), generator=generator).numpy()
 
     def __iter__(self) -> Iterator[int]:
         # A generator: nothing runs before the first index is asked for, i.e. after Lightning's set_epoch (Lightning
@@ -77,11 +97,12 @@ class SeededSampler(Sampler[int]):
         if self._resume is not None and self._resume[0] == self.epoch:
             start = self._resume[1]
         self._resume = None
-        order = self.order(self.epoch)
+        order = self.share(self.order(self.epoch))
         self.yielded = start
-        for index in order[start:]:
-            self.yielded += 1
-            yield index
+        for first in range(start, len(order), CHUNK):  # a chunk of Python ints at a time, not the whole epoch's
+            for index in order[first : first + CHUNK].tolist():
+                self.yielded += 1
+                yield index
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "yielded": self.yielded}

@@ -12,7 +12,8 @@ from transformers import PreTrainedTokenizerBase
 
 from tinydistill.callbacks import FirstAndLastLosses, latest_checkpoint
 from tinydistill.contract import RunContext
-from tinydistill.data.corpus import CorpusDataModule, CorpusSource
+from tinydistill.data.corpus import CorpusDataModule
+from tinydistill.data.corpus_source import CorpusSource
 from tinydistill.data.pairs import PairOptions
 from tinydistill.paths import recorded_path
 from tinydistill.resume import ResumableCheckpoint
@@ -34,6 +35,8 @@ class CorpusTraining:
     lr: float
     instances: str = "single"
     pairs: PairOptions | None = None
+    num_proc: int | None = None  # processes preparing the instances; None: every core
+    prepare_per_node: bool = True
 
     @classmethod
     def from_stage(cls, st: DictConfig) -> CorpusTraining:
@@ -49,6 +52,8 @@ class CorpusTraining:
             lr=float(st.lr),
             instances=str(st.get("instances", "single")),
             pairs=PairOptions(**st.pairs) if st.get("pairs") is not None else None,
+            num_proc=st.prepare.num_proc,
+            prepare_per_node=bool(st.prepare.per_node),
         )
 
 
@@ -71,6 +76,8 @@ def corpus_datamodule(ct: CorpusTraining, ctx: RunContext, tokenizer: PreTrained
         pad_to_max_length=ctx.loading.pad_to_max_length,
         instances=ct.instances,
         pairs=ct.pairs,
+        num_proc=ct.num_proc,
+        prepare_per_node=ct.prepare_per_node,
     )
 
 
@@ -79,7 +86,9 @@ def step_trainer(ct: CorpusTraining, ctx: RunContext) -> tuple[L.Trainer, Resuma
     steps, and a record of the first and last logged training losses."""
     checkpoint = latest_checkpoint(ctx.log_dir, "step-{step}", ct.checkpoint_every_n_steps)
     history = FirstAndLastLosses()
-    overrides: dict[str, Any] = {}
+    # The corpus DataModule shards the training order itself (data/sampler.py), in memory that does not grow with
+    # the corpus; Lightning's replacement would list every epoch's order in Python on every process.
+    overrides: dict[str, Any] = {"use_distributed_sampler": False}
     if ct.max_steps > 0:
         overrides["max_epochs"] = -1  # the step budget alone decides
     if ct.val_size <= 0:

@@ -20,6 +20,7 @@ travels in the checkpoint, so a resumed run writes the same `mlm.json` as the un
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,7 +41,8 @@ from data_aug import (
 )
 from data_aug.words import nltk_data_dir
 from tinydistill.contract import ModelNeed, RunContext
-from tinydistill.data.corpus import CorpusDataModule, read_documents
+from tinydistill.data.corpus import CorpusDataModule
+from tinydistill.data.corpus_source import iter_documents
 from tinydistill.data.packing import pack_spans, special_tokens
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import (
@@ -144,7 +146,7 @@ def run(p: MlmPlan) -> dict[str, Any]:
 
 
 def held_out_sentences(
-    documents: Sequence[Sequence[str]],
+    documents: Iterable[Sequence[str]],
     tokenizer,
     max_seq_length: int,
     held_out: Iterable[Sequence[int]],
@@ -153,8 +155,8 @@ def held_out_sentences(
 ) -> list[str]:
     """Up to `n` corpus sentences that lie whole inside held-out instances (never trained on).
 
-    Re-packs the documents in corpus order as `pack_corpus` does (`pack_spans`, which `pack_document` packs
-    by), tracking which sentences each instance holds, and takes from each instance
+    Re-packs the documents (read a batch at a time) in corpus order as `pack_corpus` does (`pack_spans`, which
+    `pack_document` packs by), tracking which sentences each instance holds, and takes from each instance
     found in `held_out` (its `input_ids`) its first ceil(n / len(held_out)) whole sentences (a
     sentence cut across instances is skipped). Stops tokenising once it has `n`, so it reads only
     the start of a large corpus.
@@ -166,8 +168,8 @@ def held_out_sentences(
     budget = max_seq_length - len(prefix) - len(suffix)
     per = max(1, math.ceil(n / len(held)))
     out: list[str] = []
-    for b in range(0, len(documents), doc_batch):
-        docs = documents[b : b + doc_batch]
+    documents = iter(documents)
+    while docs := list(itertools.islice(documents, doc_batch)):
         flat = [s for d in docs for s in d]
         ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
         offset = 0
@@ -200,7 +202,7 @@ def candidate_quality(p: MlmPlan, model: PreTrainedModel, tokenizer, datamodule:
         aug = AugConfig.from_cfg(p.aug)
         stopwords = load_stopwords(nltk_data_dir(aug.nltk_data, p.ctx.data_dir), aug.stopwords)
         sentences = held_out_sentences(
-            read_documents(datamodule.source), tokenizer, datamodule.max_seq_length, datamodule.val["input_ids"], n
+            iter_documents(datamodule.source), tokenizer, datamodule.max_seq_length, datamodule.val["input_ids"], n
         )
         device = str(next(model.parameters()).device)
         mlm = MaskedLM(model, tokenizer, name=p.model, device=device, max_seq_length=aug.max_seq_length)
