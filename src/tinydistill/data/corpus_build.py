@@ -1,4 +1,4 @@
-"""Preparing a corpus's training instances once, in parallel, in memory that does not grow with the corpus.
+"""Preparing a corpus's training instances once, in parallel, without holding the corpus in Python lists.
 
 The steps, each written to Arrow files on disk and memory-mapped from there (never Python lists of the corpus):
 

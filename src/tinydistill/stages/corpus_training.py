@@ -86,8 +86,8 @@ def step_trainer(ct: CorpusTraining, ctx: RunContext) -> tuple[L.Trainer, Resuma
     steps, and a record of the first and last logged training losses."""
     checkpoint = latest_checkpoint(ctx.log_dir, "step-{step}", ct.checkpoint_every_n_steps)
     history = FirstAndLastLosses()
-    # The corpus DataModule shards the training order itself (data/sampler.py), in memory that does not grow with
-    # the corpus; Lightning's replacement would list every epoch's order in Python on every process.
+    # The corpus DataModule shards the training order itself (data/sampler.py), 8 bytes an instance; Lightning's
+    # replacement would list every epoch's order in Python on every process.
     overrides: dict[str, Any] = {"use_distributed_sampler": False}
     if ct.max_steps > 0:
         overrides["max_epochs"] = -1  # the step budget alone decides
