@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from tinydistill.atomic import atomic_directory
 from tinydistill.data.corpus_source import CorpusSource, iter_documents, source_fingerprint
 from tinydistill.data.glue import tokenizer_fingerprint
-from tinydistill.data.packing import pack_corpus
+from tinydistill.data.packing import map_options, pack_corpus, tokenize_documents
 from tinydistill.data.pairs import PairOptions, pair_instances, pair_template
 from tinydistill.errors import ConfigError, DataError
 
@@ -115,24 +115,13 @@ class ArrowDocuments:
 
 
 def _tokenize_documents(batch: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
-    flat = [s for doc in batch["sentences"] for s in doc]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-    out, i = [], 0
-    for doc in batch["sentences"]:
-        sentences = [x for x in ids[i : i + len(doc)] if x]  # sentences that tokenise to nothing are dropped
-        i += len(doc)
-        if sentences:
-            out.append(sentences)
+    # Sentences that tokenise to nothing are dropped, and documents left empty.
+    out = [kept for doc in tokenize_documents(batch["sentences"], tokenizer) if (kept := [x for x in doc if x])]
     return {"ids": out, "n_sentences": [len(x) for x in out]}
 
 
 def _pair_rows(batch: dict, indices: list[int], docs: ArrowDocuments, **kwargs) -> dict:
     return pair_instances(docs, documents=indices, **kwargs)
-
-
-def _map_options(num_proc: int, cache_file: Path, fingerprint: str, desc: str) -> dict:
-    return {"batched": True, "batch_size": 64, "num_proc": num_proc if num_proc > 1 else None,
-            "cache_file_name": str(cache_file), "new_fingerprint": fingerprint, "desc": desc}
 
 
 def pair_dataset(docs: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, options: PairOptions,
@@ -142,7 +131,7 @@ def pair_dataset(docs: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_leng
     template = pair_template(tokenizer)
     key = work.name
     tokens = docs.map(_tokenize_documents, fn_kwargs={"tokenizer": tokenizer}, remove_columns=docs.column_names,
-                      **_map_options(num_proc, work / "tokens.arrow", f"{key}-tokens", f"Tokenising {desc}"))
+                      **map_options(num_proc, work / "tokens.arrow", f"{key}-tokens", f"Tokenising {desc}"))
     counts = np.asarray(tokens.data.column("n_sentences").to_numpy(), dtype=np.int64)
     if len(counts) < 2:
         raise DataError("stage.instances=pairs needs at least two documents (blank lines between them) to draw "
@@ -153,7 +142,7 @@ def pair_dataset(docs: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_leng
     kwargs = {"template": template, "max_seq_length": max_seq_length, "options": options, "seed": seed}
     return tokens.map(_pair_rows, with_indices=True, fn_kwargs={"docs": ArrowDocuments(tokens, bounds_file), **kwargs},
                       remove_columns=tokens.column_names,
-                      **_map_options(num_proc, work / "pairs.arrow", f"{key}-pairs", f"Drawing pairs from {desc}"))
+                      **map_options(num_proc, work / "pairs.arrow", f"{key}-pairs", f"Drawing pairs from {desc}"))
 
 
 def prepare_corpus(

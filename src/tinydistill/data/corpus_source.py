@@ -18,7 +18,6 @@ a hub corpus in batches of rows), so reading takes the same memory for any corpu
 from __future__ import annotations
 
 import codecs
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,6 @@ import datasets
 from tinydistill.data.encoding import non_utf8_error
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.hashing import sha256_file
-
-log = logging.getLogger(__name__)
 
 LAYOUTS = ("sentences", "documents")
 ROW_BATCH = 1000  # hub rows read at a time

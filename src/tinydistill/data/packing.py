@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
@@ -11,8 +10,6 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from tinydistill.errors import ConfigError
-
-log = logging.getLogger("tinydistill.data.corpus")
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -62,15 +59,22 @@ def pack_document(
     return [[*prefix, *(t for s, a, e in inst for t in sentences[s][a:e]), *suffix] for inst in spans]
 
 
+def tokenize_documents(documents: Sequence[Sequence[str]],
+                       tokenizer: PreTrainedTokenizerBase) -> list[list[list[int]]]:
+    """Each document's sentences as token ids (no special tokens), all sentences in one tokenizer call."""
+    flat = [s for doc in documents for s in doc]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    out, i = [], 0
+    for doc in documents:
+        out.append(ids[i : i + len(doc)])
+        i += len(doc)
+    return out
+
+
 def _pack_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, budget: int, prefix: list[int],
                 suffix: list[int]) -> dict:
-    flat = [s for doc in batch["sentences"] for s in doc]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-    instances: list[list[int]] = []
-    i = 0
-    for doc in batch["sentences"]:
-        instances.extend(pack_document(ids[i : i + len(doc)], budget, prefix, suffix))
-        i += len(doc)
+    instances = [inst for doc in tokenize_documents(batch["sentences"], tokenizer)
+                 for inst in pack_document(doc, budget, prefix, suffix)]
     return {"input_ids": instances, "length": [len(x) for x in instances]}
 
 
@@ -93,8 +97,15 @@ def pack_corpus(
         raise ConfigError(f"max_seq_length={max_seq_length} leaves no room for text after the special tokens")
     docs = documents if isinstance(documents, Dataset) else Dataset.from_dict({"sentences": documents})
     return docs.map(
-        _pack_batch, batched=True, batch_size=64, remove_columns=["sentences"], desc=f"Tokenising and packing {desc}",
+        _pack_batch, remove_columns=["sentences"],
         fn_kwargs={"tokenizer": tokenizer, "budget": budget, "prefix": prefix, "suffix": suffix},
-        num_proc=num_proc if num_proc > 1 else None, cache_file_name=None if cache_file is None else str(cache_file),
-        new_fingerprint=fingerprint,
+        **map_options(num_proc, cache_file, fingerprint, f"Tokenising and packing {desc}"),
     )
+
+
+def map_options(num_proc: int, cache_file: str | os.PathLike | None, fingerprint: str | None, desc: str) -> dict:
+    """`Dataset.map` settings of the corpus steps: batches of 64 documents, `num_proc` processes over contiguous
+    shards (none for 1), written to `cache_file` (memory otherwise) under `fingerprint`."""
+    return {"batched": True, "batch_size": 64, "num_proc": num_proc if num_proc > 1 else None,
+            "cache_file_name": None if cache_file is None else str(cache_file), "new_fingerprint": fingerprint,
+            "desc": desc}

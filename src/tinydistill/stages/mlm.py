@@ -43,7 +43,7 @@ from data_aug.words import nltk_data_dir
 from tinydistill.contract import ModelNeed, RunContext
 from tinydistill.data.corpus import CorpusDataModule
 from tinydistill.data.corpus_source import iter_documents
-from tinydistill.data.packing import pack_spans, special_tokens
+from tinydistill.data.packing import pack_spans, special_tokens, tokenize_documents
 from tinydistill.errors import ConfigError, DataError
 from tinydistill.models.loading import (
     export_pretrained,
@@ -170,12 +170,7 @@ def held_out_sentences(
     out: list[str] = []
     documents = iter(documents)
     while docs := list(itertools.islice(documents, doc_batch)):
-        flat = [s for d in docs for s in d]
-        ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-        offset = 0
-        for doc in docs:
-            doc_ids = ids[offset : offset + len(doc)]
-            offset += len(doc)
+        for doc, doc_ids in zip(docs, tokenize_documents(docs, tokenizer)):
             for inst in pack_spans([len(x) for x in doc_ids], budget):
                 inst_ids = (*prefix, *(t for s, a, e in inst for t in doc_ids[s][a:e]), *suffix)
                 if inst_ids in held:
