@@ -22,6 +22,10 @@ original train.tsv path. `mlm_model` overrides `cfg_aug.mlm_model` with a hub na
 (e.g. the `stage=mlm` output) or an already loaded `MaskedLM`. Errors in user input raise
 `tinydistill.errors.ConfigError` / `DataError` naming the option or file.
 
+`ensure_augmented_rows(cfg_aug, task, rows, data_dir, artifacts_dir, *, source) -> Path` augments other rows of
+the task's text (`stage.unlabeled.augment`: the unlabelled rows chosen) with the same settings into
+`<artifacts_dir>/aug/<task>/unlabeled/train_aug.jsonl` (columns text_a, text_b), fingerprinted by their content.
+
 Lower-level pieces: `AugConfig` (validated `aug` settings), `load_mlm` -> `MaskedLM`,
 `load_glove` -> gensim KeyedVectors (GloVe, fastText .vec), `GloveNeighbours`, `Augmenter` (candidates + sampling for
 sentences), `augment_task` (always regenerates), `aug_dir`.
@@ -37,7 +41,7 @@ from data_aug.augmenter import Augmenter, SentenceCandidates
 from data_aug.config import AugConfig
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
-from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
+from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, ensure_augmented_rows, read_manifest
 from data_aug.stats import (
     CandidateTally,
     candidate_stats,
@@ -58,6 +62,7 @@ __all__ = [
     "basic_tokenize",
     "candidate_stats",
     "ensure_augmented",
+    "ensure_augmented_rows",
     "is_candidate_word",
     "load_glove",
     "load_mlm",

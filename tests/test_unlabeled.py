@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests.conftest import assert_one_line
+from tests.conftest import STOP, VEC_WORDS, assert_one_line, tiny_mlm_model
 from tests.test_task_distill import rte_rows, task_overrides
 from tinydistill.data import unlabeled as unlabeled_module
 from tinydistill.data.files import task_from_config, write_table
@@ -95,7 +95,7 @@ def test_config_keys_are_checked_in_one_line():
     with pytest.raises(ConfigError, match="task.unlabeled=rest: .*set task.train_rows"):
         task_from_config({"name": "rte", "unlabeled": "rest"})
     assert task_from_config({"name": "rte", "unlabeled": "rest", "train_rows": 10}).unlabeled == "rest"
-    for bad, key in (({"max_rows": 0}, "max_rows"), ({"ratio": -1}, "ratio"), ({"augment": True}, "augment")):
+    for bad, key in (({"max_rows": 0}, "max_rows"), ({"ratio": -1}, "ratio"), ({"augment": "yes"}, "augment")):
         with pytest.raises(ConfigError, match=f"stage.unlabeled.{key}="):
             UnlabeledMix.from_config(bad, 0)
 
@@ -145,6 +145,54 @@ def test_stage_task_distils_on_unlabelled_rows_in_both_phases(tmp_path, compose_
 def test_gold_label_settings_are_refused_with_unlabelled_rows(train_py, tiny_teacher, data_dir):
     base = stage_overrides(tiny_teacher, data_dir, "task.unlabeled=rest")
     assert_one_line(train_py(*base, "ablation=no_pred"), "ablation=no_pred", "task.unlabeled=rest")
+
+
+def aug_overrides(tmp_path, tokenizer_dir):
+    """aug=on with a tiny random masked LM over the teacher's vocabulary, tiny word vectors and stop words."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    mlm = tmp_path / "mlm"
+    tiny_mlm_model(tokenizer).save_pretrained(mlm)
+    tokenizer.save_pretrained(mlm)
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
+    stop = tmp_path / "stopwords.txt"
+    stop.write_text("\n".join(sorted(STOP)) + "\n")
+    return ["aug=on", f"aug.mlm_model={mlm}", f"aug.word_vectors={vectors}", f"aug.stopwords={stop}", "aug.n_aug=2",
+            "aug.num_threads=1"]
+
+
+def test_augment_true_augments_the_chosen_unlabelled_rows_too(tmp_path, compose_cfg, tiny_teacher, data_dir):
+    from data_aug import ensure_augmented_rows
+
+    cfg = compose_cfg(*stage_overrides(tiny_teacher, data_dir, "task.unlabeled=rest", "stage.unlabeled.max_rows=6",
+                                       "stage.unlabeled.augment=true", *aug_overrides(tmp_path, tiny_teacher)))
+    result = run(cfg)
+    assert result["unlabeled"]["augment"] is True
+    augmented = [json.loads(line) for line in open(result["unlabeled"]["augmented_file"], encoding="utf-8")]
+    pool = load_examples(rte_with("rest", train_rows=40), UNLABELLED_SPLIT, data_dir)
+    chosen = pool.select(UnlabeledMix(max_rows=6).rows(40, len(pool)))
+    originals = [[r["text_a"], r["text_b"]] for r in chosen]
+    rows = [[r["text_a"], r["text_b"]] for r in augmented]
+    assert len(rows) > 6 and all(o in rows for o in originals)  # each chosen row, then its augmented copies
+    assert any(r not in originals for r in rows)
+    labelled = len(load_examples(get_task("rte"), "train", data_dir, result["train_file"]))
+    (cache,) = tmp_path.glob("**/teacher_logits/*.npy")
+    assert np.load(cache, allow_pickle=False).shape == (labelled + len(rows), 2)  # labelled, then these rows
+
+    # Up to date for the same rows (not rewritten); other rows regenerate it.
+    path = result["unlabeled"]["augmented_file"]
+    before = os.stat(path).st_mtime_ns
+    again = ensure_augmented_rows(cfg.aug, rte_with("rest", train_rows=40), chosen.remove_columns("label"), data_dir,
+                                  cfg.paths.artifacts_dir, source="test")
+    assert str(again) == path and os.stat(path).st_mtime_ns == before
+    ensure_augmented_rows(cfg.aug, rte_with("rest", train_rows=40), chosen.select(range(3)).remove_columns("label"),
+                          data_dir, cfg.paths.artifacts_dir, source="test")
+    assert len(open(path, encoding="utf-8").readlines()) < len(rows)
+
+
+def test_augment_true_without_augmentation_is_refused(train_py, tiny_teacher, data_dir):
+    base = stage_overrides(tiny_teacher, data_dir, "task.unlabeled=rest", "stage.unlabeled.augment=true")
+    assert_one_line(train_py(*base), "stage.unlabeled.augment=true", "set aug=on or stage.unlabeled.augment=false")
 
 
 def test_regression_target_gold_is_refused():

@@ -52,21 +52,21 @@ def load_examples(
     With `task.tune_split` set, `train` (from the task's own training data) is its rows minus the held-out ones and
     `tune` those rows; with `task.train_rows`, `train` is only that many of the rows left (`Task.split_rows`). An
     augmented `file` is made from the training rows only. `unlabelled`: `task.unlabeled`'s rows, every label
-    `sentinel_label` (`rest`: the training rows train_rows leaves out).
+    `sentinel_label` (`rest`: the training rows train_rows leaves out; `file`: those rows augmented instead).
     """
     if split == UNLABELLED_SPLIT:
-        return _unlabeled(task, data_dir)
+        return _unlabeled(task, data_dir, file)
     if _splits_training_rows(task, split, data_dir, file):
         rows = _load_examples(task, "train", data_dir, None)
         return rows.select(task.split_rows(split, len(rows)))
     return _load_examples(task, split, data_dir, file)
 
 
-def _unlabeled(task: Task, data_dir: str | os.PathLike | None) -> Dataset:
+def _unlabeled(task: Task, data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None) -> Dataset:
     if task.unlabeled is None:
         raise ConfigError(f"task {task.name}: no unlabelled rows (task.unlabeled is null)")
-    if task.unlabeled != UNLABELED_REST:
-        return unlabeled_examples(task)
+    if file is not None or task.unlabeled != UNLABELED_REST:
+        return unlabeled_examples(task, None if file is None else str(file))
     rows = _load_examples(task, "train", data_dir, None)
     rows = rows.select(task.split_rows(UNLABELLED_SPLIT, len(rows)))
     if len(rows) == 0:
@@ -175,7 +175,7 @@ def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_s
     """What a tokenised split depends on: its source's content, the tokenizer and length; a user's task also how its
     file is read; a split of the training rows (task.tune_split, task.train_rows) which rows it holds."""
     if split == UNLABELLED_SPLIT:
-        return _unlabeled_key(task, tokenizer, max_seq_length, data_dir)
+        return _unlabeled_key(task, tokenizer, max_seq_length, data_dir, file)
     tune = _splits_training_rows(task, split, data_dir, file)
     parts = [
         str(CACHE_VERSION),
@@ -194,11 +194,13 @@ def _cache_key(task: Task, split: str, tokenizer: PreTrainedTokenizerBase, max_s
 
 
 def _unlabeled_key(task: Task, tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
-                   data_dir: str | os.PathLike | None) -> str:
+                   data_dir: str | os.PathLike | None, file: str | os.PathLike | None = None) -> str:
     """The unlabelled split's key: the training rows it is (`rest`) or its file's content (a `datasets` name: the
-    name), how its texts are read, the tokenizer and length."""
+    name; augmented rows: their file's content), how its texts are read, the tokenizer and length."""
     source = task.unlabeled
-    if source == UNLABELED_REST:
+    if file is not None:
+        source = f"augmented:{sha256_file(Path(file))}"
+    elif source == UNLABELED_REST:
         source = (f"rest:{_source_fingerprint(task, 'train', data_dir, None)},tune_split={task.tune_split},"
                   f"tune_seed={task.tune_seed},train_rows={task.train_rows}")
     elif Path(source).expanduser().is_file():
@@ -288,7 +290,9 @@ class TaskDataModule(L.LightningDataModule):
     `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
     `teacher_tokenizer` (a teacher with another tokenizer than the student's): training rows also carry its encoding
     (`data.two_tokenizers`); `teacher_view` gives it alone. `unlabeled` (`task.unlabeled`): the training split is
-    the labelled (or augmented) rows, then the unlabelled rows it chooses (label `sentinel_label`)."""
+    the labelled (or augmented) rows, then the unlabelled rows it chooses (label `sentinel_label`); with
+    `unlabeled_file` (those rows, chosen and augmented beforehand: `data_aug.ensure_augmented_rows`), all of its rows.
+    """
 
     def __init__(
         self,
@@ -307,9 +311,11 @@ class TaskDataModule(L.LightningDataModule):
         seed: int = 0,
         teacher_tokenizer: PreTrainedTokenizerBase | None = None,
         unlabeled: UnlabeledMix | None = None,
+        unlabeled_file: str | None = None,
     ) -> None:
         super().__init__()
         self.unlabeled = unlabeled
+        self.unlabeled_file = unlabeled_file
         self.labelled_rows: int | None = None  # the training split's labelled rows, the first ones (with unlabeled)
         self.task = get_task(task) if isinstance(task, str) else task
         self.seed = seed
@@ -345,7 +351,7 @@ class TaskDataModule(L.LightningDataModule):
         if self.unlabeled is None:
             return train
         pool = self._split(UNLABELLED_SPLIT, tokenizer)
-        rows = self.unlabeled.rows(len(train), len(pool))
+        rows = list(range(len(pool))) if self.unlabeled_file else self.unlabeled.rows(len(train), len(pool))
         if tokenizer is None:
             self.labelled_rows = len(train)
             log.info("training set of %s: %d labelled rows, %d of %d unlabelled", self.task.name, len(train),
@@ -353,7 +359,7 @@ class TaskDataModule(L.LightningDataModule):
         return datasets.concatenate_datasets([train, pool.select(rows)]) if rows else train
 
     def _split(self, split: str, tokenizer: PreTrainedTokenizerBase | None = None) -> Dataset:
-        file = self.train_file if split == "train" else None
+        file = {"train": self.train_file, UNLABELLED_SPLIT: self.unlabeled_file}.get(split)
         return tokenized_split(
             self.task, split, tokenizer or self.tokenizer, self.max_seq_length, self.data_dir, self.cache_dir, file
         )

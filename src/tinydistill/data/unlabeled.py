@@ -44,15 +44,16 @@ def text_columns(task: Task) -> tuple[str, ...]:
     return tuple(c if isinstance(c, str) else hub[i] for i, c in enumerate(task.text_columns))
 
 
-def unlabeled_examples(task: Task) -> Dataset:
+def unlabeled_examples(task: Task, augmented: str | None = None) -> Dataset:
     """`task.unlabeled` (a file or a `datasets` name) as `text_a`, (`text_b`), `label` (`sentinel_label`), every
-    text checked as `task.train`'s are. A label column present is ignored, with one log line."""
-    source = str(task.unlabeled)
+    text checked as `task.train`'s are. A label column present is ignored, with one log line. `augmented`: the file
+    of the augmented unlabelled rows instead (`data_aug.ensure_augmented_rows`: columns text_a, text_b)."""
+    source = str(task.unlabeled if augmented is None else augmented)
     if is_file(source):
         where, raw = source, read_file(source)
     else:
         where, raw = f"{source}[train]", _hub_split(source)
-    columns = text_columns(task)
+    columns = text_columns(task) if augmented is None else ("text_a", "text_b")[: len(task.text_columns)]
     for column in columns:
         if column not in raw.column_names:
             raise DataError(f"{where}: missing column {column!r} (task.text); columns: {raw.column_names}")
@@ -83,11 +84,14 @@ class UnlabeledMix:
     """How many unlabelled rows join the training set (`stage.unlabeled`): `ratio` unlabelled rows per labelled
     (or augmented) training row, rounded (None: all), at most `max_rows` (None: no limit). The rows are the first of
     one order drawn with `seed` (task.tune_seed, never the run's), so every seed trains on the same rows and shares
-    one teacher-logit cache, and a smaller set is part of a larger one."""
+    one teacher-logit cache, and a smaller set is part of a larger one. `augment` (with aug=on): the rows chosen are
+    augmented as the labelled ones are; `ratio` then counts labelled rows before augmentation, since both sets grow
+    alike."""
 
     max_rows: int | None = None
     ratio: float | None = None
     seed: int = 0
+    augment: bool = False
 
     @classmethod
     def from_config(cls, node: dict, seed: int) -> UnlabeledMix:
@@ -98,10 +102,11 @@ class UnlabeledMix:
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
             raise ConfigError(f"stage.unlabeled.ratio={ratio!r}: expected null (every row) or a positive number of "
                               f"unlabelled rows per labelled training row (e.g. 4)")
-        if node.get("augment"):
-            raise ConfigError("stage.unlabeled.augment=true: augmenting the unlabelled rows is not built yet; "
-                              "augmentation (aug=on) runs on the labelled rows only: set it to false")
-        return cls(max_rows, None if ratio is None else float(ratio), seed)
+        augment = node.get("augment", False)
+        if not isinstance(augment, bool):
+            raise ConfigError(f"stage.unlabeled.augment={augment!r}: expected true (aug=on also augments the "
+                              f"unlabelled rows chosen) or false")
+        return cls(max_rows, None if ratio is None else float(ratio), seed, augment)
 
     def rows(self, labelled: int, available: int) -> list[int]:
         """The indices (ascending) of the `available` unlabelled rows that join `labelled` training rows."""

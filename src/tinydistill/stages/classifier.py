@@ -63,11 +63,12 @@ class Latency:
 def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedTokenizerBase,
                     train_file: str | None = None, with_index: bool = False,
                     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
-                    unlabeled: UnlabeledMix | None = None) -> TaskDataModule:
+                    unlabeled: UnlabeledMix | None = None, unlabeled_file: str | None = None) -> TaskDataModule:
     """The task's tokenised batches as `tb` and `ctx.loading` say; `train_file` replaces the training file (an
     augmented set), `with_index` numbers the training rows (cached teacher logits are looked up by it),
     `teacher_tokenizer` (a teacher reading text with another tokenizer) adds its encoding of the training rows,
-    `unlabeled` adds unlabelled rows to the training split (stage=task with task.unlabeled)."""
+    `unlabeled` adds unlabelled rows to the training split (stage=task with task.unlabeled); `unlabeled_file`: those
+    rows, chosen and augmented beforehand."""
     return TaskDataModule(
         tb.task,
         tokenizer,
@@ -84,6 +85,7 @@ def task_datamodule(tb: TaskBatches, ctx: RunContext, tokenizer: PreTrainedToken
         seed=ctx.seed,
         teacher_tokenizer=teacher_tokenizer,
         unlabeled=unlabeled,
+        unlabeled_file=unlabeled_file,
     )
 
 

@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from tinydistill.contract import ModelNeed
 from tinydistill.preflight import STUDENT_TYPES, TEACHER_TYPES
 from tinydistill.stages.classifier import task_datamodule
-from tinydistill.stages.task.inputs import check_teacher, load_student, training_file
+from tinydistill.stages.task.inputs import check_teacher, load_student, training_file, unlabeled_file
 from tinydistill.stages.task.phase1 import intermediate_phase
 from tinydistill.stages.task.phase2 import run_prediction
 from tinydistill.stages.task.plan import TaskPlan, plan, result_dir
@@ -67,10 +67,10 @@ def run(p: TaskPlan) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     teacher = check_teacher(p)  # the checks before any compute: nothing is written before they pass
     student, projections = load_student(p, teacher.model)
-    train_file = training_file(p)
+    train_file, unlabeled = training_file(p), unlabeled_file(p)
     dm = task_datamodule(p.batches, p.ctx, teacher.student_tokenizer, train_file, with_index=True,
-                         teacher_tokenizer=teacher.other_tokenizer, unlabeled=p.unlabeled)
-    result = run_fields(p, train_file, teacher)
+                         teacher_tokenizer=teacher.other_tokenizer, unlabeled=p.unlabeled, unlabeled_file=unlabeled)
+    result = run_fields(p, train_file, teacher, unlabeled)
     if p.phase in ("intermediate", "both"):
         result["intermediate"] = intermediate_phase(p, teacher.model, student, projections, dm)
     if p.phase == "intermediate":

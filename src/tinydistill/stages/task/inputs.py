@@ -1,5 +1,6 @@
 """stage=task's inputs: the checked teacher (the checks before any compute), the student it starts from (a folder, a
-hub name or random) and the tokenizer it reads, and the training set (augmented with aug=on)."""
+hub name or random) and the tokenizer it reads, and the training set (augmented with aug=on; its unlabelled rows too
+with stage.unlabeled.augment)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from data_aug import ensure_augmented
+from data_aug import ensure_augmented, ensure_augmented_rows
 from tinydistill.baselines import constant_predictor
+from tinydistill.data.glue import load_examples
+from tinydistill.data.tasks import UNLABELLED_SPLIT
 from tinydistill.distill.intermediate import PROJECTIONS_JSON, Projections
 from tinydistill.errors import ConfigError
 from tinydistill.models.loading import load_tokenizer
@@ -121,3 +124,18 @@ def training_file(p: TaskPlan) -> str | None:
         raise ConfigError("aug=on needs paths.data_dir (the augmentation reads <data_dir>/glue/<Task>/train.tsv)")
     path = ensure_augmented(p.aug, p.task, p.ctx.data_dir, p.ctx.artifacts_dir)
     return None if path is None else str(path)
+
+
+def unlabeled_file(p: TaskPlan) -> str | None:
+    """With `stage.unlabeled.augment`: the unlabelled rows `stage.unlabeled` chooses (its ratio counted against the
+    labelled rows before augmentation) augmented with the labelled rows' settings (generated if missing), else
+    None: the DataModule chooses the rows itself."""
+    if p.unlabeled is None or not p.unlabeled.augment:
+        return None
+    pool = load_examples(p.task, UNLABELLED_SPLIT, p.ctx.data_dir)
+    labelled = len(load_examples(p.task, "train", p.ctx.data_dir))
+    chosen = pool.select(p.unlabeled.rows(labelled, len(pool)))
+    log.info("augmenting %d of %d unlabelled rows (stage.unlabeled.augment)", len(chosen), len(pool))
+    path = ensure_augmented_rows(p.aug, p.task, chosen.remove_columns("label"), p.ctx.data_dir, p.ctx.artifacts_dir,
+                                 source=f"task.unlabeled={p.task.unlabeled}")
+    return str(path)

@@ -206,10 +206,11 @@ def check_switches(cfg: DictConfig, resumed: str | None) -> None:
 
 
 def unlabeled_mix(task: Task, options: dict[str, Any], ablation: str, gold: bool,
-                  regression_target: str) -> UnlabeledMix | None:
+                  regression_target: str, aug_runs: bool = False) -> UnlabeledMix | None:
     """`stage.unlabeled`'s choice (`options`) of unlabelled rows when `task.unlabeled` is set (None otherwise).
-    Refuses, in one line, the settings that need a gold label on every training row, and reads an unlabelled file
-    now, so its errors come before any compute."""
+    Refuses, in one line, the settings that need a gold label on every training row, and `augment` when the
+    augmentation does not run on the task (`aug_runs` false), and reads an unlabelled file now, so its errors come
+    before any compute."""
     if task.unlabeled is None:
         return None
     if gold:
@@ -220,7 +221,12 @@ def unlabeled_mix(task: Task, options: dict[str, Any], ablation: str, gold: bool
                           f"{task.unlabeled}'s rows have none: use regression_target=teacher")
     if task.unlabeled != UNLABELED_REST and is_file(task.unlabeled):
         unlabeled_examples(task)
-    return UnlabeledMix.from_config(options, task.tune_seed)
+    mix = UnlabeledMix.from_config(options, task.tune_seed)
+    if mix.augment and not aug_runs:
+        raise ConfigError(f"stage.unlabeled.augment=true augments the unlabelled rows as aug=on augments the labelled "
+                          f"ones, but augmentation does not run on {task.name} (aug off, or in aug.skip_tasks): set "
+                          f"aug=on or stage.unlabeled.augment=false")
+    return mix
 
 
 def check_resume(cfg: DictConfig, resumed: str | None) -> None:
@@ -249,6 +255,7 @@ def plan(cfg: DictConfig) -> TaskPlan:
     )
     out_dir = result_dir(cfg)
     aug_on = bool(cfg.aug.enabled)
+    aug_skips_task = task.name in [str(t).lower() for t in (cfg.aug.get("skip_tasks") or [])]
     return TaskPlan(
         ctx=ctx,
         batches=TaskBatches.from_config(cfg, task),
@@ -267,12 +274,12 @@ def plan(cfg: DictConfig) -> TaskPlan:
         temperature=float(d.temperature),
         regression_target=str(d.regression_target),
         aug=OmegaConf.to_container(cfg.aug, resolve=True) if aug_on else None,
-        aug_skips_task=task.name in [str(t).lower() for t in (cfg.aug.get("skip_tasks") or [])],
+        aug_skips_task=aug_skips_task,
         phase1=PhaseSettings.from_config(cfg, st.intermediate),
         phase2=PhaseSettings.from_config(cfg, st.pred),
         accelerator=str(cfg.trainer.accelerator),
         latency=Latency.from_stage(st),
         task_files=task_json(cfg.task, task),
         unlabeled=unlabeled_mix(task, OmegaConf.to_container(st.unlabeled, resolve=True), str(cfg.ablation.name),
-                                cfg.ablation.pred == "gold", str(d.regression_target)),
+                                cfg.ablation.pred == "gold", str(d.regression_target), aug_on and not aug_skips_task),
     )

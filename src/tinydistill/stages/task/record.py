@@ -22,7 +22,8 @@ from tinydistill.stages.task.plan import INTERMEDIATE_DIR, TaskPlan
 log = logging.getLogger("tinydistill.stages.task")
 
 
-def run_fields(p: TaskPlan, train_file: str | None, teacher: CheckedTeacher) -> dict[str, Any]:
+def run_fields(p: TaskPlan, train_file: str | None, teacher: CheckedTeacher,
+               unlabeled_file: str | None = None) -> dict[str, Any]:
     """What the run is: task, switches, where teacher and student came from, and the teacher check."""
     return {
         "stage": "task",
@@ -33,7 +34,8 @@ def run_fields(p: TaskPlan, train_file: str | None, teacher: CheckedTeacher) -> 
         "aug": p.aug is not None,
         "train_file": train_file,
         "unlabeled": None if p.unlabeled is None else {"source": p.task.unlabeled, "max_rows": p.unlabeled.max_rows,
-                                                         "ratio": p.unlabeled.ratio},
+                                                         "ratio": p.unlabeled.ratio, "augment": p.unlabeled.augment,
+                                                         "augmented_file": unlabeled_file},
         "teacher_dir": p.teacher.folder,
         "student": p.student["name"],
         "student_init": p.student_init,
