@@ -77,6 +77,17 @@ def test_runs_that_differ_only_in_seed_become_one_row(tmp_path):
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
 
 
+def test_one_teacher_named_relatively_and_absolutely_is_one_row(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a" / "seed1", task_record(1, 0.83, 0.72))  # teacher_dir relative, as a stage run here writes it
+    write(tmp_path / "b" / "seed1", {**task_record(1, 0.84, 0.73), "run": "other",
+                                     "teacher_dir": str(tmp_path / "artifacts/teacher/mrpc")})
+    write(tmp_path / "c" / "seed1", {**task_record(1, 0.84, 0.73), "run": "third", "teacher_dir": "elsewhere"})
+    rows = report_rows(load_results(tmp_path))
+    assert [r["run"] for r in rows if r["kind"] == "teacher"] == ["teacher (artifacts/teacher/mrpc)",
+                                                                  "teacher (elsewhere)"]
+
+
 def run_config(seed, lr):
     """A run_config.yaml as stage runs write it: the seed, where the run writes and its logger differ by design."""
     return (f"seed: {seed}\nckpt_path: null\npaths:\n  output_dir: /logs/2026-12-01_{seed}\n"

@@ -185,12 +185,13 @@ def yardstick_rows(results: list[dict[str, Any]], runs: list[dict[str, Any]]) ->
             rows.append({"kind": "constant", "task": task, **task_metric(mine[0]),
                          "run": f"constant predictor ({constant.get('prediction')})",
                          "n": None, "dev": {k: summary([v]) for k, v in constant.get("dev", {}).items()}})
-        teachers: dict[str, dict[str, Any]] = {}
+        # One row per teacher folder, however the records name it (relative or absolute): the first name seen.
+        teachers: dict[str, tuple[str, dict[str, Any]]] = {}
         for r in mine:
             t_dir = r.get("teacher_dir")
-            if r.get("teacher") and t_dir and str(Path(t_dir).resolve()) not in row_dirs:
-                teachers.setdefault(str(t_dir), r)
-        for t_dir, r in sorted(teachers.items()):
+            if r.get("teacher") and t_dir and resolved(t_dir) not in row_dirs:
+                teachers.setdefault(resolved(t_dir), (str(t_dir), r))
+        for t_dir, r in sorted(teachers.values(), key=lambda named: named[0]):
             latency = {s: (r.get("latency" + s, {}) or {}).get("teacher") for s in ("", "_batch1")}
             rows.append({
                 "kind": "teacher", "task": task, **task_metric(r), "run": f"teacher ({t_dir})", "n": None,
