@@ -16,7 +16,8 @@ from transformers import AutoTokenizer
 
 import tinydistill.data.pairs as pairs_mod
 from tinydistill.data.corpus_build import corpus_key, packed_corpus
-from tinydistill.data.corpus_source import CorpusSource, iter_documents
+from tinydistill.data.corpus_source import UTF8_SLICE, CorpusSource, iter_documents, source_fingerprint
+from tinydistill.errors import DataError
 from tinydistill.data.packing import pack_corpus
 from tinydistill.data.pairs import PairOptions, TokenizedDocuments, pair_instances, pair_template
 
@@ -88,6 +89,19 @@ def test_an_interrupted_preparation_resumes_to_the_same_instances(tmp_path, tok,
     monkeypatch.setattr(pairs_mod, "document_pairs", first_half_is_not_redrawn)
     assert columns(packed_corpus(src, tok, 40, cache, "pairs", seed=1, num_proc=2)) == full
     assert not work.exists()  # the work in progress is removed once the cache is complete
+
+
+def test_the_utf8_check_reads_characters_split_between_slices(tmp_path):
+    """The fingerprint checks UTF-8 in slices (corpus_source.UTF8_SLICE): a character cut by a slice (or a 1 MB
+    block) boundary is still read whole, and a bad byte far into the file is still found."""
+    good = tmp_path / "good.txt"
+    text = ("x" * (UTF8_SLICE - 1) + "é") * 70  # every é straddles a slice boundary, some a block boundary
+    good.write_text(text + "\n", encoding="utf-8")
+    assert source_fingerprint(CorpusSource(path=str(good))).startswith("file:")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(text.encode() + b"\nlast \xef line\n")
+    with pytest.raises(DataError, match="is not UTF-8"):
+        source_fingerprint(CorpusSource(path=str(bad)))
 
 
 def test_pairs_are_drawn_without_the_corpus_in_memory(tmp_path, tok):
