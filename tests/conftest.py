@@ -221,6 +221,20 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(mod.get_model_path())
 
 
+def tiny_aug_overrides(folder: Path, tokenizer) -> list[str]:
+    """aug=on with a tiny random masked LM over `tokenizer`'s vocabulary, tiny word vectors (VEC_WORDS) and stop
+    words (STOP), written into `folder`; 2 draws per sentence, one thread."""
+    mlm = folder / "mlm"
+    tiny_mlm_model(tokenizer).save_pretrained(mlm)
+    tokenizer.save_pretrained(mlm)
+    vectors = folder / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
+    stop = folder / "stopwords.txt"
+    stop.write_text("\n".join(sorted(STOP)) + "\n")
+    return ["aug=on", f"aug.mlm_model={mlm}", f"aug.word_vectors={vectors}", f"aug.stopwords={stop}", "aug.n_aug=2",
+            "aug.num_threads=1"]
+
+
 def tiny_mlm_model(tokenizer, seed: int = 0, max_pos: int = 512):
     """Random 2-layer BERT. initializer_range 0.5 (not 0.02) makes its predictions depend strongly
     on the input, so tests notice a wrong mask position, segment id or separator."""

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.conftest import STOP, TINY_STUDENT, VEC_WORDS, compose_config, tiny_mlm_model
+from tests.conftest import TINY_STUDENT, compose_config, tiny_aug_overrides
 from tests.test_own_data import TICKETS, custom_overrides, tickets
 from tests.test_teacher_families import FAMILIES, SIZES
 from tinydistill import export
@@ -49,19 +49,11 @@ def test_finetune_general_task_with_augmentation_export_predict(tmp_path, minilm
                                  *TINY_STUDENT))
     assert all(torch.isfinite(torch.tensor(v)) for v in general["train_first"].values())
 
-    mlm = tmp_path / "mlm"
-    tiny_mlm_model(tokenizer).save_pretrained(mlm)
-    tokenizer.save_pretrained(mlm)
-    vectors = tmp_path / "vectors.txt"
-    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
-    stop = tmp_path / "stopwords.txt"
-    stop.write_text("\n".join(sorted(STOP)) + "\n")
     result = run(compose_config(
         tmp_path, "stage=task", f"stage.teacher={teacher}", *common, *method(kind), *TINY_STUDENT,
         "student.init=general", f"stage.general_dir={general['output_dir']}",
         "stage.intermediate.max_steps=2", "stage.pred.max_steps=2", "stage.measure_latency=false",
-        "stage.allow_weak_teacher=true", "aug=on", f"aug.mlm_model={mlm}", f"aug.word_vectors={vectors}",
-        f"aug.stopwords={stop}", "aug.max_examples=4", "aug.n_aug=2", "aug.num_threads=1"))
+        "stage.allow_weak_teacher=true", *tiny_aug_overrides(tmp_path, tokenizer), "aug.max_examples=4"))
     assert Path(result["train_file"]).is_file() and result["pred"]["steps"] == 2
     student = result["output_dir"]
 

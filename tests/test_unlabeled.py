@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests.conftest import STOP, VEC_WORDS, assert_one_line, tiny_mlm_model
+from tests.conftest import assert_one_line, tiny_aug_overrides
 from tests.test_task_distill import rte_rows, task_overrides
 from tinydistill.data import unlabeled as unlabeled_module
 from tinydistill.data.files import task_from_config, write_table
@@ -147,25 +147,12 @@ def test_gold_label_settings_are_refused_with_unlabelled_rows(train_py, tiny_tea
     assert_one_line(train_py(*base, "ablation=no_pred"), "ablation=no_pred", "task.unlabeled=rest")
 
 
-def aug_overrides(tmp_path, tokenizer_dir):
-    """aug=on with a tiny random masked LM over the teacher's vocabulary, tiny word vectors and stop words."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    mlm = tmp_path / "mlm"
-    tiny_mlm_model(tokenizer).save_pretrained(mlm)
-    tokenizer.save_pretrained(mlm)
-    vectors = tmp_path / "vectors.txt"
-    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in VEC_WORDS.items()))
-    stop = tmp_path / "stopwords.txt"
-    stop.write_text("\n".join(sorted(STOP)) + "\n")
-    return ["aug=on", f"aug.mlm_model={mlm}", f"aug.word_vectors={vectors}", f"aug.stopwords={stop}", "aug.n_aug=2",
-            "aug.num_threads=1"]
-
-
 def test_augment_true_augments_the_chosen_unlabelled_rows_too(tmp_path, compose_cfg, tiny_teacher, data_dir):
     from data_aug import ensure_augmented_rows
 
     cfg = compose_cfg(*stage_overrides(tiny_teacher, data_dir, "task.unlabeled=rest", "stage.unlabeled.max_rows=6",
-                                       "stage.unlabeled.augment=true", *aug_overrides(tmp_path, tiny_teacher)))
+                                       "stage.unlabeled.augment=true",
+                                       *tiny_aug_overrides(tmp_path, AutoTokenizer.from_pretrained(tiny_teacher))))
     result = run(cfg)
     assert result["unlabeled"]["augment"] is True
     augmented = [json.loads(line) for line in open(result["unlabeled"]["augmented_file"], encoding="utf-8")]
