@@ -288,7 +288,7 @@ def test_tokenised_unlabelled_split_is_keyed_by_the_file_content(tmp_path, tiny_
 
 def test_the_sst2_recipe_differs_only_by_the_unlabelled_text(compose_cfg):
     """conf/experiment/unlabeled/: one teacher for all, the two students differ only in task.unlabeled (and their
-    names, and logits computed as drawn), and the baseline is the labelled-only run's, same labels and steps."""
+    names), and the baseline is the labelled-only run's, same labels and steps."""
     from omegaconf import OmegaConf
 
     from tinydistill.stages.task import result_dir
