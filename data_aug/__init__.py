@@ -41,7 +41,8 @@ from data_aug.augmenter import Augmenter, SentenceCandidates
 from data_aug.config import AugConfig
 from data_aug.glove import GloveNeighbours, load_glove
 from data_aug.mlm import MaskedLM, load_mlm
-from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, ensure_augmented_rows, read_manifest
+from data_aug.pipeline import aug_dir, augment_task, ensure_augmented, read_manifest
+from data_aug.unlabeled import ensure_augmented_rows
 from data_aug.stats import (
     CandidateTally,
     candidate_stats,

@@ -23,19 +23,15 @@ holds their statistics (stats.candidate_stats), and a one-line summary is logged
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
-
-from datasets import Dataset
 
 from data_aug.augmenter import Augmenter
 from data_aug.config import AugConfig
@@ -362,10 +358,10 @@ def ensure_augmented(
         return src
     job = AugmentJob.prepare(cfg, task, src, data_dir, aug_dir(artifacts_dir, task, cfg.output_dir), mlm_model,
                              glove, stopwords, progress, coordinator)
-    return _ensure(job)
+    return reuse_or_generate(job)
 
 
-def _ensure(job: AugmentJob) -> Path:
+def reuse_or_generate(job: AugmentJob) -> Path:
     """The job's output: reused while up to date, else generated (resuming an interrupted generation)."""
     task, store, coordinator = job.task, job.store, job.coordinator
     main = coordinator.is_main
@@ -383,42 +379,3 @@ def _ensure(job: AugmentJob) -> Path:
             log.info("aug: generating %s", store.final)
         return generate(job)
 
-
-#: Under a task's augmentation folder: the augmented unlabelled rows (stage.unlabeled.augment).
-UNLABELED_DIR = "unlabeled"
-
-
-def rows_task(task: Task, pair: bool) -> Task:
-    """`task` as augmentation sees a table of unlabelled rows: a user's table with columns text_a (and text_b) and no
-    label, written as JSON Lines. It keeps the task's name, so `aug.n_aug_per_task` applies to both sets alike."""
-    return replace(task, folder=None, hub_config=None, text_a="text_a", text_b="text_b" if pair else None,
-                   label="label", files=(("train", f"{UNLABELED_DIR}.jsonl"),), dataset=None, dataset_config=None)
-
-
-def ensure_augmented_rows(
-    cfg_aug: AugConfig | Mapping[str, Any] | None,
-    task: Task,
-    rows: Dataset,
-    data_dir: str | os.PathLike | None,
-    artifacts_dir: str | os.PathLike,
-    *,
-    source: str,
-    mlm_model: MaskedLM | str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Path:
-    """`rows` (columns text_a and, for pairs, text_b: unlabelled text, `source` naming where it came from) augmented
-    as `ensure_augmented` augments the training file, with the same settings, into
-    `<aug folder>/unlabeled/train_aug.jsonl` (columns text_a, text_b). Its manifest fingerprints the rows' content,
-    so other rows, or other settings, regenerate it; an interrupted generation resumes."""
-    cfg = AugConfig.from_cfg(cfg_aug)
-    pair = "text_b" in rows.column_names
-    header = ["text_a", "text_b"] if pair else ["text_a"]
-    values = [list(r) for r in zip(*(rows[c] for c in header))]
-    digest = hashlib.sha256()
-    for r in values:
-        digest.update(json.dumps(r, ensure_ascii=False).encode() + b"\n")
-    table = TaskTable(Path(source), header, values, list(range(1, len(values) + 1)), 0, 1 if pair else None, None)
-    out = aug_dir(artifacts_dir, task, cfg.output_dir) / UNLABELED_DIR
-    job = AugmentJob.prepare(cfg, rows_task(task, pair), None, data_dir, out, mlm_model, None, None, progress, SINGLE,
-                             source=(table, source, f"rows:{digest.hexdigest()}"))
-    return _ensure(job)

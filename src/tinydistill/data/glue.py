@@ -73,12 +73,8 @@ def _unlabeled(task: Task, data_dir: str | os.PathLike | None, file: str | os.Pa
         raise DataError(f"task.unlabeled=rest: task.train_rows={task.train_rows} leaves no training row of "
                         f"{task.name} unlabelled")
     label = sentinel_label(task)
-    return rows.map(lambda _: {"label": label}, features=_label_feature(rows, label))
-
-
-def _label_feature(rows: Dataset, label: int | float) -> datasets.Features:
-    kind = "float64" if isinstance(label, float) else "int64"
-    return datasets.Features({**rows.features, "label": datasets.Value(kind)})
+    kind = datasets.Value("float64" if isinstance(label, float) else "int64")
+    return rows.map(lambda _: {"label": label}, features=datasets.Features({**rows.features, "label": kind}))
 
 
 def _splits_training_rows(task: Task, split: str, data_dir, file) -> bool:
@@ -290,9 +286,8 @@ class TaskDataModule(L.LightningDataModule):
     `task.tune_split` is set (`Task.val_splits`: the first is the one checkpoints are selected on).
     `teacher_tokenizer` (a teacher with another tokenizer than the student's): training rows also carry its encoding
     (`data.two_tokenizers`); `teacher_view` gives it alone. `unlabeled` (`task.unlabeled`): the training split is
-    the labelled (or augmented) rows, then the unlabelled rows it chooses (label `sentinel_label`); with
-    `unlabeled_file` (those rows, chosen and augmented beforehand: `data_aug.ensure_augmented_rows`), all of its rows.
-    """
+    the labelled (or augmented) rows, then the unlabelled rows it chooses (label `sentinel_label`), or all of
+    `unlabeled_file`'s (rows chosen and augmented beforehand, `data_aug.ensure_augmented_rows`)."""
 
     def __init__(
         self,
