@@ -2,7 +2,7 @@
 shared corpus, with 1 process and with every core.
 
     .venv/bin/python bench/bench_corpus.py --out bench/corpus.json [--scales 1 10 100] [--procs 1 2]
-        [--instances single] [--work-dir artifacts/bench-corpus] [--data-dir ../shared/data]
+        [--instances single] [--rounds 1] [--work-dir artifacts/bench-corpus] [--data-dir ../shared/data]
 
 A corpus of k times the shared 15 MB corpus is built by repetition, each copy with its documents in another
 (seeded) order, so no two neighbouring documents repeat. Each preparation runs in a fresh process into an empty
@@ -19,7 +19,9 @@ process samples the memory of that process and of its workers every 0.1 s from /
   and its anonymous part.
 
 Reported per run: wall seconds of the child (start-up included) and of the preparation, corpus MB/s and
-instances/s over the preparation. Every process tokenises on one thread (``TOKENIZERS_PARALLELISM=false``), so n
+instances/s over the preparation, and the CPU seconds of its whole process tree. With ``--rounds R`` every process
+count runs R times, alternated, and the speed-up is the median of the R rounds' ratios: this machine's speed drifts
+by 10% and more between runs a minute apart, so one pair of runs can land on either side of a target. Every process tokenises on one thread (``TOKENIZERS_PARALLELISM=false``), so n
 processes use n cores; one more run at each scale lets the single process use the fast tokenizer's own threads
 (its default), which parallelise the tokenising but not the packing. Then the ratios the issue asks for (peak memory at the largest
 scale over the smallest, throughput with every core over 1 process) and a projection of the time to prepare
@@ -36,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -94,6 +97,16 @@ def _memory(pid: int) -> dict[str, int]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds a process has used so far (/proc/<pid>/stat), None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _tree(pid: int) -> list[int]:
     pids, todo = [], [pid]
     while todo:
@@ -116,8 +129,13 @@ def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     peak = {"pss": 0, "pss_anon": 0, "main_rss": 0, "main_anon": 0}
+    cpu: dict[int, float] = {}  # CPU seconds of every process of the tree, as last seen
     while proc.poll() is None:
-        tree = [_memory(p) for p in _tree(proc.pid)]
+        pids = _tree(proc.pid)
+        for p in pids:
+            if (c := _cpu_seconds(p)) is not None:
+                cpu[p] = c
+        tree = [_memory(p) for p in pids]
         main = tree[0] if tree else {}
         peak["pss"] = max(peak["pss"], sum(m.get("Pss", 0) for m in tree))
         peak["pss_anon"] = max(peak["pss_anon"], sum(m.get("Pss_Anon", 0) for m in tree))
@@ -139,6 +157,9 @@ def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_
         "instances": result["instances"],
         "corpus_mb_per_s": round(size / mb / result["seconds"], 2),
         "instances_per_s": round(result["instances"] / result["seconds"], 1),
+        # All processes' CPU time, start-up included (workers sampled up to 0.1 s before they end): with the
+        # seconds, whether n processes did more work than one or waited.
+        "cpu_seconds": round(sum(cpu.values()), 1),
         "peak_mb": round(peak["pss"] / mb),
         "peak_anon_mb": round(peak["pss_anon"] / mb),
         "main_peak_rss_mb": round(peak["main_rss"] / mb),
@@ -227,6 +248,9 @@ def main() -> None:
     ap.add_argument("--threaded-one", action=argparse.BooleanOptionalAction, default=True,
                     help="also run 1 process with the tokenizer's own threads (its default outside this benchmark)")
     ap.add_argument("--keep", action="store_true", help="keep the built corpora (not the caches) for another run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every process count per scale, alternated (1, n, 1, n, ...): the speed-up is the "
+                         "median of the rounds' ratios, as this machine's speed drifts between runs")
     ap.add_argument("--ceiling-rounds", type=int, default=3,
                     help="rounds of the machine's own multi-process ceiling (0: not measured)")
     args = ap.parse_args()
@@ -238,18 +262,21 @@ def main() -> None:
     for scale in args.scales:
         corpus = build_corpus(source, scale, work / f"corpus_{scale}x.txt")
         variants = [(n, False) for n in args.procs] + ([(1, True)] if args.threaded_one and 1 in args.procs else [])
-        for n, threads in variants:
-            cache = work / f"cache_{scale}x_{n}p"
-            shutil.rmtree(cache, ignore_errors=True)
-            r = {"scale": scale, "corpus_mb": round(corpus.stat().st_size / 2**20, 1), **run_child(
-                corpus, cache, n, args.instances, args.max_seq_length, threads)}
-            shutil.rmtree(cache, ignore_errors=True)
-            print(json.dumps(r), flush=True)
-            runs.append(r)
+        for round_ in range(args.rounds):
+            for n, threads in variants:
+                cache = work / f"cache_{scale}x_{n}p"
+                shutil.rmtree(cache, ignore_errors=True)
+                r = {"scale": scale, "round": round_, "corpus_mb": round(corpus.stat().st_size / 2**20, 1),
+                     **run_child(corpus, cache, n, args.instances, args.max_seq_length, threads)}
+                shutil.rmtree(cache, ignore_errors=True)
+                print(json.dumps(r), flush=True)
+                runs.append(r)
         if not args.keep and scale != 1:
             corpus.unlink()
-    by = {(r["scale"], r["num_proc"]): r for r in runs if not r["tokenizer_threads"]}
-    threaded = {r["scale"]: r for r in runs if r["tokenizer_threads"]}
+    # Memory and the projection from the first round; the speed-ups from every round.
+    by = {(r["scale"], r["num_proc"]): r for r in runs if not r["tokenizer_threads"] and r["round"] == 0}
+    threaded = {r["scale"]: r for r in runs if r["tokenizer_threads"] and r["round"] == 0}
+    rate = {(r["scale"], r["round"], r["num_proc"], r["tokenizer_threads"]): r["corpus_mb_per_s"] for r in runs}
     lo, hi = min(args.scales), max(args.scales)
     p_all = max(args.procs)
     summary: dict = {}
@@ -257,8 +284,15 @@ def main() -> None:
         pairs = [(by[(lo, n)][metric], by[(hi, n)][metric]) for n in args.procs if (lo, n) in by and (hi, n) in by]
         if pairs and hi != lo:
             summary[f"{metric}_ratio_{hi}x_over_{lo}x"] = [round(b / a, 3) for a, b in pairs]
-    speedups = {s: round(by[(s, p_all)]["corpus_mb_per_s"] / by[(s, 1)]["corpus_mb_per_s"], 3)
-                for s in args.scales if (s, 1) in by and (s, p_all) in by and p_all > 1}
+    def median_ratio(s: int) -> float | None:
+        """The median over rounds of p_all processes' rate over 1 process's (each round's list kept)."""
+        ratios = [rate[(s, k, p_all, False)] / rate[(s, k, 1, False)] for k in range(args.rounds)
+                  if (s, k, p_all, False) in rate and (s, k, 1, False) in rate]
+        if len(ratios) > 1:
+            summary.setdefault(f"throughput_{p_all}_processes_over_1_rounds", {})[s] = [round(x, 3) for x in ratios]
+        return round(statistics.median(ratios), 3) if ratios else None
+
+    speedups = {s: v for s in args.scales if p_all > 1 and (v := median_ratio(s)) is not None}
     if speedups:
         summary[f"throughput_{p_all}_processes_over_1"] = speedups
         summary[f"throughput_{p_all}_processes_over_1_with_tokenizer_threads"] = {
