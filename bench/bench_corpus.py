@@ -2,7 +2,7 @@
 shared corpus, with 1 process and with every core.
 
     .venv/bin/python bench/bench_corpus.py --out bench/corpus.json [--scales 1 10 100] [--procs 1 2]
-        [--instances single] [--rounds 1] [--work-dir artifacts/bench-corpus] [--data-dir ../shared/data]
+        [--instances single] [--rounds 1] [--no-memory] [--work-dir artifacts/bench-corpus] [--data-dir ../shared/data]
 
 A corpus of k times the shared 15 MB corpus is built by repetition, each copy with its documents in another
 (seeded) order, so no two neighbouring documents repeat. Each preparation runs in a fresh process into an empty
@@ -19,11 +19,14 @@ process samples the memory of that process and of its workers every 0.1 s from /
   and its anonymous part.
 
 Reported per run: wall seconds of the child (start-up included) and of the preparation, corpus MB/s and
-instances/s over the preparation, and the CPU seconds of its whole process tree. With ``--rounds R`` every process
-count runs R times, alternated, and the speed-up is the median of the R rounds' ratios: this machine's speed drifts
-by 10% and more between runs a minute apart, so one pair of runs can land on either side of a target. Every process tokenises on one thread (``TOKENIZERS_PARALLELISM=false``), so n
-processes use n cores; one more run at each scale lets the single process use the fast tokenizer's own threads
-(its default), which parallelise the tokenising but not the packing. Then the ratios the issue asks for (peak memory at the largest
+instances/s over the preparation, and the CPU seconds of its whole process tree. Memory is sampled in one run per
+process count (``--no-memory``: none), speeds are read from separate timed runs that sample only CPU times: reading
+a large process's smaps costs the sampler up to 30 ms of CPU, a third of a core at 10 reads a second, which it takes
+from the workers when they use every core. The timed runs come in ``--rounds R``, every process count alternated,
+and a speed-up is the median of the rounds' ratios: this machine's speed drifts by 10% and more between runs a
+minute apart. Every process tokenises on one thread (``TOKENIZERS_PARALLELISM=false``), so n processes use n cores;
+one more run at each scale lets the single process use the fast tokenizer's own threads (its default), which
+parallelise the tokenising but not the packing. Then the ratios the issue asks for (peak memory at the largest
 scale over the smallest, throughput with every core over 1 process) and a projection of the time to prepare
 English Wikipedia (2.5 billion words, at this corpus's bytes per word) on 16 cores, from the measured
 per-process rate and the measured parallel efficiency: an extrapolation from this machine's cores, labelled so.
@@ -121,12 +124,14 @@ def _tree(pid: int) -> list[int]:
 
 
 def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_length: int,
-              tokenizer_threads: bool) -> dict:
-    """One preparation in a fresh process; its wall time and the peak memory of its process tree."""
+              tokenizer_threads: bool, sample_memory: bool = True) -> dict:
+    """One preparation in a fresh process; its wall time, and with `sample_memory` the peak memory of its process
+    tree. A timed run samples only CPU times: reading a process's smaps costs this process up to 30 ms of CPU for a
+    large one, a third of a core at 10 reads a second, which it takes from the workers when they use every core."""
     cmd = [sys.executable, __file__, "--child", str(corpus), str(cache), str(num_proc), instances,
            str(max_seq_length)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "true" if tokenizer_threads else "false"}
-    start = time.perf_counter()
+    start, own_cpu = time.perf_counter(), time.process_time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     peak = {"pss": 0, "pss_anon": 0, "main_rss": 0, "main_anon": 0}
     cpu: dict[int, float] = {}  # CPU seconds of every process of the tree, as last seen
@@ -135,7 +140,7 @@ def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_
         for p in pids:
             if (c := _cpu_seconds(p)) is not None:
                 cpu[p] = c
-        tree = [_memory(p) for p in pids]
+        tree = [_memory(p) for p in pids] if sample_memory else []
         main = tree[0] if tree else {}
         peak["pss"] = max(peak["pss"], sum(m.get("Pss", 0) for m in tree))
         peak["pss_anon"] = max(peak["pss_anon"], sum(m.get("Pss_Anon", 0) for m in tree))
@@ -143,15 +148,23 @@ def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_
         peak["main_anon"] = max(peak["main_anon"], main.get("Anonymous", 0))
         time.sleep(0.1)
     seconds = time.perf_counter() - start
+    sampler_cpu = time.process_time() - own_cpu
     out = proc.stdout.read()
     if proc.returncode != 0:
         sys.exit(f"preparation failed ({proc.returncode}): {' '.join(cmd)}")
     result = json.loads(out.strip().splitlines()[-1])
     size = corpus.stat().st_size
     mb = 1024 * 1024
+    memory = {
+        "peak_mb": round(peak["pss"] / mb),
+        "peak_anon_mb": round(peak["pss_anon"] / mb),
+        "main_peak_rss_mb": round(peak["main_rss"] / mb),
+        "main_peak_anon_mb": round(peak["main_anon"] / mb),
+    } if sample_memory else {}
     return {
         "num_proc": num_proc,
         "tokenizer_threads": tokenizer_threads,
+        "run": "memory" if sample_memory else "timed",
         "seconds": round(seconds, 1),
         "prepare_seconds": round(result["seconds"], 1),
         "instances": result["instances"],
@@ -160,10 +173,8 @@ def run_child(corpus: Path, cache: Path, num_proc: int, instances: str, max_seq_
         # All processes' CPU time, start-up included (workers sampled up to 0.1 s before they end): with the
         # seconds, whether n processes did more work than one or waited.
         "cpu_seconds": round(sum(cpu.values()), 1),
-        "peak_mb": round(peak["pss"] / mb),
-        "peak_anon_mb": round(peak["pss_anon"] / mb),
-        "main_peak_rss_mb": round(peak["main_rss"] / mb),
-        "main_peak_anon_mb": round(peak["main_anon"] / mb),
+        "sampler_cpu_seconds": round(sampler_cpu, 1),  # this process's, while it watched the run
+        **memory,
     }
 
 
@@ -251,6 +262,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="runs of every process count per scale, alternated (1, n, 1, n, ...): the speed-up is the "
                          "median of the rounds' ratios, as this machine's speed drifts between runs")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                    help="one run per process count with its memory sampled, besides the timed rounds")
     ap.add_argument("--ceiling-rounds", type=int, default=3,
                     help="rounds of the machine's own multi-process ceiling (0: not measured)")
     args = ap.parse_args()
@@ -262,21 +275,24 @@ def main() -> None:
     for scale in args.scales:
         corpus = build_corpus(source, scale, work / f"corpus_{scale}x.txt")
         variants = [(n, False) for n in args.procs] + ([(1, True)] if args.threaded_one and 1 in args.procs else [])
-        for round_ in range(args.rounds):
-            for n, threads in variants:
-                cache = work / f"cache_{scale}x_{n}p"
-                shutil.rmtree(cache, ignore_errors=True)
-                r = {"scale": scale, "round": round_, "corpus_mb": round(corpus.stat().st_size / 2**20, 1),
-                     **run_child(corpus, cache, n, args.instances, args.max_seq_length, threads)}
-                shutil.rmtree(cache, ignore_errors=True)
-                print(json.dumps(r), flush=True)
-                runs.append(r)
+        # One run per variant with its memory sampled, then `rounds` timed runs of every variant, alternated.
+        plan = [("memory", n, threads) for n, threads in variants] if args.memory else []
+        plan += [(k, n, threads) for k in range(args.rounds) for n, threads in variants]
+        for round_, n, threads in plan:
+            cache = work / f"cache_{scale}x_{n}p"
+            shutil.rmtree(cache, ignore_errors=True)
+            r = {"scale": scale, "round": round_, "corpus_mb": round(corpus.stat().st_size / 2**20, 1),
+                 **run_child(corpus, cache, n, args.instances, args.max_seq_length, threads,
+                             sample_memory=round_ == "memory")}
+            shutil.rmtree(cache, ignore_errors=True)
+            print(json.dumps(r), flush=True)
+            runs.append(r)
         if not args.keep and scale != 1:
             corpus.unlink()
-    # Memory and the projection from the first round; the speed-ups from every round.
-    by = {(r["scale"], r["num_proc"]): r for r in runs if not r["tokenizer_threads"] and r["round"] == 0}
-    threaded = {r["scale"]: r for r in runs if r["tokenizer_threads"] and r["round"] == 0}
-    rate = {(r["scale"], r["round"], r["num_proc"], r["tokenizer_threads"]): r["corpus_mb_per_s"] for r in runs}
+    # Memory from the sampled runs; speeds from the timed ones (the speed-ups and the projection: medians of rounds).
+    by = {(r["scale"], r["num_proc"]): r for r in runs if not r["tokenizer_threads"] and r["round"] == "memory"}
+    mb_per_s = {(r["scale"], r["round"], r["num_proc"], r["tokenizer_threads"]): r["corpus_mb_per_s"]
+                for r in runs if r["round"] != "memory"}
     lo, hi = min(args.scales), max(args.scales)
     p_all = max(args.procs)
     summary: dict = {}
@@ -284,11 +300,13 @@ def main() -> None:
         pairs = [(by[(lo, n)][metric], by[(hi, n)][metric]) for n in args.procs if (lo, n) in by and (hi, n) in by]
         if pairs and hi != lo:
             summary[f"{metric}_ratio_{hi}x_over_{lo}x"] = [round(b / a, 3) for a, b in pairs]
-    def median_ratio(s: int) -> float | None:
-        """The median over rounds of p_all processes' rate over 1 process's (each round's list kept)."""
-        ratios = [rate[(s, k, p_all, False)] / rate[(s, k, 1, False)] for k in range(args.rounds)
-                  if (s, k, p_all, False) in rate and (s, k, 1, False) in rate]
-        if len(ratios) > 1:
+
+    def median_ratio(s: int, threads: bool = False) -> float | None:
+        """The median over rounds of p_all processes' rate over 1 process's (with the tokenizer's threads if
+        `threads`); the rounds' ratios are kept in the summary."""
+        ratios = [mb_per_s[(s, k, p_all, False)] / mb_per_s[(s, k, 1, threads)] for k in range(args.rounds)
+                  if (s, k, p_all, False) in mb_per_s and (s, k, 1, threads) in mb_per_s]
+        if len(ratios) > 1 and not threads:
             summary.setdefault(f"throughput_{p_all}_processes_over_1_rounds", {})[s] = [round(x, 3) for x in ratios]
         return round(statistics.median(ratios), 3) if ratios else None
 
@@ -296,14 +314,13 @@ def main() -> None:
     if speedups:
         summary[f"throughput_{p_all}_processes_over_1"] = speedups
         summary[f"throughput_{p_all}_processes_over_1_with_tokenizer_threads"] = {
-            s: round(by[(s, p_all)]["corpus_mb_per_s"] / threaded[s]["corpus_mb_per_s"], 3)
-            for s in speedups if s in threaded}
+            s: v for s in speedups if (v := median_ratio(s, threads=True)) is not None}
         best = max(speedups)  # the largest corpus measured with both counts: the least start-up overhead
-        one = by[(best, 1)]["corpus_mb_per_s"]
+        one = statistics.median(mb_per_s[(best, k, 1, False)] for k in range(args.rounds))
         efficiency = speedups[best] / p_all
         bytes_per_word = source.stat().st_size / words
         wiki_mb = WIKIPEDIA_WORDS * bytes_per_word / 2**20
-        rate = one * PROJECTED_CORES * efficiency
+        cores_rate = one * PROJECTED_CORES * efficiency
         summary["projection"] = {
             "what": f"an extrapolation: English Wikipedia ({WIKIPEDIA_WORDS:.2g} words) on {PROJECTED_CORES} cores "
                     f"of this CPU, from the 1-process rate at {best}x and the {p_all}-process parallel efficiency "
@@ -312,7 +329,7 @@ def main() -> None:
             "wikipedia_gb": round(wiki_mb / 1024, 1),
             "one_process_mb_per_s": one,
             "parallel_efficiency": round(efficiency, 3),
-            "hours": round(wiki_mb / rate / 3600, 2),
+            "hours": round(wiki_mb / cores_rate / 3600, 2),
         }
     if p_all > 1 and args.ceiling_rounds > 0:
         ceiling = machine_ceiling(source, p_all, args.ceiling_rounds)
