@@ -177,7 +177,8 @@ mrpc-budget: install data-ready
 bench: bench-aug bench-latency bench-serve bench-train-step bench-train bench-corpus
 
 # Corpus preparation (read, tokenise, pack, cache) at 1x, 10x and 100x the shared corpus (1.5 GB at 100x, built by
-# repetition under artifacts/bench-corpus/), 1 process and every core: MB/s, instances/s, peak memory (issue 52).
+# repetition under artifacts/bench-corpus/), 1 process and every core: peak memory from one sampled run each, MB/s
+# and instances/s from separate timed runs (add --rounds 3 for the median of three alternated rounds) (issue 52).
 bench-corpus: install data-ready
 	mkdir -p bench
 	$(PY) bench/bench_corpus.py --out bench/corpus.json
