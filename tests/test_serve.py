@@ -223,13 +223,12 @@ def test_report_and_frontier_show_both_yardsticks(result, pair, tmp_path):
     assert (tmp_path / "report" / "frontier.png").stat().st_size > 10_000
 
 
-def test_candidates_take_turns_batch_by_batch():
+def test_candidates_take_turns_pass_by_pass_each_after_an_untimed_batch():
     calls = []
     runs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("a", "b", "c")}
-    best = serve.time_alternated(runs, [0, 1, 2, 3], repeats=2)
+    best = serve.time_alternated(runs, [0, 1, 2, 3], repeats=4)
     assert set(best) == {"a", "b", "c"} and all(s >= 0 for s in best.values())
-    warmup, timed = calls[:6], calls[6:]
-    assert warmup == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)]
-    assert len(timed) == 2 * 4 * 3  # every run on every batch in every round
-    assert [n for n, b in timed[:12]] == list("abc" "bca" "cab" "abc")  # who goes first rotates with the batch
-    assert [b for _, b in timed[:12]] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert len(calls) == 4 * 3 * (1 + 4)  # every repeat: every run, one untimed batch then every batch
+    passes = [calls[i:i + 5] for i in range(0, len(calls), 5)]
+    assert all(p == [(p[0][0], 0), (p[0][0], 0), (p[0][0], 1), (p[0][0], 2), (p[0][0], 3)] for p in passes)
+    assert [p[0][0] for p in passes] == list("abc" "bca" "cab" "abc")  # who goes first rotates with the repeat

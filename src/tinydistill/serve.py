@@ -6,9 +6,9 @@ batches, and the fastest one that still gives the fp32 model's answers.
 
 In one process, for each thread count (`--threads`, default 1 and all cores) and at batch 32 and batch 1, every
 candidate of the model and of its teacher (`--teacher`, else the model's metrics.json `teacher_dir`) runs over the
-same first `--examples` dev rows, taking turns batch by batch (the order rotating), `--repeats` rounds (the best
-round counts), so a machine shared with other jobs slows them alike: read ratios, not times. The load average is
-recorded beside each setting.
+same first `--examples` dev rows, taking turns pass by pass (the order rotating; each pass after one untimed batch,
+so no other candidate's thread pool is still spinning), `--repeats` rounds (the best round counts), so a machine
+shared with other jobs slows them alike: read ratios, not times. The load average is recorded beside each setting.
 
 The guard: a candidate is kept only when it agrees with the same model's PyTorch fp32 predictions on at least
 `--min-agreement` (99%) of the whole dev set and its dev metric is at most `--max-metric-drop` (1 point) lower.
@@ -80,18 +80,17 @@ def thread_counts(spec: str | None) -> list[int]:
 
 
 def time_alternated(runs: dict[str, Callable[[Any], Any]], batches: Sequence[Any], repeats: int) -> dict[str, float]:
-    """Best-of-`repeats` seconds of each run over `batches`, the runs taking turns batch by batch (the order
-    rotating with each batch), so a load that comes and goes on a shared machine falls on all of them alike."""
+    """Best-of-`repeats` seconds of each run over `batches`. The runs take turns pass by pass, the order rotating
+    with each repeat, so a load that comes and goes on a shared machine falls on all of them alike; each pass
+    follows one untimed batch of its own. Not batch by batch: the previous run's thread pool keeps spinning for a
+    while after its batch and takes a core from the next one (two threads on two cores: PyTorch's student at
+    batch 1 timed 8x slower that way, docs/results/benchmarks.md#serving-backends-on-this-cpu-issue-51)."""
     names = list(runs)
-    for name in names:
-        time_batches(runs[name], batches[:2], warmup=0, repeats=1)
     best = dict.fromkeys(names, math.inf)
-    for _ in range(repeats):
-        total = dict.fromkeys(names, 0.0)
-        for i, batch in enumerate(batches):
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                total[name] += time_batches(runs[name], [batch], warmup=0, repeats=1)
-        best = {name: min(best[name], total[name]) for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name](batches[0])  # meanwhile the previous run's pool goes idle
+            best[name] = min(best[name], time_batches(runs[name], batches, warmup=0, repeats=1))
     return best
 
 
