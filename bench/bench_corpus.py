@@ -301,22 +301,22 @@ def main() -> None:
         if pairs and hi != lo:
             summary[f"{metric}_ratio_{hi}x_over_{lo}x"] = [round(b / a, 3) for a, b in pairs]
 
-    def median_ratio(s: int, threads: bool = False) -> float | None:
-        """The median over rounds of p_all processes' rate over 1 process's (with the tokenizer's threads if
-        `threads`); the rounds' ratios are kept in the summary."""
-        ratios = [mb_per_s[(s, k, p_all, False)] / mb_per_s[(s, k, 1, threads)] for k in range(args.rounds)
-                  if (s, k, p_all, False) in mb_per_s and (s, k, 1, threads) in mb_per_s]
-        if len(ratios) > 1 and not threads:
-            summary.setdefault(f"throughput_{p_all}_processes_over_1_rounds", {})[s] = [round(x, 3) for x in ratios]
-        return round(statistics.median(ratios), 3) if ratios else None
+    def ratios(s: int, threads: bool = False) -> list[float]:
+        """Per round, p_all processes' rate over 1 process's (with the tokenizer's threads if `threads`)."""
+        return [mb_per_s[(s, k, p_all, False)] / mb_per_s[(s, k, 1, threads)] for k in range(args.rounds)
+                if (s, k, p_all, False) in mb_per_s and (s, k, 1, threads) in mb_per_s]
 
-    speedups = {s: v for s in args.scales if p_all > 1 and (v := median_ratio(s)) is not None}
+    rounds = {s: r for s in args.scales if p_all > 1 and (r := ratios(s))}
+    speedups = {s: round(statistics.median(r), 3) for s, r in rounds.items()}
     if speedups:
+        if args.rounds > 1:
+            summary[f"throughput_{p_all}_processes_over_1_rounds"] = {
+                s: [round(x, 3) for x in r] for s, r in rounds.items()}
         summary[f"throughput_{p_all}_processes_over_1"] = speedups
         summary[f"throughput_{p_all}_processes_over_1_with_tokenizer_threads"] = {
-            s: v for s in speedups if (v := median_ratio(s, threads=True)) is not None}
+            s: round(statistics.median(r), 3) for s in speedups if (r := ratios(s, threads=True))}
         best = max(speedups)  # the largest corpus measured with both counts: the least start-up overhead
-        one = statistics.median(mb_per_s[(best, k, 1, False)] for k in range(args.rounds))
+        one = round(statistics.median(mb_per_s[(best, k, 1, False)] for k in range(args.rounds)), 3)
         efficiency = speedups[best] / p_all
         bytes_per_word = source.stat().st_size / words
         wiki_mb = WIKIPEDIA_WORDS * bytes_per_word / 2**20
