@@ -5,6 +5,7 @@ asserted."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -27,6 +28,8 @@ from tinydistill.inference import (  # noqa: E402
     recorded_choice,
 )
 from tests.test_export import LABELS, WORDS, make_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = ("pytorch fp32", "onnx fp32", "onnx fp32 no-spin", "onnx int8 dynamic", "onnx int8 static")
 
@@ -232,3 +235,38 @@ def test_candidates_take_turns_pass_by_pass_each_after_an_untimed_batch():
     passes = [calls[i:i + 5] for i in range(0, len(calls), 5)]
     assert all(p == [(p[0][0], 0), (p[0][0], 0), (p[0][0], 1), (p[0][0], 2), (p[0][0], 3)] for p in passes)
     assert [p[0][0] for p in passes] == list("abc" "bca" "cab" "abc")  # who goes first rotates with the repeat
+
+
+def _bench_serve_ops():
+    spec = importlib.util.spec_from_file_location("bench_serve_ops", ROOT / "bench" / "bench_serve_ops.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_operator_profile_splits_each_models_time_by_operator_group(pair, sst2_dir, tmp_path):
+    ops = _bench_serve_ops()
+    out = ops.run(str(pair["student"]), "sst2", None, "onnx int8 dynamic", [1], 8, 1, str(sst2_dir),
+                  str(tmp_path / "cache"), tmp_path)
+    assert out["teacher"] == str(pair["teacher"]) and out["flop_ratio"] == pytest.approx(1.0)  # the same shape
+    assert set(out["threads"]["1"]) == {"32", "1"}
+    for bs, cell in out["threads"]["1"].items():
+        for role in ("student", "teacher"):
+            m = cell[role]
+            assert m["wall_ms"] > 0 and m["operators_per_run"] >= 10  # a 2-layer int8 BERT: dozens of operators
+            assert 0 < m["kernel_ms"] <= m["session_ms"]  # one thread: the kernels run inside the session, in turn
+            assert sum(m["by_group"].values()) == pytest.approx(m["kernel_ms"])
+            assert {"DynamicQuantizeMatMul", "QAttention"} <= set(m["by_op"])  # the int8 graph's own operators
+            assert set(m["by_group"]) == {"matrix products", "attention (projections and scores)",
+                                          "element-wise and other"}
+        r = cell["teacher_over_student"]
+        assert r["kernel"] == pytest.approx(cell["teacher"]["kernel_ms"] / cell["student"]["kernel_ms"])
+        assert set(r) == {"wall", "kernel", *cell["student"]["by_group"]}
+    assert "FLOP ratio 1.0" in ops.summary(out)
+
+
+def test_operator_profile_names_a_candidate_this_machine_cannot_build(pair, sst2_dir, tmp_path, monkeypatch):
+    ops = _bench_serve_ops()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as when it is not installed
+    with pytest.raises(ConfigError, match="--candidate 'onnx fp32': not available on this machine"):
+        ops.run(str(pair["student"]), "sst2", None, "onnx fp32", [1], 8, 1, str(sst2_dir), str(tmp_path), tmp_path)

@@ -149,9 +149,12 @@ class OnnxClassifier(Classifier):
     backend = "onnx"
 
     def __init__(self, path: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig,
-                 threads: int | None = None, spinning: bool = True) -> None:
+                 threads: int | None = None, spinning: bool = True, profile: str | None = None) -> None:
         ort = require_onnxruntime()
         options = ort.SessionOptions()
+        if profile:  # ORT's profiler: every operator's kernel time, written by session.end_profiling()
+            options.enable_profiling = True
+            options.profile_file_prefix = profile
         # The same thread count as PyTorch's, so latencies compare like with like.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -281,13 +284,15 @@ def load_torch_classifier(folder: str | os.PathLike) -> TorchClassifier:
     return TorchClassifier(model, folder, _tokenizer(folder))
 
 
-def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None, spinning: bool = True) -> OnnxClassifier:
-    """The ONNX model `file` with the config (label names) and tokenizer beside it."""
+def load_onnx_classifier(file: str | os.PathLike, threads: int | None = None, spinning: bool = True,
+                         profile: str | None = None) -> OnnxClassifier:
+    """The ONNX model `file` with the config (label names) and tokenizer beside it; `profile`: a file prefix for
+    ONNX Runtime's operator profile."""
     file = Path(file)
     if not file.is_file():
         raise ConfigError(f"ONNX model {file} does not exist")
     config = _config(file.parent)
-    return OnnxClassifier(file, _tokenizer(file.parent), config, threads, spinning)
+    return OnnxClassifier(file, _tokenizer(file.parent), config, threads, spinning, profile)
 
 
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
