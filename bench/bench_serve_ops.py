@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     except TinyDistillError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    print(summary(result))
     if a.json:
         atomic_write_text(a.json, json.dumps(result, indent=2) + "\n")
-    print(summary(result))
 
 
 if __name__ == "__main__":

@@ -270,3 +270,10 @@ def test_operator_profile_names_a_candidate_this_machine_cannot_build(pair, sst2
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as when it is not installed
     with pytest.raises(ConfigError, match="--candidate 'onnx fp32': not available on this machine"):
         ops.run(str(pair["student"]), "sst2", None, "onnx fp32", [1], 8, 1, str(sst2_dir), str(tmp_path), tmp_path)
+
+
+def test_operator_profile_cli_stops_with_one_line_for_a_missing_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench_serve_ops().main([str(tmp_path / "nope"), "--task", "sst2", "--json", str(tmp_path / "ops.json")])
+    assert exit_info.value.code == 2 and not (tmp_path / "ops.json").exists()
+    assert capsys.readouterr().err == f"error: model folder {tmp_path / 'nope'} does not exist\n"
