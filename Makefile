@@ -194,7 +194,7 @@ bench-latency: install data-ready
 # core, batch 32 and 1; the chosen backend is recorded in the student's onnx/export.json (issue 51). Targets: the
 # chosen backend >= 10x the PyTorch fp32 teacher at batch 32 and 1, >= 60% of the FLOP ratio over the teacher's own
 # choice, dev metric within 1 point (docs/results/benchmarks.md). Then where each model's time goes, operator by
-# operator (bench/bench_serve_ops.py), for the int8 graph both are served in on x86.
+# operator (bench/bench_serve_ops.py), both run as the same int8 graph (the student's usual choice on x86).
 bench-serve: install data-ready
 	mkdir -p bench
 	$(PY) -m tinydistill.serve bench artifacts/task/sst2/demo/seed42 --task sst2 --json bench/serve.json
