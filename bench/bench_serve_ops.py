@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -72,18 +73,18 @@ def by_group(by_op: dict[str, float]) -> dict[str, float]:
     return dict(out)
 
 
-def measure(files: dict[str, Path], timed: dict[int, list[dict]], threads: list[int], repeats: int,
+def measure(files: dict[str, Path], spinning: bool, timed: dict[int, list[dict]], threads: list[int], repeats: int,
             work: Path) -> dict[str, dict]:
-    """Per thread count and batch size, per model: wall time, then the profiled pass."""
+    """Per thread count and batch size, per model (role -> ONNX file): wall time, then the profiled pass."""
     out: dict[str, dict] = {}
     for t in threads:
-        clfs = {role: load_onnx_classifier(f, t) for role, f in files.items()}
+        clfs = {role: load_onnx_classifier(f, t, spinning) for role, f in files.items()}
         for bs, batches in timed.items():
             examples = sum(len(b["input_ids"]) for b in batches)
             wall = time_alternated({r: c.logits for r, c in clfs.items()}, batches, repeats)
             cell = out.setdefault(str(t), {}).setdefault(str(bs), {"load_average": os.getloadavg()[0]})
             for role, f in files.items():
-                prof = load_onnx_classifier(f, t, profile=str(work / f"{role}-{t}-{bs}"))
+                prof = load_onnx_classifier(f, t, spinning, profile=str(work / f"{role}-{t}-{bs}"))
                 for b in [batches[0], *batches]:
                     prof.logits(b)
                 ops = operator_times(prof.session.end_profiling(), examples)
@@ -103,13 +104,13 @@ def run(model: str, task_name: str, teacher: str | None, candidate: str, threads
     if t_dir is None:
         raise ConfigError(f"{model}: no teacher to compare with (give --teacher, or a metrics.json teacher_dir)")
     models = {"student": clf, "teacher": load_teacher(t_dir, clf)}
-    files = {}
+    files, built = {}, None
     for role, c in models.items():
         (work / role).mkdir(parents=True, exist_ok=True)
-        built = build_candidates(c, work / role, [], (candidate,))
-        if built[-1].name != candidate:
+        built = build_candidates(c, work / role, [], (candidate,))[-1]
+        if built.name != candidate:
             raise ConfigError(f"--candidate {candidate!r}: not available on this machine (see the log line above)")
-        files[role] = work / role / built[-1].file
+        files[role] = work / role / built.file
     dev, _ = dev_set(task, clf.tokenizer, task.length, data_dir, cache_dir, write_cache=False)
     subset = dev.select(range(min(examples, len(dev))))
     timed = {bs: batched(subset, clf.tokenizer, bs) for bs in BATCH_SIZES}
@@ -117,7 +118,7 @@ def run(model: str, task_name: str, teacher: str | None, candidate: str, threads
             "examples": len(subset), "repeats": repeats, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "versions": versions(), "flop_ratio": flop_ratio(models["teacher"], clf, timed[BATCH_SIZES[0]]),
             "groups": {g: sorted(ops) for g, ops in GROUPS.items()},
-            "threads": measure(files, timed, threads, repeats, work)}
+            "threads": measure(files, built.spinning, timed, threads, repeats, work)}
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -133,7 +134,7 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    onnx = [c for c in CANDIDATES if c.startswith("onnx")]
+    onnx = [c for c in CANDIDATES if c.startswith("onnx") and "static" not in c]  # static int8 needs calibration
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the student's folder (save_pretrained)")
     p.add_argument("--task", required=True, help="a GLUE name, or a user's task file")
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA_DIR"))
     p.add_argument("--cache-dir", default=os.environ.get("TINYDISTILL_CACHE", "artifacts/cache"))
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # a candidate skipped: one line saying why
+    for noisy in ("onnxruntime", "root", "tinydistill.export"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory(prefix="serve-ops-") as work:
             result = run(a.model, a.task, a.teacher, a.candidate, thread_counts(a.threads), a.examples, a.repeats,

@@ -277,3 +277,18 @@ def test_operator_profile_cli_stops_with_one_line_for_a_missing_model(tmp_path, 
         _bench_serve_ops().main([str(tmp_path / "nope"), "--task", "sst2", "--json", str(tmp_path / "ops.json")])
     assert exit_info.value.code == 2 and not (tmp_path / "ops.json").exists()
     assert capsys.readouterr().err == f"error: model folder {tmp_path / 'nope'} does not exist\n"
+
+
+def test_operator_profile_runs_a_no_spin_candidate_with_spinning_off(pair, sst2_dir, tmp_path, monkeypatch):
+    ops = _bench_serve_ops()
+    seen = []
+
+    def recording(file, threads=None, spinning=True, profile=None):
+        seen.append(spinning)
+        return backends.load_onnx_classifier(file, threads, spinning, profile)
+
+    monkeypatch.setattr(ops, "load_onnx_classifier", recording)
+    out = ops.run(str(pair["student"]), "sst2", None, "onnx int8 dynamic no-spin", [1], 4, 1, str(sst2_dir),
+                  str(tmp_path / "cache"), tmp_path)
+    assert out["candidate"] == "onnx int8 dynamic no-spin" and set(out["threads"]["1"]) == {"32", "1"}
+    assert len(seen) == 2 + 2 * 2 and not any(seen)  # two timed sessions, then one profiled per model and batch size
