@@ -1,8 +1,7 @@
 """Serving on the CPU it runs on (issue 51): the backend table, the agreement and metric guard (a deliberately
 broken candidate is rejected however fast it is), the recorded choice that predict serves, and candidates this
 machine lacks skipped with one log line; bench/bench_serve_ops.py's split of each model's time by operator group.
-Tiny random BERT classifiers and a few synthetic SST-2 rows; no timings are
-asserted."""
+Tiny random BERT classifiers and a few synthetic SST-2 rows; no timings are asserted."""
 
 from __future__ import annotations
 
